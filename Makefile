@@ -1,0 +1,31 @@
+# metafab: every target that needs Python depends on the project's own venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/metafab demo
+
+bench: $(STAMP)
+	$(VENV)/bin/metafab bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check reference hw gen sim tests
+
+clean:
+	rm -rf build sim_build .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""The metafab CLI, Verilog export, synthesis flow and reports."""

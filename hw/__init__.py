@@ -1,0 +1,1 @@
+"""Amaranth 0.5 components, parameterised by the reference config."""

@@ -1,0 +1,1 @@
+"""Numbers and models: the specification the hardware is checked against (numpy only)."""

@@ -1,0 +1,1 @@
+"""cocotb benches, stream models, scoreboards and the simulator runner."""

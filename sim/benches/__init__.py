@@ -1,0 +1,1 @@
+"""cocotb test modules, run by metafab.sim.runner."""
