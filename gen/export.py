@@ -1,0 +1,36 @@
+"""Verilog export: deterministic (same design, same bytes, wherever the checkout lives)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.lib import wiring
+
+__all__ = ["to_verilog", "write_verilog", "verilog_digest"]
+
+
+def to_verilog(component: wiring.Component, name: str) -> str:
+    """The Verilog text of ``component`` as top module ``name``.
+
+    Source-location attributes are left out so that the text depends only on
+    the design, not on where the project is installed.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"Verilog module name must be an identifier, got {name!r}")
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+def verilog_digest(text: str) -> str:
+    """A short content hash of Verilog text (the simulator build-cache key)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_verilog(component: wiring.Component, name: str, out_dir: Path) -> Path:
+    """Write ``<out_dir>/<name>.v``; returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.v"
+    path.write_text(to_verilog(component, name))
+    return path

@@ -1,0 +1,244 @@
+"""Fixed-point arithmetic as Amaranth hardware, bit-equal to :mod:`metafab.reference.fixed`.
+
+The functions build combinational Amaranth expressions for the reference's
+operations (same formats, same rounding, same overflow, same order):
+:func:`shape_of`, :func:`resize`, :func:`xorshift32_next`. :class:`MacLane`
+is the multiply-accumulate lane the engines reuse: a stream of ``(a, b,
+last)`` operand pairs in, one resized dot product out per packet.
+"""
+
+
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from metafab.reference.config import MacLaneConfig
+from metafab.reference.errors import UserError
+from metafab.reference.fixed import Overflow, QFormat, Rounding
+
+__all__ = ["shape_of", "extend", "resize", "saturate", "wrap", "xorshift32_next", "Xorshift32", "MacLane"]
+
+
+def reject(component, exc: Exception):
+    """Raise ``exc`` from a component constructor without Amaranth's "created but never used" warning."""
+    component._MustUse__silence = True
+    raise exc
+
+
+def shape_of(fmt: QFormat) -> Shape:
+    """The Amaranth shape holding codes of ``fmt``."""
+    return signed(fmt.width) if fmt.signed else unsigned(fmt.width)
+
+
+def saturate(value: Value, dst: QFormat) -> Value:
+    """Clamp an integer code expression to ``dst``'s range; result has ``dst``'s shape."""
+    value = Value.cast(value)
+    hi = Const(dst.max_code, signed(dst.width + 1))
+    lo = Const(dst.min_code, signed(dst.width + 1))
+    clamped = Mux(value > hi, hi, Mux(value < lo, lo, value))
+    return wrap(clamped, dst)
+
+
+def extend(value: Value, width: int) -> Value:
+    """``value`` sign- or zero-extended (by its own signedness) to at least ``width`` bits."""
+    v = Value.cast(value)
+    if len(v) >= width:
+        return v
+    fill = v[-1].replicate(width - len(v)) if v.shape().signed else Const(0, width - len(v))
+    ext = Cat(v, fill)
+    return ext.as_signed() if v.shape().signed else ext
+
+
+def wrap(value: Value, dst: QFormat) -> Value:
+    """Keep the low ``dst.width`` bits (two's complement wrap); result has ``dst``'s shape."""
+    low = extend(value, dst.width)[: dst.width]
+    return low.as_signed() if dst.signed else low.as_unsigned()
+
+
+def _stochastic_bits(rnd32: Value, shift: int) -> Value:
+    """The ``shift`` random bits a stochastic rounding adds (see reference Xorshift32.draw)."""
+    if shift <= 32:
+        return rnd32[32 - shift :]
+    return Value.cast(rnd32).as_unsigned() << (shift - 32)
+
+
+def resize(
+    value: Value,
+    src: QFormat,
+    dst: QFormat,
+    rounding: Rounding | str = Rounding.HALF_EVEN,
+    overflow: Overflow | str = Overflow.SATURATE,
+    rnd32: Value | None = None,
+) -> Value:
+    """Re-format a code expression from ``src`` to ``dst``, as :func:`reference.fixed.resize`.
+
+    Fraction bits are aligned exactly or dropped with ``rounding`` (stochastic
+    rounding adds bits of ``rnd32``, the xorshift32 state after its step for
+    this value), then the code is saturated or wrapped into ``dst``.
+    Returns an expression of shape :func:`shape_of(dst) <shape_of>`.
+    """
+    rounding = Rounding.parse(rounding)
+    overflow = Overflow.parse(overflow)
+    if overflow is Overflow.ERROR:
+        raise UserError("hardware overflow must be 'saturate' or 'wrap'")
+    v = Value.cast(value)
+    v = v.as_signed() if src.signed else v.as_unsigned()
+    d = src.frac_bits - dst.frac_bits
+    if d > 0:
+        if rounding is Rounding.TRUNCATE:
+            v = v >> d
+        elif rounding is Rounding.HALF_EVEN:
+            q = v >> d
+            r = v.as_unsigned()[:d]
+            half = 1 << (d - 1)
+            up = (r > half) | ((r == half) & q[0])
+            v = q + up
+        else:
+            if rnd32 is None:
+                raise UserError("stochastic rounding needs the xorshift32 state (rnd32)")
+            v = (v + _stochastic_bits(rnd32, d)) >> d
+    elif d < 0:
+        v = v << (-d)
+    if overflow is Overflow.SATURATE:
+        return saturate(v, dst)
+    return wrap(v, dst)
+
+
+def xorshift32_next(x: Value) -> Value:
+    """One xorshift32 step (13, 17, 5) of a 32-bit state expression (see reference)."""
+    x = Value.cast(x).as_unsigned()[:32]
+    x = x ^ (x << 13)[:32]
+    x = x ^ (x >> 17)
+    x = x ^ (x << 5)[:32]
+    return x
+
+
+class Xorshift32(wiring.Component):
+    """A xorshift32 random source: ``state`` advances one step per cycle with ``en``.
+
+    ``next`` is the state after the step (combinational); a stochastic
+    rounding performed in the same cycle as ``en`` uses ``next``, exactly as
+    :meth:`metafab.reference.fixed.Xorshift32.draw` uses the stepped state.
+    """
+
+    en: In(1)
+    state: Out(32)
+    next: Out(32)
+
+    def __init__(self, *, seed: int):
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 < seed < 2**32:
+            reject(self, UserError(f"xorshift32 seed must be in 1..2**32-1, got {seed!r}"))
+        self._seed = seed
+        super().__init__()
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    def elaborate(self, platform):
+        m = Module()
+        reg = Signal(32, init=self._seed)
+        m.d.comb += [self.state.eq(reg), self.next.eq(xorshift32_next(reg))]
+        with m.If(self.en):
+            m.d.sync += reg.eq(self.next)
+        return m
+
+
+class MacLane(wiring.Component):
+    """A pipelined multiply-accumulate lane computing one dot product per packet.
+
+    Input stream ``i``: payload ``{a, b, last}`` with ``a`` in ``cfg.a_fmt``,
+    ``b`` in ``cfg.b_fmt``. The lane accumulates ``a*b`` exactly in
+    ``cfg.acc_fmt`` (wrapping) and, after the beat with ``last`` set, emits
+    ``resize(acc, acc_fmt -> out_fmt, rounding, overflow)`` on ``o``. One beat
+    per cycle when ``o`` is not back-pressured; latency 4 cycles from the last
+    input beat to the result. Matches
+    :func:`metafab.reference.fixed.dot` followed by
+    :func:`~metafab.reference.fixed.resize`.
+
+    Parameters
+    ----------
+    config : MacLaneConfig
+        Formats, rounding and overflow (the one source of truth).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(in_layout))
+    o : Out(stream.Signature(shape_of(out_fmt)))
+    in_layout : data.StructLayout
+        The input payload layout (kept because a stream signature does not expose it).
+    """
+
+    LATENCY = 4
+
+    def __init__(self, *, config: MacLaneConfig):
+        if not isinstance(config, MacLaneConfig):
+            reject(self, TypeError(f"config must be a MacLaneConfig, got {config!r}"))
+        self._cfg = config
+        self.in_layout = data.StructLayout(
+            {"a": shape_of(config.a_fmt), "b": shape_of(config.b_fmt), "last": 1}
+        )
+        super().__init__(
+            {
+                "i": In(stream.Signature(self.in_layout)),
+                "o": Out(stream.Signature(shape_of(config.out_fmt))),
+            }
+        )
+
+    @property
+    def config(self) -> MacLaneConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        pfmt = cfg.product_fmt
+        shift = cfg.acc_fmt.frac_bits - pfmt.frac_bits
+
+        adv = Signal(name="adv")  # the whole pipeline moves when the output can take a value
+        m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
+
+        # stage 1: operand registers
+        v1, last1 = Signal(name="v1"), Signal(name="last1")
+        a1 = Signal(shape_of(cfg.a_fmt))
+        b1 = Signal(shape_of(cfg.b_fmt))
+        # stage 2: product register
+        v2, last2 = Signal(name="v2"), Signal(name="last2")
+        p2 = Signal(shape_of(pfmt))
+        # stage 3: accumulator, and the finished sum of a packet
+        acc = Signal(shape_of(cfg.acc_fmt))
+        start = Signal(init=1)
+        v3 = Signal(name="v3")
+        fin = Signal(shape_of(cfg.acc_fmt))
+
+        rng = Xorshift32(seed=cfg.seed) if cfg.rounding is Rounding.STOCHASTIC else None
+        if rng is not None:
+            m.submodules.rng = rng
+
+        acc_next = wrap(Mux(start, 0, acc) + (p2 << shift), cfg.acc_fmt)
+
+        with m.If(adv):
+            m.d.sync += [
+                v1.eq(self.i.valid),
+                a1.eq(self.i.payload.a),
+                b1.eq(self.i.payload.b),
+                last1.eq(self.i.payload.last),
+                v2.eq(v1),
+                p2.eq(a1 * b1),
+                last2.eq(last1),
+                v3.eq(v2 & last2),
+                self.o.valid.eq(v3),
+            ]
+            with m.If(v2):
+                m.d.sync += [acc.eq(acc_next), start.eq(last2)]
+                with m.If(last2):
+                    m.d.sync += fin.eq(acc_next)
+            with m.If(v3):
+                rnd = None
+                if rng is not None:
+                    m.d.comb += rng.en.eq(1)
+                    rnd = rng.next
+                m.d.sync += self.o.payload.eq(
+                    resize(fin, cfg.acc_fmt, cfg.out_fmt, cfg.rounding, cfg.overflow, rnd)
+                )
+        return m
