@@ -34,3 +34,17 @@ def write_verilog(component: wiring.Component, name: str, out_dir: Path) -> Path
     path = out_dir / f"{name}.v"
     path.write_text(to_verilog(component, name))
     return path
+
+
+def layout_fields(layout) -> list[tuple[str, int, int, bool]]:
+    """``(name, offset, width, signed)`` of each field of an Amaranth struct layout, LSB first.
+
+    This is how benches and host code pack a payload without importing Amaranth.
+    """
+    from amaranth.hdl import Shape
+
+    fields = []
+    for name, fld in layout:
+        shape = Shape.cast(fld.shape)
+        fields.append((str(name), int(fld.offset), int(shape.width), bool(shape.signed)))
+    return sorted(fields, key=lambda f: f[1])

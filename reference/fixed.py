@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from fractions import Fraction
 
 import numpy as np
@@ -67,7 +67,7 @@ MAX_OPERAND_WIDTH = 31
 MAX_WIDTH = 62
 
 
-class Rounding(str, Enum):
+class Rounding(StrEnum):
     """How :func:`resize` drops fraction bits.
 
     ``truncate``: towards minus infinity (an arithmetic shift right).
@@ -93,7 +93,7 @@ class Rounding(str, Enum):
             raise UserError(f"unknown rounding mode {value!r}; valid: {valid}") from None
 
 
-class Overflow(str, Enum):
+class Overflow(StrEnum):
     """How :func:`resize` drops integer bits.
 
     ``saturate``: clamp to the format's range. ``wrap``: two's complement

@@ -12,6 +12,7 @@ from metafab.reference import fixed as fx
 from metafab.reference.config import MacLaneConfig
 from metafab.reference.errors import UserError
 from metafab.reference.fixed import Overflow, QFormat, Rounding, Xorshift32
+from metafab.reference.mac_lane import dot_products, random_packets
 
 # (src, dst) pairs: odd widths, unsigned, widening, narrowing, saturating and wrapping cases
 FORMAT_PAIRS = [
@@ -102,34 +103,20 @@ MAC_CONFIGS = [
 ]
 
 
-def random_packets(cfg: MacLaneConfig, rng, n_packets, max_len=9):
-    packets = []
-    for _ in range(n_packets):
-        n = int(rng.integers(1, max_len + 1))
-        a = rng.integers(cfg.a_fmt.min_code, cfg.a_fmt.max_code + 1, size=n)
-        b = rng.integers(cfg.b_fmt.min_code, cfg.b_fmt.max_code + 1, size=n)
-        packets.append((a, b))
-    return packets
-
-
-def mac_lane_expected(cfg: MacLaneConfig, packets) -> list[int]:
-    """The reference model of a MAC lane: dot in the accumulator, then resize."""
-    lfsr = Xorshift32(cfg.seed)
-    return [
-        int(fx.resize(fx.dot(a, cfg.a_fmt, b, cfg.b_fmt, cfg.acc_fmt), cfg.acc_fmt, cfg.out_fmt,
-                      cfg.rounding, cfg.overflow, lfsr))
-        for a, b in packets
-    ]
-
-
-@pytest.mark.parametrize("cfg", MAC_CONFIGS, ids=lambda c: f"{c.a_fmt}x{c.b_fmt}->{c.out_fmt}-{c.rounding.value}")
+@pytest.mark.parametrize(
+    "cfg", MAC_CONFIGS, ids=lambda c: f"{c.a_fmt}x{c.b_fmt}->{c.out_fmt}-{c.rounding.value}"
+)
 def test_mac_lane_amaranth_sim_with_backpressure(cfg):
     rng = np.random.default_rng(3)
     packets = random_packets(cfg, rng, 40)
-    want = mac_lane_expected(cfg, packets)
+    want = dot_products(cfg, packets)
     dut = hfx.MacLane(config=cfg)
     got = []
-    beats = [(int(a), int(b), int(k == len(pa) - 1)) for pa, pb in packets for k, (a, b) in enumerate(zip(pa, pb, strict=True))]
+    beats = [
+        (int(a), int(b), int(k == len(pa) - 1))
+        for pa, pb in packets
+        for k, (a, b) in enumerate(zip(pa, pb, strict=True))
+    ]
     layout = dut.in_layout
 
     async def source(ctx):

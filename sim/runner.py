@@ -1,0 +1,206 @@
+"""Run a cocotb bench on generated Verilog, with Verilator or Icarus.
+
+Builds go under ``<build root>/sim/<simulator>/<top>-<digest>/`` where the
+digest hashes the Verilog text, the simulator's version and the wave option:
+the same design is compiled once and reused by every later run (a marker
+file records a finished build). Nothing is written into the source tree.
+
+A bench is a cocotb test module (``metafab.sim.benches.*``). It receives its
+parameters as one JSON document in the environment variable
+``METAFAB_BENCH`` and may write one JSON document of results to the path in
+``METAFAB_BENCH_OUT``; :func:`run_bench` returns it. A failing cocotb test
+raises :class:`SimulationFailed`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metafab.reference.errors import UserError
+from metafab.sim.tools import find_simulator, verilator_env_path
+
+__all__ = ["build_root", "SimulationFailed", "BenchResult", "run_bench", "BENCH_ENV", "BENCH_OUT_ENV"]
+
+BENCH_ENV = "METAFAB_BENCH"
+BENCH_OUT_ENV = "METAFAB_BENCH_OUT"
+_BUILT_MARK = "metafab-built.ok"
+
+
+def build_root() -> Path:
+    """Where generated files go: ``$METAFAB_BUILD_DIR`` or ``./build``."""
+    return Path(os.environ.get("METAFAB_BUILD_DIR", "build")).resolve()
+
+
+class SimulationFailed(RuntimeError):
+    """A cocotb bench reported failing tests (the message says which and where the log is)."""
+
+
+@dataclass
+class BenchResult:
+    """What one bench run gave back."""
+
+    simulator: str
+    ntests: int
+    nfailed: int
+    build_dir: Path
+    test_dir: Path
+    build_seconds: float
+    run_seconds: float
+    cached: bool
+    data: dict = field(default_factory=dict)
+
+
+@contextmanager
+def _simulator_environment(sim: str):
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT")}
+    try:
+        if sim == "verilator":
+            os.environ["PATH"] = verilator_env_path()
+            os.environ.pop("VERILATOR_ROOT", None)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _digest(*parts: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def run_bench(
+    *,
+    verilog: str,
+    toplevel: str,
+    bench: str,
+    params: dict,
+    sim: str = "verilator",
+    waves: bool = False,
+    run_name: str = "run",
+    root: Path | None = None,
+    quiet: bool = True,
+) -> BenchResult:
+    """Build ``verilog`` (cached) and run the cocotb module ``bench`` on it.
+
+    Parameters
+    ----------
+    verilog : str
+        The design's Verilog text; ``toplevel`` is its top module.
+    bench : str
+        Importable cocotb test module, e.g. ``"metafab.sim.benches.mac_lane"``.
+    params : dict
+        JSON-serialisable parameters handed to the bench.
+    sim : str
+        ``"verilator"`` or ``"icarus"``.
+    waves : bool
+        Record a waveform (``dump.vcd`` / ``dump.fst``) in the test directory.
+    run_name : str
+        Sub-folder for this run's results and log (under the build folder).
+    quiet : bool
+        Send the simulator's and cocotb's log to ``sim.log`` instead of the terminal.
+
+    Raises
+    ------
+    UserError
+        Unknown simulator name.
+    ToolNotFoundError
+        The simulator is not installed (the message gives the install command).
+    SimulationFailed
+        A cocotb test failed or the simulation ended abnormally.
+    """
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    tool = find_simulator(sim)
+    root = build_root() if root is None else Path(root)
+    key = _digest(verilog, sim, tool.version, str(waves))
+    build_dir = root / "sim" / sim / f"{toplevel}-{key}"
+    test_dir = build_dir / run_name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    src = build_dir / f"{toplevel}.v"
+    if not src.exists() or src.read_text() != verilog:
+        src.write_text(verilog)
+    results_xml = test_dir / "results.xml"
+    out_json = test_dir / "bench.json"
+    for stale in (results_xml, out_json):
+        stale.unlink(missing_ok=True)
+    log_build = build_dir / "build.log"
+    log_run = test_dir / "sim.log"
+
+    with _simulator_environment(sim):
+        runner = get_runner("icarus" if sim == "icarus" else "verilator")
+        cached = (build_dir / _BUILT_MARK).exists()
+        t0 = time.perf_counter()
+        build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT"] if sim == "verilator" else []
+        try:
+            # a finished build in this folder makes this an incremental no-op
+            runner.build(
+                sources=[src],
+                hdl_toplevel=toplevel,
+                build_dir=build_dir,
+                build_args=build_args,
+                timescale=("1ns", "1ps"),
+                waves=waves,
+                log_file=log_build if quiet else None,
+            )
+        except RuntimeError as exc:
+            raise SimulationFailed(f"{sim} failed to build {toplevel} ({exc}); see {log_build}") from None
+        (build_dir / _BUILT_MARK).write_text(key + "\n")
+        t1 = time.perf_counter()
+        env = {
+            BENCH_ENV: json.dumps(params, sort_keys=True),
+            BENCH_OUT_ENV: str(out_json),
+        }
+        try:
+            runner.test(
+                test_module=bench,
+                hdl_toplevel=toplevel,
+                build_dir=build_dir,
+                test_dir=test_dir,
+                results_xml=str(results_xml),
+                extra_env=env,
+                waves=waves,
+                timescale=("1ns", "1ps"),
+                log_file=log_run if quiet else None,
+            )
+        except SystemExit:
+            pass  # under pytest the runner exits on failing tests; the results file tells
+        t2 = time.perf_counter()
+    try:
+        ntests, nfailed = get_results(results_xml)
+    except RuntimeError:
+        raise SimulationFailed(
+            f"{sim} simulation of {toplevel} ended abnormally (no results); see {log_run}"
+        ) from None
+    data = json.loads(out_json.read_text()) if out_json.exists() else {}
+    if ntests == 0:
+        raise SimulationFailed(f"bench {bench} ran no tests on {toplevel}; see {log_run}")
+    if nfailed:
+        detail = data.get("failure") or "see the log"
+        raise SimulationFailed(
+            f"{nfailed} of {ntests} cocotb test(s) failed in {bench} on {toplevel} with {sim}: "
+            f"{detail}; log: {log_run}"
+        )
+    return BenchResult(sim, ntests, nfailed, build_dir, test_dir, t1 - t0, t2 - t1, cached, data)
+
+
+def check_params_serialisable(params: dict) -> dict:
+    try:
+        json.dumps(params)
+    except TypeError as exc:
+        raise UserError(f"bench parameters must be JSON-serialisable: {exc}") from None
+    return params

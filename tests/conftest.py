@@ -1,0 +1,28 @@
+"""Shared fixtures: designs are built once per session; simulator builds are cached by content."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _build_dir_under_repo():
+    """Keep every generated file in the repo's git-ignored build/ folder (YoWASP cannot see /tmp)."""
+    os.environ.setdefault("METAFAB_BUILD_DIR", str(REPO / "build"))
+    yield
+
+
+def icarus_available() -> bool:
+    from metafab.sim.tools import find_icarus
+
+    return find_icarus().found
+
+
+requires_icarus = pytest.mark.skipif(
+    not icarus_available(), reason="Icarus Verilog not installed (apt-get install -y iverilog)"
+)
