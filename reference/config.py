@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 
 from metafab.reference.errors import UserError
@@ -23,7 +24,7 @@ from metafab.reference.fixed import (
     product_format,
 )
 
-__all__ = ["MacLaneConfig", "config_digest"]
+__all__ = ["MacLaneConfig", "MamlConfig", "config_digest"]
 
 
 def _fmt(v) -> QFormat:
@@ -40,6 +41,7 @@ class _ConfigBase:
     """Dict round-trip shared by the configs (formats as ``"Q4.12"`` strings)."""
 
     def to_dict(self) -> dict:
+        """A plain, JSON-serialisable dict (formats as strings); :meth:`from_dict` inverts it."""
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -52,8 +54,13 @@ class _ConfigBase:
             out[f.name] = v
         return out
 
+    def replace(self, **changes):
+        """A copy with some fields changed (validated like a new config)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
     @classmethod
     def from_dict(cls, d: dict):
+        """Build from a dict as :meth:`to_dict` gives (unknown keys are a UserError)."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -125,3 +132,196 @@ class MacLaneConfig(_ConfigBase):
     def product_fmt(self) -> QFormat:
         """The exact product format of ``a_fmt * b_fmt``."""
         return product_format(self.a_fmt, self.b_fmt)
+
+
+def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise UserError(f"{name} must be {rng}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class MamlConfig(_ConfigBase):
+    """The on-chip MAML adaptation engine and its bit-exact fixed-point model.
+
+    The network is an MLP with ReLU hidden layers and a linear output; each
+    weight layer is stored *augmented*, ``[W | b]`` of shape ``(out, in+1)``,
+    and its input with a constant 1.0 appended, so a bias is one more
+    multiply-accumulate. Per task the engine runs ``steps`` full-batch SGD
+    steps on ``k_support`` samples with the mean-squared-error loss, then the
+    ``n_query`` queries through the adapted net.
+
+    Parameters
+    ----------
+    layers : tuple of int
+        Layer widths, input first (e.g. ``(1, 40, 40, 1)``).
+    k_support, n_query, steps : int
+        Support samples per task, query samples per task, inner SGD steps.
+    lr : float
+        Inner learning rate on the mean-squared loss (Finn et al. 2017 use 0.01).
+    lanes : int
+        Parallel MAC lanes ``P`` in the hardware (1..256).
+    act_fmt : QFormat
+        Inputs, targets, activations and outputs. Needs 1.0 (the bias input).
+    weight_fmt : QFormat
+        Weights as multiplier operands.
+    master_fmt : QFormat
+        Stored (updated) weights; the operand is read from it with
+        ``weight_read_rounding``. Equal to ``weight_fmt`` by default.
+    grad_fmt : QFormat
+        Back-propagated deltas, already scaled by the learning rate.
+    lr_fmt : QFormat
+        The constant ``lr_eff = 2 * lr / (k_support * n_out)`` (unsigned).
+    acc_fmt : QFormat
+        The accumulator: every product is added exactly; wraps at its width.
+    forward_rounding, error_rounding, backward_rounding, update_rounding, weight_read_rounding : str
+        Rounding at each named point (see ``docs/fixed_point.md``).
+    seed : int
+        xorshift32 seed, used only by stochastic rounding (reference only).
+    """
+
+    layers: tuple = (1, 40, 40, 1)
+    k_support: int = 10
+    n_query: int = 10
+    steps: int = 1
+    lr: float = 0.01
+    lanes: int = 16
+    act_fmt: QFormat = QFormat(6, 10)
+    weight_fmt: QFormat = QFormat(3, 13)
+    master_fmt: QFormat | None = None
+    grad_fmt: QFormat = QFormat(1, 17)
+    lr_fmt: QFormat = QFormat(0, 18, signed=False)
+    acc_fmt: QFormat = QFormat(16, 30)
+    forward_rounding: Rounding = Rounding.HALF_EVEN
+    error_rounding: Rounding = Rounding.HALF_EVEN
+    backward_rounding: Rounding = Rounding.HALF_EVEN
+    update_rounding: Rounding = Rounding.HALF_EVEN
+    weight_read_rounding: Rounding = Rounding.TRUNCATE
+    seed: int = 0x2545F491
+
+    def __post_init__(self):
+        layers = self.layers
+        if isinstance(layers, str):
+            try:
+                layers = tuple(int(v) for v in layers.split("-"))
+            except ValueError:
+                raise UserError(f"layers {self.layers!r} must look like '1-40-40-1'") from None
+        if not isinstance(layers, (tuple, list)) or len(layers) < 2:
+            raise UserError(f"layers must list at least an input and an output width, got {layers!r}")
+        layers = tuple(_check_int(f"layers[{i}]", v, 1, 4096) for i, v in enumerate(layers))
+        object.__setattr__(self, "layers", layers)
+        _check_int("k_support", self.k_support, 1, 4096)
+        _check_int("n_query", self.n_query, 1, 4096)
+        _check_int("steps", self.steps, 0, 1000)
+        _check_int("lanes", self.lanes, 1, 256)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(
+            self.lr
+        ) or self.lr < 0:
+            raise UserError(f"lr must be a finite number >= 0, got {self.lr!r}")
+        object.__setattr__(self, "lr", float(self.lr))
+        for name in ("act_fmt", "weight_fmt", "grad_fmt", "lr_fmt", "acc_fmt"):
+            object.__setattr__(self, name, _fmt(getattr(self, name)))
+        if self.master_fmt is None:
+            object.__setattr__(self, "master_fmt", self.weight_fmt)
+        else:
+            object.__setattr__(self, "master_fmt", _fmt(self.master_fmt))
+        for name in ("forward_rounding", "error_rounding", "backward_rounding", "update_rounding",
+                     "weight_read_rounding"):
+            object.__setattr__(self, name, Rounding.parse(getattr(self, name)))
+        for name in ("act_fmt", "weight_fmt", "grad_fmt", "lr_fmt"):
+            f = getattr(self, name)
+            if f.width > MAX_OPERAND_WIDTH:
+                raise UserError(f"{name} {f} is {f.width} bits; operands are at most {MAX_OPERAND_WIDTH}")
+        for name in ("act_fmt", "weight_fmt", "master_fmt", "grad_fmt", "acc_fmt"):
+            if not getattr(self, name).signed:
+                raise UserError(f"{name} must be signed, got {getattr(self, name)}")
+        if self.lr_fmt.signed:
+            raise UserError(f"lr_fmt must be unsigned (e.g. UQ0.18), got {self.lr_fmt}")
+        if self.act_fmt.max_value < 1.0:
+            raise UserError(
+                f"act_fmt {self.act_fmt} cannot hold 1.0, the bias input; it needs at least 2 integer bits"
+            )
+        if self.master_fmt.frac_bits < self.weight_fmt.frac_bits or (
+            self.master_fmt.int_bits < self.weight_fmt.int_bits
+        ):
+            raise UserError(f"master_fmt {self.master_fmt} must contain weight_fmt {self.weight_fmt}")
+        need = max(self.act_fmt.frac_bits + self.weight_fmt.frac_bits,
+                   self.weight_fmt.frac_bits + self.grad_fmt.frac_bits,
+                   self.grad_fmt.frac_bits + self.act_fmt.frac_bits)
+        if self.acc_fmt.frac_bits < need:
+            raise UserError(
+                f"acc_fmt {self.acc_fmt} has {self.acc_fmt.frac_bits} fraction bits; the products "
+                f"need {need} (weight*act, weight*grad and grad*act are added exactly)"
+            )
+        if self.acc_fmt.frac_bits < self.master_fmt.frac_bits:
+            raise UserError(f"acc_fmt {self.acc_fmt} needs at least the master weights' fraction bits")
+        lr_code = self.lr_code  # validates that lr_eff fits lr_fmt
+        if self.lr > 0 and lr_code == 0:
+            raise UserError(
+                f"lr {self.lr} gives lr_eff {self.lr_eff:.3g}, which is 0 in lr_fmt {self.lr_fmt}; "
+                f"give lr_fmt more fraction bits"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 < self.seed < 2**32:
+            raise UserError(f"seed must be an integer in 1..2**32-1, got {self.seed!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        if isinstance(d.get("layers"), list):
+            d["layers"] = tuple(d["layers"])
+        return super().from_dict(d)
+
+    # --- derived sizes ----------------------------------------------------
+    @property
+    def n_in(self) -> int:
+        return self.layers[0]
+
+    @property
+    def n_out(self) -> int:
+        return self.layers[-1]
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers."""
+        return len(self.layers) - 1
+
+    @property
+    def weight_shapes(self) -> list[tuple[int, int]]:
+        """Shape ``(out, in+1)`` of each augmented weight matrix ``[W | b]``."""
+        return [(o, i + 1) for i, o in zip(self.layers[:-1], self.layers[1:], strict=True)]
+
+    @property
+    def n_params(self) -> int:
+        return sum(o * i for o, i in self.weight_shapes)
+
+    @property
+    def lr_eff(self) -> float:
+        """``2 * lr / (k_support * n_out)``: the MSE gradient's factor folded into the step."""
+        return 2.0 * self.lr / (self.k_support * self.n_out)
+
+    @property
+    def lr_code(self) -> int:
+        """``lr_eff`` in ``lr_fmt`` (round half to even; UserError if it does not fit)."""
+        from metafab.reference.fixed import from_float
+
+        return int(from_float(self.lr_eff, self.lr_fmt, Rounding.HALF_EVEN, Overflow.ERROR,
+                              what="effective learning rate 2*lr/(K*n_out)"))
+
+    @property
+    def name(self) -> str:
+        return f"maml-{'-'.join(map(str, self.layers))}-k{self.k_support}-q{self.n_query}-s{self.steps}-p{self.lanes}"
+
+    def useful_macs(self) -> int:
+        """Multiply-accumulates of one task (support steps and queries), bias included.
+
+        Per step and support sample: the forward pass (``n_params``), the
+        backward pass through the hidden layers (``sum out*in`` for the
+        layers above the first) and the weight gradient (``n_params``); the
+        output error scaling (``n_out``). Per query: the forward pass.
+        """
+        back = sum(o * i for i, o in zip(self.layers[1:-1], self.layers[2:], strict=True))
+        per_sample = 2 * self.n_params + back + self.n_out
+        return self.steps * self.k_support * per_sample + self.n_query * self.n_params
