@@ -10,7 +10,8 @@ accumulate does not change a bit. Rounding happens only at the named points:
     ``z = round(sum_j W[i,j] a[j])`` into ``act_fmt`` (saturating); hidden
     layers then apply ReLU. Bias = last column of ``W``, input 1.0.
 ``error``
-    ``delta_out = round(lr_eff * (y_hat - y))`` into ``grad_fmt``: the MSE
+    ``delta_out = round(lr_eff * (y_hat - y))`` (the product taken through the
+    accumulator) into ``grad_fmt``: the MSE
     gradient ``2 (y_hat - y) / (K n_out)`` and the learning rate folded into
     one constant ``lr_eff`` (``lr_fmt``), applied once per output.
 ``backward``
@@ -150,8 +151,8 @@ def inner_step(wq, x_codes, y_codes, cfg: MamlConfig, lfsr: Xorshift32 | None = 
     if y_hat.shape != y_codes.shape:
         raise UserError(f"targets {y_codes.shape} do not match inputs' outputs {y_hat.shape}")
     e, fe = fx.sub(y_hat.T, cfg.act_fmt, y_codes.T, cfg.act_fmt)
-    p, fp = fx.mul(e, fe, np.int64(cfg.lr_code), cfg.lr_fmt)
-    delta = fx.resize(p, fp, cfg.grad_fmt, cfg.error_rounding, Overflow.SATURATE, lfsr)
+    p = fx.mac(np.zeros_like(e), cfg.acc_fmt, e, fe, np.int64(cfg.lr_code), cfg.lr_fmt)
+    delta = fx.resize(p, cfg.acc_fmt, cfg.grad_fmt, cfg.error_rounding, Overflow.SATURATE, lfsr)
     deltas = [None] * len(wq)
     deltas[-1] = delta  # delta of layer l's output, shape (out, n)
     for li in range(len(wq) - 1, 0, -1):

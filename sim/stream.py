@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, Event, RisingEdge
+from cocotb.triggers import ClockCycles, Event, First, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
 __all__ = ["PayloadCodec", "StreamSource", "StreamSink", "StreamMonitor", "StreamBench"]
@@ -62,6 +62,7 @@ class StreamSource:
     """Drives ``<prefix>__valid/payload`` from a queue, honouring ``ready``.
 
     ``idle`` is the probability of inserting an idle cycle before each beat.
+    While the queue is empty the source sleeps (no per-cycle Python work).
     """
 
     def __init__(self, dut, prefix: str, clock, *, idle: float = 0.0, rng: random.Random | None = None):
@@ -73,7 +74,9 @@ class StreamSource:
         self.rng = rng or random.Random(0)
         self.queue: deque[int] = deque()
         self.sent = 0
-        self._idle_event = Event()
+        self._wake = Event()
+        self._drained = Event()
+        self._drained.set()
         self.valid.value = 0
         self._task = cocotb.start_soon(self._run())
 
@@ -82,7 +85,9 @@ class StreamSource:
         if isinstance(payloads, int):
             payloads = [payloads]
         self.queue.extend(int(p) for p in payloads)
-        self._idle_event.clear()
+        if self.queue:
+            self._drained.clear()
+            self._wake.set()
 
     async def send(self, payloads: int | Iterable[int]):
         """Queue payloads and wait until all of them were transferred."""
@@ -90,20 +95,23 @@ class StreamSource:
         await self.wait_idle()
 
     async def wait_idle(self):
-        while self.queue or self._busy():
-            await RisingEdge(self.clock)
-
-    def _busy(self) -> bool:
-        return bool(self.valid.value)
+        await self._drained.wait()
 
     async def _run(self):
         driving = False
         while True:
-            await RisingEdge(self.clock)
-            if driving and self.ready.value:
-                self.queue.popleft()
-                self.sent += 1
-                driving = False
+            if not driving and not self.queue:
+                self.valid.value = 0
+                self._drained.set()
+                self._wake.clear()
+                await self._wake.wait()
+                await RisingEdge(self.clock)
+            else:
+                await RisingEdge(self.clock)
+                if driving and self.ready.value:
+                    self.queue.popleft()
+                    self.sent += 1
+                    driving = False
             if not driving and self.queue and not (self.idle and self.rng.random() < self.idle):
                 self.payload.value = self.queue[0]
                 driving = True
@@ -114,6 +122,8 @@ class StreamSink:
     """Accepts beats from ``<prefix>__valid/payload``, driving ``ready``.
 
     ``backpressure`` is the probability that ``ready`` is low in a cycle.
+    While ``valid`` is low the sink sleeps until it rises (no per-cycle
+    Python work during long computations).
     """
 
     def __init__(self, dut, prefix: str, clock, *, backpressure: float = 0.0,
@@ -126,6 +136,7 @@ class StreamSink:
         self.rng = rng or random.Random(0)
         self.signed = signed
         self.queue: deque[int] = deque()
+        self._got = Event()
         self.ready.value = 0
         self._task = cocotb.start_soon(self._run())
 
@@ -133,26 +144,44 @@ class StreamSink:
         v = self.payload.value
         return v.to_signed() if self.signed else v.to_unsigned()
 
+    def _decide(self) -> bool:
+        return not (self.backpressure and self.rng.random() < self.backpressure)
+
     async def _run(self):
         ready = False
         while True:
             await RisingEdge(self.clock)
-            if ready and self.valid.value:
+            was_valid = bool(self.valid.value)
+            if ready and was_valid:
                 self.queue.append(self._read())
-            ready = not (self.backpressure and self.rng.random() < self.backpressure)
+                self._got.set()
+            ready = self._decide()
             self.ready.value = int(ready)
+            if was_valid:
+                continue
+            await ReadOnly()
+            if not self.valid.value:
+                await RisingEdge(self.valid)
+                ready = self._decide()
+                self.ready.value = int(ready)
 
     async def recv(self, n: int = 1, timeout_cycles: int = 100_000) -> list[int]:
         """Wait for ``n`` beats (or fail after ``timeout_cycles``) and return them."""
-        waited = 0
+        deadline = get_sim_time(unit="ns") + timeout_cycles * _period_ns(self.clock)
         while len(self.queue) < n:
-            await RisingEdge(self.clock)
-            waited += 1
-            if waited > timeout_cycles:
-                raise TimeoutError(
-                    f"received {len(self.queue)} of {n} beats within {timeout_cycles} cycles"
-                )
+            self._got.clear()
+            remaining = deadline - get_sim_time(unit="ns")
+            if remaining <= 0:
+                raise TimeoutError(f"received {len(self.queue)} of {n} beats within {timeout_cycles} cycles")
+            await First(self._got.wait(), Timer(remaining, unit="ns"))
         return [self.queue.popleft() for _ in range(n)]
+
+
+_PERIODS: dict = {}
+
+
+def _period_ns(clock) -> float:
+    return _PERIODS.get(id(clock), 10.0)
 
 
 class StreamMonitor:
@@ -183,6 +212,7 @@ class StreamBench:
         self.dut = dut
         self.clock = dut.clk
         self.period_ns = period_ns
+        _PERIODS[id(dut.clk)] = period_ns
         cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
 
     @property

@@ -1,0 +1,279 @@
+"""The packet front end both engines share (protocol: ``docs/protocol.md``, :mod:`metafab.reference.protocol`).
+
+:class:`PacketFrontend` parses request packets from a stream of 32-bit
+words, checks magic, opcode, length and the "weights loaded" rule, hands
+the payload words to the engine core one per cycle, starts the core, and
+sends exactly one response packet per request. A malformed request is
+drained up to its ``last`` word and answered with an error status; the
+front end then waits for the next header, so the stream never hangs.
+
+Core interface (directions from the front end's side):
+
+``wr_valid, wr_op, wr_index, wr_data`` (out)
+    one payload word per cycle, its opcode and index in the packet; the
+    core must take it in that cycle.
+``abort`` (out)
+    pulse: a request whose payload was (partly) delivered turned out
+    malformed; the core drops what it received.
+``start, start_op`` (out)
+    pulse: a complete, well-formed request; the core runs it.
+``done, done_status`` (in)
+    pulse from the core: finished, with a :class:`~metafab.reference.protocol.Status`.
+``rd_index`` (out), ``rd_data`` (in)
+    the front end reads the response payload word by word (combinationally).
+``last_cycles`` (in)
+    the core's cycle count of its last run, for the STATUS response.
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from metafab.hw.fixed import reject
+from metafab.reference.errors import UserError
+from metafab.reference.protocol import MAGIC, PROTOCOL_VERSION, STATUS_FIELDS, Opcode, Status
+
+__all__ = ["WORD_LAYOUT", "OpSpec", "PacketFrontend"]
+
+#: Payload of the host streams: one 32-bit word and the end-of-packet flag.
+WORD_LAYOUT = data.StructLayout({"data": 32, "last": 1})
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What the front end knows about one core opcode.
+
+    ``req_len`` payload words in, ``resp_len`` payload words out;
+    ``needs_loaded``: refused with NOT_LOADED before a successful LOAD;
+    ``loads``: a successful run of it sets the loaded flag (a malformed one
+    clears it); ``counts_run``: counted in the ``runs`` counter.
+    """
+
+    req_len: int
+    resp_len: int
+    needs_loaded: bool = False
+    loads: bool = False
+    counts_run: bool = False
+
+
+class PacketFrontend(wiring.Component):
+    """Request parser and response sender for one engine core (see the module docstring).
+
+    Parameters
+    ----------
+    ops : dict of int -> OpSpec
+        The core's opcodes (``Opcode.LOAD``, ``Opcode.RUN``...). ``Opcode.STATUS``
+        is answered by the front end itself.
+    """
+
+    def __init__(self, *, ops: dict):
+        if not ops or Opcode.STATUS in ops:
+            reject(self, UserError(f"ops must list the core's opcodes (not STATUS), got {ops!r}"))
+        for op, spec in ops.items():
+            if not (0 < spec.req_len + 1 <= 0x10000 and 0 <= spec.resp_len <= 0xFFFF):
+                reject(self, UserError(f"opcode {op}: packet lengths {spec} exceed 16 bits"))
+        self._ops = dict(ops)
+        super().__init__(
+            {
+                "i": In(stream.Signature(WORD_LAYOUT)),
+                "o": Out(stream.Signature(WORD_LAYOUT)),
+                "wr_valid": Out(1),
+                "wr_op": Out(8),
+                "wr_index": Out(16),
+                "wr_data": Out(32),
+                "abort": Out(1),
+                "start": Out(1),
+                "start_op": Out(8),
+                "done": In(1),
+                "done_status": In(8),
+                "rd_index": Out(16),
+                "rd_data": In(32),
+                "last_cycles": In(32),
+            }
+        )
+
+    @property
+    def ops(self) -> dict:
+        return dict(self._ops)
+
+    def elaborate(self, platform):
+        m = Module()
+        ops = self._ops
+
+        op = Signal(8)
+        length = Signal(16)
+        index = Signal(16)
+        err = Signal(8)
+        loaded = Signal()
+        runs = Signal(32)
+        errors = Signal(32)
+        last_error = Signal(8)
+        resp_status = Signal(8)
+        resp_len = Signal(16)
+        resp_idx = Signal(16)
+        delivered = Signal()  # some payload words of this request reached the core
+
+        word = self.i.payload.data
+        last = self.i.payload.last
+        h_magic = word[24:32]
+        h_op = word[16:24]
+        h_len = word[0:16]
+
+        # the STATUS payload, in protocol order
+        status_words = {
+            "last_cycles": self.last_cycles,
+            "runs": runs,
+            "errors": errors,
+            "last_error": last_error,
+            "loaded": loaded,
+            "version": PROTOCOL_VERSION,
+        }
+        assert tuple(status_words) == STATUS_FIELDS
+
+        m.d.comb += [
+            self.wr_op.eq(op),
+            self.wr_index.eq(index),
+            self.wr_data.eq(word),
+            self.start_op.eq(op),
+            self.rd_index.eq(resp_idx),
+        ]
+
+        def fail(code, *, drain: bool):
+            m.d.sync += err.eq(code)
+            if drain:
+                m.next = "DRAIN"
+            else:
+                m.next = "ERROR"
+
+        with m.FSM():
+            with m.State("HEADER"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [op.eq(h_op), length.eq(h_len), index.eq(0), delivered.eq(0)]
+                    known = Signal()
+                    exp_len = Signal(16)
+                    needs_loaded = Signal()
+                    with m.Switch(h_op):
+                        for code, spec in ops.items():
+                            with m.Case(int(code)):
+                                m.d.comb += [known.eq(1), exp_len.eq(spec.req_len),
+                                             needs_loaded.eq(spec.needs_loaded)]
+                        with m.Case(int(Opcode.STATUS)):
+                            m.d.comb += [known.eq(1), exp_len.eq(0)]
+                    with m.If(h_magic != MAGIC):
+                        fail(Status.BAD_MAGIC, drain=True)
+                        with m.If(last):
+                            m.next = "ERROR"
+                    with m.Elif(~known):
+                        fail(Status.UNKNOWN_OPCODE, drain=True)
+                        with m.If(last):
+                            m.next = "ERROR"
+                    with m.Elif(h_len != exp_len):
+                        fail(Status.BAD_LENGTH, drain=True)
+                        with m.If(last):
+                            m.next = "ERROR"
+                    with m.Elif((h_len == 0) & ~last):
+                        fail(Status.BAD_LENGTH, drain=True)
+                    with m.Elif((h_len != 0) & last):
+                        fail(Status.BAD_LENGTH, drain=False)
+                    with m.Elif(needs_loaded & ~loaded):
+                        fail(Status.NOT_LOADED, drain=True)
+                        with m.If(last):
+                            m.next = "ERROR"
+                    with m.Elif(h_len == 0):
+                        m.next = "EXEC"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+
+            with m.State("PAYLOAD"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    final = index == length - 1
+                    with m.If(final & ~last):
+                        # one word too many: this one is not delivered
+                        m.d.comb += self.abort.eq(delivered)
+                        fail(Status.BAD_LENGTH, drain=True)
+                    with m.Elif(~final & last):
+                        m.d.comb += self.abort.eq(1)
+                        fail(Status.BAD_LENGTH, drain=False)
+                    with m.Else():
+                        m.d.comb += self.wr_valid.eq(1)
+                        m.d.sync += [index.eq(index + 1), delivered.eq(1)]
+                        with m.If(final):
+                            m.next = "EXEC"
+
+            with m.State("EXEC"):
+                with m.If(op == int(Opcode.STATUS)):
+                    m.d.sync += [resp_status.eq(Status.OK), resp_len.eq(len(STATUS_FIELDS)),
+                                 resp_idx.eq(0)]
+                    m.next = "RESPOND"
+                with m.Else():
+                    m.d.comb += self.start.eq(1)
+                    m.next = "WAIT"
+
+            with m.State("WAIT"):
+                with m.If(self.done):
+                    ok = self.done_status == Status.OK
+                    m.d.sync += [resp_status.eq(self.done_status), resp_idx.eq(0)]
+                    with m.Switch(op):
+                        for code, spec in ops.items():
+                            with m.Case(int(code)):
+                                m.d.sync += resp_len.eq(Mux(ok, spec.resp_len, 0))
+                                if spec.loads:
+                                    m.d.sync += loaded.eq(ok)
+                                if spec.counts_run:
+                                    with m.If(ok):
+                                        m.d.sync += runs.eq(runs + 1)
+                    with m.If(~ok):
+                        m.d.sync += [errors.eq(errors + 1), last_error.eq(self.done_status)]
+                    m.next = "RESPOND"
+
+            with m.State("DRAIN"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid & last):
+                    m.next = "ERROR"
+
+            with m.State("ERROR"):
+                # a malformed request: count it, forget a half-loaded state, answer with its status
+                m.d.sync += [errors.eq(errors + 1), last_error.eq(err), resp_status.eq(err),
+                             resp_len.eq(0), resp_idx.eq(0)]
+                for code, spec in ops.items():
+                    if spec.loads:
+                        with m.If((op == int(code)) & delivered):
+                            m.d.sync += loaded.eq(0)
+                m.next = "RESPOND"
+
+            with m.State("RESPOND"):
+                m.d.comb += [
+                    self.o.valid.eq(1),
+                    self.o.payload.data.eq((MAGIC << 24) | (resp_status << 16) | resp_len),
+                    self.o.payload.last.eq(resp_len == 0),
+                ]
+                with m.If(self.o.ready):
+                    with m.If(resp_len == 0):
+                        m.next = "HEADER"
+                    with m.Else():
+                        m.next = "RESPOND_DATA"
+
+            with m.State("RESPOND_DATA"):
+                value = Signal(32)
+                with m.If(op == int(Opcode.STATUS)):
+                    with m.Switch(resp_idx):
+                        for k, v in enumerate(status_words.values()):
+                            with m.Case(k):
+                                m.d.comb += value.eq(v)
+                with m.Else():
+                    m.d.comb += value.eq(self.rd_data)
+                final = resp_idx == resp_len - 1
+                m.d.comb += [
+                    self.o.valid.eq(1),
+                    self.o.payload.data.eq(value),
+                    self.o.payload.last.eq(final),
+                ]
+                with m.If(self.o.ready):
+                    m.d.sync += resp_idx.eq(resp_idx + 1)
+                    with m.If(final):
+                        m.next = "HEADER"
+        return m
