@@ -44,6 +44,7 @@ from metafab.reference.errors import ToolNotFoundError, UserError
 
 __all__ = [
     "build",
+    "build_plan",
     "export_verilog",
     "find_tool",
     "default_build_dir",
@@ -152,6 +153,22 @@ def _check_name(name) -> None:
         )
 
 
+def _validate(board, name, target_mhz, seed) -> tuple[Board, float]:
+    """The :class:`Board` and the clock target (MHz), after checking every argument."""
+    if not isinstance(board, Board):
+        board = get_board(board)
+    _check_name(name)
+    if target_mhz is None:
+        target_mhz = board.default_target_mhz
+    if isinstance(target_mhz, bool) or not isinstance(target_mhz, (int, float)) or not (
+        0 < target_mhz <= 1000
+    ):
+        raise UserError(f"target clock {target_mhz!r} MHz must be a number in (0, 1000]")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"placer seed {seed!r} must be an integer")
+    return board, float(target_mhz)
+
+
 def _overrides(board: Board, name: str, seed: int) -> dict:
     """Amaranth platform overrides (template variables) for this flow."""
     overrides = {
@@ -211,6 +228,26 @@ def _dut_clock(fmax: dict, target_mhz: float) -> str | None:
     if len(fmax) == 1:
         return next(iter(fmax))
     return min(fmax, key=lambda clock: abs(fmax[clock]["constraint_mhz"] - target_mhz))
+
+
+def build_plan(component, board, *, name: str = "top", target_mhz: float | None = None,
+               seed: int = 1):
+    """The harness around ``component`` and the Amaranth build plan for ``board`` (no tool runs).
+
+    The plan's files (RTLIL, Yosys script, constraints, shell script) are the
+    same bytes for the same inputs. Parameters are those of :func:`build`.
+
+    Returns
+    -------
+    (SerialHarness, amaranth.build.run.BuildPlan)
+    """
+    board, target_mhz = _validate(board, name, target_mhz, seed)
+    harness = SerialHarness(component)
+    platform = board.platform()
+    platform.add_clock_constraint(harness.clock, target_mhz * 1e6)
+    plan = platform.build(harness, name=name, do_build=False, emit_src=False,
+                          **_overrides(board, name, seed))
+    return harness, plan
 
 
 def build(
@@ -274,25 +311,12 @@ def build(
     """
     started = time.monotonic()
     say = progress or (lambda line: None)
-    if not isinstance(board, Board):
-        board = get_board(board)
-    _check_name(name)
-    if target_mhz is None:
-        target_mhz = board.default_target_mhz
-    if isinstance(target_mhz, bool) or not isinstance(target_mhz, (int, float)) or not (
-        0 < target_mhz <= 1000
-    ):
-        raise UserError(f"target clock {target_mhz!r} MHz must be a number in (0, 1000]")
+    board, target_mhz = _validate(board, name, target_mhz, seed)
     tools = {tool: find_tool(tool) for tool in FAMILY_TOOLS[board.family]}
+    harness, plan = build_plan(component, board, name=name, target_mhz=target_mhz, seed=seed)
     build_dir = Path(build_dir).resolve() if build_dir else default_build_dir(board.name, name)
-
-    harness = SerialHarness(component)
-    platform = board.platform()
-    platform.add_clock_constraint(harness.clock, float(target_mhz) * 1e6)
-    say(f"{board.name}: elaborating {name} ({type(component).__name__}, "
+    say(f"{board.name}: elaborated {name} ({type(component).__name__}, "
         f"{harness.in_width} input and {harness.out_width} output bits through the harness)")
-    plan = platform.build(harness, name=name, do_build=False, emit_src=False,
-                          **_overrides(board, name, seed))
 
     build_dir.mkdir(parents=True, exist_ok=True)
     for product in _products(name, board.family):
@@ -314,7 +338,7 @@ def build(
 
     pnr = reports.parse_nextpnr_report(build_dir / f"{name}.report.json")
     stat = reports.parse_yosys_stat(build_dir / f"{name}.stat.json")
-    clock = _dut_clock(pnr["fmax"], float(target_mhz))
+    clock = _dut_clock(pnr["fmax"], target_mhz)
     path = next(
         (p for p in pnr["critical_paths"] if p["from_clock"] == clock and p["to_clock"] == clock),
         None,
