@@ -5,6 +5,7 @@ cached) in the repository's git-ignored ``build/`` folder, never under /tmp.
 They check that the result dict is complete and sane, not timing figures.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,7 @@ def check_result(result, *, board, family, device, bitstream_suffix):
     assert bitstream.suffix == bitstream_suffix
     assert bitstream.is_file() and bitstream.stat().st_size > 1000
     assert result["seconds"] >= result["tool_seconds"] > 0
+    assert json.loads(json.dumps(result)) == result  # one JSON document for `--json`
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import random
 
 import pytest
 from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from metafab.hw.harness import HarnessField, SerialHarness
@@ -183,3 +183,25 @@ def test_rejects_non_component_and_output_less_dut():
 
     with pytest.raises(ValueError, match="no output port"):
         SerialHarness(Sink())
+
+
+def test_struct_payload_is_one_field_of_its_full_width():
+    layout = data.StructLayout({"x": signed(16), "w": signed(16), "first": 1, "last": 1})
+
+    class Lane(wiring.Component):
+        def __init__(self):
+            super().__init__({
+                "i": In(stream.Signature(layout)),
+                "o": Out(stream.Signature(signed(32))),
+            })
+
+        def elaborate(self, platform):
+            return Module()
+
+    harness = SerialHarness(Lane())
+    assert [(f.name, f.width) for f in harness.inputs] == [
+        ("i__payload", 34), ("i__valid", 1), ("o__ready", 1),
+    ]
+    assert [(f.name, f.width) for f in harness.outputs] == [
+        ("i__ready", 1), ("o__payload", 32), ("o__valid", 1),
+    ]
