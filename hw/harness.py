@@ -34,7 +34,7 @@ strobe. This is a measurement harness, not a transaction driver.
 
 The input word is the concatenation, LSB first, of the DUT's input ports in
 the order of :meth:`amaranth.lib.wiring.Signature.flatten` (stream members
-included: an input stream gives ``valid`` and ``payload``, an output stream
+included: an input stream gives ``payload`` and ``valid``, an output stream
 gives ``ready``), followed by one more bit, the DUT's synchronous reset. The
 output word is the concatenation of the DUT's output ports, in the same order.
 :attr:`SerialHarness.inputs` and :attr:`SerialHarness.outputs` list the fields
@@ -52,7 +52,10 @@ On a platform (a board build) the harness
   reset is the register bit above, so no power-on-reset counter shares the
   clock with the DUT and the reported Fmax is that of the harness and the DUT.
   The clock net is :attr:`SerialHarness.clock`, a named, kept signal on which
-  the synthesis flow puts its timing constraint.
+  the synthesis flow puts its timing constraint. The DUT's reset bit is 0
+  after configuration: shift in a word with ``reset=True`` first.
+
+The DUT must use only the ``sync`` clock domain (combinational logic aside).
 """
 
 from dataclasses import dataclass

@@ -119,3 +119,15 @@ def test_default_build_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("METAFAB_BUILD_DIR")
     monkeypatch.chdir(tmp_path)
     assert flow.default_build_dir("ulx3s-85f", "x") == tmp_path / "build" / "synth" / "x-ulx3s-85f"
+
+
+def test_tool_failure_is_a_build_error_quoting_the_tool(monkeypatch, tmp_path):
+    fake = tmp_path / "fake-tool"
+    fake.write_text("#!/bin/sh\necho 'ERROR: simulated synthesis failure' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    for var in ("YOSYS", "NEXTPNR_ICE40", "ICEPACK"):
+        monkeypatch.setenv(var, str(fake))
+    with pytest.raises(flow.BuildError, match="simulated synthesis failure") as info:
+        flow.build(Adder(), "icebreaker", name="adder", build_dir=tmp_path / "b", progress=None)
+    assert info.value.log == tmp_path / "b" / "build.log"
+    assert "simulated synthesis failure" in info.value.log.read_text()
