@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.build import Attrs, Pins, Resource, Subsignal
+
 from metafab.hw.harness import RESOURCE_NAME
 from metafab.reference.errors import UserError
 

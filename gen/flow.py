@@ -36,9 +36,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from amaranth.back import verilog
 from metafab.gen import reports
 from metafab.gen.boards import Board, get_board
+from metafab.gen.export import to_verilog
 from metafab.hw.harness import SerialHarness
 from metafab.reference.errors import ToolNotFoundError, UserError
 
@@ -142,7 +142,7 @@ def export_verilog(component, *, name: str = "top") -> str:
     checkout (source-location attributes are left out).
     """
     _check_name(name)
-    return verilog.convert(SerialHarness(component), name=name, emit_src=False)
+    return to_verilog(SerialHarness(component), name)
 
 
 def _check_name(name) -> None:

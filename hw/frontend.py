@@ -1,4 +1,4 @@
-"""The packet front end both engines share (protocol: ``docs/protocol.md``, :mod:`metafab.reference.protocol`).
+"""The packet front end both engines share (``docs/protocol.md``, :mod:`metafab.reference.protocol`).
 
 :class:`PacketFrontend` parses request packets from a stream of 32-bit
 words, checks magic, opcode, length and the "weights loaded" rule, hands

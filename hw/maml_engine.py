@@ -471,7 +471,6 @@ class MamlCore(wiring.Component):
 
         # ---------------- stage 2: rotate by n0, lane slot indices ----------------
         jj2 = st[2]["jj"]
-        N2 = N_a[jj2]
         vec = list(dbl2)
         for bit in range(max(1, (N_MAX - 1).bit_length())):
             amount = 1 << bit

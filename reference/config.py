@@ -312,7 +312,8 @@ class MamlConfig(_ConfigBase):
 
     @property
     def name(self) -> str:
-        return f"maml-{'-'.join(map(str, self.layers))}-k{self.k_support}-q{self.n_query}-s{self.steps}-p{self.lanes}"
+        shape = "-".join(map(str, self.layers))
+        return f"maml-{shape}-k{self.k_support}-q{self.n_query}-s{self.steps}-p{self.lanes}"
 
     def useful_macs(self) -> int:
         """Multiply-accumulates of one task (support steps and queries), bias included.

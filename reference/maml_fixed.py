@@ -59,7 +59,7 @@ def _lfsr(cfg: MamlConfig, lfsr: Xorshift32 | None) -> Xorshift32 | None:
     return Xorshift32(cfg.seed) if Rounding.STOCHASTIC in points else None
 
 
-def quantize_params(params, cfg: MamlConfig, overflow: Overflow | str = Overflow.SATURATE) -> list[np.ndarray]:
+def quantize_params(params, cfg: MamlConfig, overflow: Overflow | str = Overflow.SATURATE) -> list:
     """Float ``[(W, b), ...]`` to augmented master-format codes ``[W | b]``, rounding half to even.
 
     ``overflow="error"`` rejects weights outside ``master_fmt`` instead of

@@ -12,6 +12,7 @@ import pytest
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
 from metafab.gen.flow import FAMILY_TOOLS, build, find_tool
 from metafab.reference.errors import ToolNotFoundError, UserError
 

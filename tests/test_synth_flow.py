@@ -7,6 +7,7 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
 from metafab.gen import flow
 from metafab.gen.boards import BOARDS, board_names, get_board
 from metafab.hw.harness import RESOURCE_NAME

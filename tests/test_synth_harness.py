@@ -8,6 +8,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+
 from metafab.hw.harness import HarnessField, SerialHarness
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from metafab.gen import reports
 
 DATA = Path(__file__).parent / "data"
