@@ -153,8 +153,8 @@ class MamlCore(wiring.Component):
 
         w0_banks, w_banks = [], []
         for b in range(P):
-            mem0 = Memory(shape=msh, depth=lay.depth, init=[])
-            mem1 = Memory(shape=msh, depth=lay.depth, init=[])
+            mem0 = Memory(shape=msh, depth=lay.depth, init=[0] * lay.depth)
+            mem1 = Memory(shape=msh, depth=lay.depth, init=[0] * lay.depth)
             m.submodules[f"w0_bank{b}"] = mem0
             m.submodules[f"w_bank{b}"] = mem1
             w0_banks.append((mem0.read_port(), mem0.write_port()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,11 +58,15 @@ class BenchResult:
 
 @contextmanager
 def _simulator_environment(sim: str):
-    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT")}
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
     try:
         if sim == "verilator":
             os.environ["PATH"] = verilator_env_path()
             os.environ.pop("VERILATOR_ROOT", None)
+            # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ takes the
+            # precompiled header's name for a linker input once a model has several C++ files.
+            flags = os.environ.get("MAKEFLAGS", "")
+            os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
         yield
     finally:
         for k, v in saved.items():
@@ -79,6 +84,21 @@ def _digest(*parts: str) -> str:
         h.update(p.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+_ZERO_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend[^ ]*) += 0;$", re.MULTILINE)
+
+
+def icarus_time_zero_fix(verilog: str) -> str:
+    """Make Icarus evaluate every combinational block at time zero.
+
+    Yosys' Verilog starts each ``always @*`` block through a register that is
+    initialised to 0 in its declaration; Icarus sees no event from that, so a
+    combinational output whose inputs do not change after reset (a ready
+    signal in an idle state) stays X. One ``initial #0`` toggle of that
+    register per module gives the event.
+    """
+    return _ZERO_TRIGGER.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #0 {m.group(2)} = 1'h1;", verilog)
 
 
 def run_bench(
@@ -132,8 +152,9 @@ def run_bench(
     build_dir.mkdir(parents=True, exist_ok=True)
     test_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / f"{toplevel}.v"
-    if not src.exists() or src.read_text() != verilog:
-        src.write_text(verilog)
+    text = icarus_time_zero_fix(verilog) if sim == "icarus" else verilog
+    if not src.exists() or src.read_text() != text:
+        src.write_text(text)
     results_xml = test_dir / "results.xml"
     out_json = test_dir / "bench.json"
     for stale in (results_xml, out_json):

@@ -54,6 +54,12 @@ class PayloadCodec:
         return out
 
 
+def _high(handle) -> bool:
+    """A 1-bit signal's value, with X/Z (before reset in Icarus) read as low."""
+    v = handle.value
+    return v.is_resolvable and bool(v)
+
+
 def _port(dut, prefix: str, name: str):
     return getattr(dut, f"{prefix}__{name}")
 
@@ -97,10 +103,16 @@ class StreamSource:
     async def wait_idle(self):
         await self._drained.wait()
 
+    def flush(self):
+        """Drop every queued beat and the one being offered (e.g. around a reset)."""
+        self.queue.clear()
+        self._driving = False
+        self.valid.value = 0
+
     async def _run(self):
-        driving = False
+        self._driving = False
         while True:
-            if not driving and not self.queue:
+            if not self._driving and not self.queue:
                 self.valid.value = 0
                 self._drained.set()
                 self._wake.clear()
@@ -108,14 +120,14 @@ class StreamSource:
                 await RisingEdge(self.clock)
             else:
                 await RisingEdge(self.clock)
-                if driving and self.ready.value:
+                if self._driving and _high(self.ready):
                     self.queue.popleft()
                     self.sent += 1
-                    driving = False
-            if not driving and self.queue and not (self.idle and self.rng.random() < self.idle):
+                    self._driving = False
+            if not self._driving and self.queue and not (self.idle and self.rng.random() < self.idle):
                 self.payload.value = self.queue[0]
-                driving = True
-            self.valid.value = int(driving)
+                self._driving = True
+            self.valid.value = int(self._driving)
 
 
 class StreamSink:
@@ -151,7 +163,7 @@ class StreamSink:
         ready = False
         while True:
             await RisingEdge(self.clock)
-            was_valid = bool(self.valid.value)
+            was_valid = _high(self.valid)
             if ready and was_valid:
                 self.queue.append(self._read())
                 self._got.set()
@@ -160,7 +172,7 @@ class StreamSink:
             if was_valid:
                 continue
             await ReadOnly()
-            if not self.valid.value:
+            if not _high(self.valid):
                 await RisingEdge(self.valid)
                 ready = self._decide()
                 self.ready.value = int(ready)
@@ -198,7 +210,7 @@ class StreamMonitor:
     async def _run(self):
         while True:
             await RisingEdge(self.clock)
-            if self.valid.value.is_resolvable and self.valid.value and self.ready.value:
+            if _high(self.valid) and _high(self.ready):
                 self.beats.append(self.payload.value.to_unsigned())
 
 

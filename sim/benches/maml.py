@@ -1,0 +1,213 @@
+"""cocotb benches for the MAML engine: tasks against the bit-exact reference, bad packets, reset.
+
+Parameters (JSON in ``METAFAB_BENCH``):
+
+``config``
+    a MamlConfig dict;
+``weights``
+    the initial master-format codes in protocol order (layer by layer, ``[W | b]`` row-major);
+``tasks``
+    a list of ``[xs, ys, xq]`` code lists (``K x n_in``, ``K x n_out``, ``Q x n_in``);
+``idle``, ``backpressure``, ``seed``
+    random stream gaps;
+``scenario``
+    ``"tasks"`` (default), ``"errors"`` or ``"reset"``;
+``expected_cycles``
+    the cycle model's cycles per task (checked against the engine's counter).
+
+Writes ``{tasks, words, mismatches, cycles, first_mismatch, outputs}`` to ``METAFAB_BENCH_OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles
+
+from metafab.reference import maml_fixed as mf
+from metafab.reference.config import MamlConfig
+from metafab.reference.protocol import STATUS_FIELDS, Opcode, Status, from_words, to_words
+from metafab.sim.packets import PacketLink
+from metafab.sim.stream import StreamBench
+
+
+def _params() -> dict:
+    return json.loads(os.environ["METAFAB_BENCH"])
+
+
+def _write(result: dict):
+    path = os.environ.get("METAFAB_BENCH_OUT")
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, sort_keys=True)
+
+
+def weights_from_words(cfg: MamlConfig, words) -> list[np.ndarray]:
+    """Protocol-order codes back to augmented weight matrices."""
+    out, at = [], 0
+    flat = np.asarray(words, dtype=np.int64)
+    for o, i in cfg.weight_shapes:
+        out.append(flat[at : at + o * i].reshape(o, i))
+        at += o * i
+    return out
+
+
+def task_words(task) -> list[int]:
+    """The RUN payload of one task: support pairs sample by sample, then the queries."""
+    xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in task)
+    support = np.concatenate([xs, ys], axis=1).reshape(-1)
+    return to_words(np.concatenate([support, xq.reshape(-1)]))
+
+
+class MamlBench(StreamBench):
+    def __init__(self, dut, p: dict):
+        super().__init__(dut)
+        self.p = p
+        self.cfg = MamlConfig.from_dict(p["config"])
+        self.link = PacketLink(dut, self.clock, idle=p.get("idle", 0.0),
+                               backpressure=p.get("backpressure", 0.0), rng=random.Random(p.get("seed", 0)))
+        self.w0 = weights_from_words(self.cfg, p["weights"])
+
+    async def load(self):
+        resp = await self.link.request(Opcode.LOAD, to_words(np.concatenate([w.reshape(-1) for w in self.w0])))
+        assert resp.status == Status.OK, f"LOAD answered {resp.status!r}"
+
+    async def status(self) -> dict:
+        resp = await self.link.request(Opcode.STATUS)
+        assert resp.status == Status.OK
+        return dict(zip(STATUS_FIELDS, resp.payload, strict=True))
+
+    def expected(self, task) -> np.ndarray:
+        xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in task)
+        return mf.run_task(self.w0, xs, ys, xq, self.cfg).y_query.reshape(-1)
+
+    async def run_tasks(self, tasks, result: dict):
+        for n, task in enumerate(tasks):
+            want = self.expected(task)
+            resp = await self.link.request(Opcode.RUN, task_words(task))
+            assert resp.status == Status.OK, f"task {n}: RUN answered {resp.status!r}"
+            got = from_words(resp.payload)
+            result["tasks"] += 1
+            result["words"] += len(want)
+            bad = np.nonzero(got != want)[0]
+            result["mismatches"] += int(len(bad))
+            if len(bad) and result["first_mismatch"] is None:
+                i = int(bad[0])
+                result["first_mismatch"] = {"task": n, "word": i, "got": int(got[i]), "want": int(want[i])}
+            if n < 4:
+                result["outputs"].append(got.tolist())
+            st = await self.status()
+            result["cycles"].append(st["last_cycles"])
+
+
+def _new_result():
+    return {"tasks": 0, "words": 0, "mismatches": 0, "cycles": [], "first_mismatch": None, "outputs": []}
+
+
+def _finish(result: dict, p: dict):
+    exp = p.get("expected_cycles")
+    problems = []
+    if result["mismatches"]:
+        problems.append(f"{result['mismatches']} mismatching output words; first {result['first_mismatch']}")
+    if exp is not None and any(c != exp for c in result["cycles"]):
+        problems.append(f"cycles per task {sorted(set(result['cycles']))} differ from the model's {exp}")
+    if problems:
+        result["failure"] = "; ".join(problems)
+    _write(result)
+    assert not problems, result["failure"]
+
+
+@cocotb.test()
+async def maml_engine(dut):
+    """Load the initial weights, run every task, compare each output word with the reference."""
+    p = _params()
+    scenario = p.get("scenario", "tasks")
+    tb = MamlBench(dut, p)
+    await tb.reset()
+    result = _new_result()
+    if scenario == "tasks":
+        await tb.load()
+        await tb.run_tasks(p["tasks"], result)
+    elif scenario == "errors":
+        await errors_scenario(tb, p, result)
+    elif scenario == "reset":
+        await reset_scenario(tb, p, result)
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}")
+    _finish(result, p)
+
+
+async def errors_scenario(tb: MamlBench, p: dict, result: dict):
+    """Malformed packets get error statuses and the next good packet works."""
+    cfg = tb.cfg
+    link = tb.link
+    task = p["tasks"][0]
+    words = task_words(task)
+    checks = []
+
+    async def expect(status, what):
+        resp = decode(await link.recv_packet())
+        checks.append((what, resp.status.name))
+        assert resp.status == status, f"{what}: got {resp.status!r}, want {status!r}"
+
+    from metafab.reference.protocol import MAGIC, decode_response as decode, encode_request, header
+
+    # a task before any weights were loaded
+    link.send_raw(encode_request(Opcode.RUN, words))
+    await expect(Status.NOT_LOADED, "run before load")
+    # unknown opcode with a payload
+    link.send_raw(encode_request(0x7E, [1, 2, 3]))
+    await expect(Status.UNKNOWN_OPCODE, "unknown opcode")
+    # bad magic
+    link.send_raw([((0x11 << 24) | (Opcode.STATUS << 16), False), (5, True)])
+    await expect(Status.BAD_MAGIC, "bad magic")
+    # header length disagrees with the opcode's
+    link.send_raw(encode_request(Opcode.LOAD, [0] * 3))
+    await expect(Status.BAD_LENGTH, "short load")
+    # right header, but last arrives early
+    n = cfg.n_params
+    link.send_raw([(header(Opcode.LOAD, n), False)] + [(0, False)] * 4 + [(0, True)])
+    await expect(Status.BAD_LENGTH, "truncated load")
+    # right header, payload runs past the length
+    link.send_raw([(header(Opcode.LOAD, n), False)] + [(0, False)] * n + [(0, False), (0, True)])
+    await expect(Status.BAD_LENGTH, "overlong load")
+    # a value outside the master weight format
+    big = [0] * n
+    big[n // 2] = cfg.master_fmt.max_code + 1
+    link.send_raw(encode_request(Opcode.LOAD, to_words(big)))
+    await expect(Status.BAD_VALUE, "weight out of range")
+    st = await tb.status()
+    assert st["loaded"] == 0 and st["errors"] == 7, st
+    # now a good load and a good task
+    await tb.load()
+    bad_task = list(words)
+    bad_task[0] = cfg.act_fmt.max_code + 5
+    link.send_raw(encode_request(Opcode.RUN, bad_task))
+    await expect(Status.BAD_VALUE, "input out of range")
+    await tb.run_tasks(p["tasks"], result)
+    st = await tb.status()
+    assert st["errors"] == 8 and st["last_error"] == Status.BAD_VALUE and st["runs"] == len(p["tasks"]), st
+    assert MAGIC == 0xA5
+    result["checks"] = checks
+
+
+async def reset_scenario(tb: MamlBench, p: dict, result: dict):
+    """Reset in the middle of a task, then reload and run full tasks."""
+    from metafab.reference.protocol import encode_request
+
+    await tb.load()
+    tb.link.send_raw(encode_request(Opcode.RUN, task_words(p["tasks"][0])))
+    await ClockCycles(tb.clock, p.get("reset_after", 60))
+    # drop whatever was in flight and reset the design
+    tb.link.source.flush()
+    tb.link.sink.queue.clear()
+    await tb.reset()
+    tb.link.sink.queue.clear()
+    st = await tb.status()
+    assert st["loaded"] == 0 and st["runs"] == 0, st
+    await tb.load()
+    await tb.run_tasks(p["tasks"], result)
