@@ -53,6 +53,14 @@ def _const_array(values, width=None, signed_=False):
     return Array([Const(int(v), shape) for v in values])
 
 
+def sum_or(terms):
+    """The OR of a list of 1-bit values."""
+    out = terms[0]
+    for t_ in terms[1:]:
+        out = out | t_
+    return out
+
+
 def _check_config(cfg: MamlConfig):
     P = cfg.lanes
     if P & (P - 1):
@@ -137,19 +145,24 @@ class MamlCore(wiring.Component):
 
         # ---------------- storage ----------------
         ash, gsh, msh = shape_of(act), shape_of(gfmt), shape_of(mfmt)
-        X_s = RegisterMatrix("xs", cfg.n_in + 1, K, ash, const_rows={cfg.n_in: one})
-        X_q = RegisterMatrix("xq", cfg.n_in + 1, Q, ash, const_rows={cfg.n_in: one})
-        Y_t = RegisterMatrix("ytgt", cfg.n_out, K, ash)
-        Y_hat = RegisterMatrix("yhat", cfg.n_out, K, ash)
-        Y_out = RegisterMatrix("yout", cfg.n_out, Q, ash)
-        A = {0: X_s}
-        POS = {}
+        def matrix(name, rows, cols, shape, const_row=None):
+            return RegisterMatrix(name, rows, cols, shape, P, const_row)
+
+        X_s = matrix("xs", cfg.n_in, K, ash, one)
+        X_q = matrix("xq", cfg.n_in, Q, ash, one)
+        Y_t = matrix("ytgt", cfg.n_out, K, ash)
+        Y_hat = matrix("yhat", cfg.n_out, K, ash)
+        Y_out = matrix("yout", cfg.n_out, Q, ash)
+        A = {0: X_s}  # support activations (inputs of weight layer l)
+        AQ = {0: X_q}  # query activations
+        POS = {}  # [activation > 0] of the support activations, for the ReLU derivative
         for li in range(1, L):
-            A[li] = RegisterMatrix(f"a{li}", layers[li] + 1, KQ, ash, const_rows={layers[li]: one})
-            POS[li] = [[Signal(name=f"pos{li}_{i}_{j}") for j in range(K)] for i in range(layers[li])]
-        D = {L: RegisterMatrix(f"d{L}", cfg.n_out, K, gsh)}
+            A[li] = matrix(f"a{li}", layers[li], K, ash, one)
+            AQ[li] = A[li] if Q == K else matrix(f"aq{li}", layers[li], Q, ash, one)
+            POS[li] = matrix(f"pos{li}", layers[li], K, unsigned(1))
+        D = {L: matrix(f"d{L}", cfg.n_out, K, gsh)}
         for li in range(1, L):
-            D[li] = RegisterMatrix(f"d{li}", layers[li], K, gsh)
+            D[li] = matrix(f"d{li}", layers[li], K, gsh)
 
         w0_banks, w_banks = [], []
         for b in range(P):
@@ -218,18 +231,22 @@ class MamlCore(wiring.Component):
 
         # task inputs: support (x, y) pairs sample by sample, then the queries
         per = cfg.n_in + cfg.n_out
+        def load_element(mat, i, j):
+            wsig, lo, hi = mat.word_slice(i, j)
+            m.d.sync += wsig[lo:hi].eq(word)
+
         with m.If(is_run):
             for k in range(K):
                 for f in range(per):
                     with m.If(self.wr_index == k * per + f):
                         if f < cfg.n_in:
-                            m.d.sync += X_s.el[f][k].eq(word)
+                            load_element(X_s, f, k)
                         else:
-                            m.d.sync += Y_t.el[f - cfg.n_in][k].eq(word)
+                            load_element(Y_t, f - cfg.n_in, k)
             for q in range(Q):
                 for f in range(cfg.n_in):
                     with m.If(self.wr_index == K * per + q * cfg.n_in + f):
-                        m.d.sync += X_q.el[f][q].eq(word)
+                        load_element(X_q, f, q)
 
         # ---------------- job table ----------------
         gap_first, gap_later, gap_query = sch.gaps()
@@ -366,21 +383,28 @@ class MamlCore(wiring.Component):
             for rp, _ in (w0_banks[b], w_banks[b]):
                 m.d.comb += [rp.addr.eq(addr), rp.en.eq(1)]
 
-        # Y vector sources
+        # Y vector sources: one row read and one column read per matrix, shared by the jobs
+        reads = {}
+
+        def read(mat, how, width):
+            key = (id(mat), how, width)
+            if key not in reads:
+                reads[key] = mat.row(r, width) if how == "row" else mat.column(r, width)
+            return reads[key]
+
         yvec0 = [Signal(signed(YW), name=f"yraw{i}") for i in range(N_MAX)]
         dcol0 = [Signal(gsh, name=f"dcol{i}") for i in range(max(max(layers[1:]), 1))]
-        err = [Y_hat.el[o][k] - Y_t.el[o][k] for o in range(cfg.n_out) for k in range(K)]
+        err = [Y_hat.el(o, k) - Y_t.el(o, k) for o in range(cfg.n_out) for k in range(K)]
         with m.Switch(jj):
             for idx, j in enumerate(jobs):
                 with m.Case(idx):
                     if j.kind == FORWARD:
-                        src = (X_q if j.query else X_s) if j.layer == 0 else A[j.layer]
-                        vec = src.row(r, N_MAX)
+                        vec = read((AQ if j.query else A)[j.layer], "row", N_MAX)
                     elif j.kind == BACKWARD:
-                        vec = D[j.layer + 1].row(r, N_MAX)
+                        vec = read(D[j.layer + 1], "row", N_MAX)
                     elif j.kind == UPDATE:
-                        vec = A[j.layer].column(r, N_MAX)
-                        col = D[j.layer + 1].column(r, len(dcol0))
+                        vec = read(A[j.layer], "col", N_MAX)
+                        col = read(D[j.layer + 1], "col", len(dcol0))
                         m.d.comb += [d.eq(v) for d, v in zip(dcol0, col, strict=True)]
                     else:
                         vec = err + [Const(0, signed(YW))] * (N_MAX - len(err))
@@ -529,27 +553,20 @@ class MamlCore(wiring.Component):
         jj7, t7 = Signal.like(jj6), Signal.like(t6)
         m.d.sync += [wr7.eq(post_valid6), jj7.eq(jj6), t7.eq(t6)]
         upd_fmt = QFormat(accf.int_bits + 1, mfmt.frac_bits)
+        # ReLU mask of a backward job: the [a > 0] bits of this pass's elements, one per lane
+        mask_word = Signal(P)
+        with m.Switch(jj6):
+            for idx, j in enumerate(jobs):
+                if j.kind == BACKWARD:
+                    with m.Case(idx):
+                        m.d.comb += mask_word.eq(POS[j.layer].word_array()[t6])
         for p in range(P):
             a_val = resize(res6[p], accf, act, cfg.forward_rounding, Overflow.SATURATE)
             e_val = resize(res6[p], accf, gfmt, cfg.error_rounding, Overflow.SATURATE)
             b_val = resize(res6[p], accf, gfmt, cfg.backward_rounding, Overflow.SATURATE)
             upd = resize(res6[p], accf, upd_fmt, cfg.update_rounding, Overflow.WRAP)
             w_new = saturate(wold[-1][p].as_signed() - upd, mfmt)
-            # ReLU mask of a backward job: the stored activation of this lane's element
-            mask = Signal(name=f"mask{p}")
-            with m.Switch(jj6):
-                for idx, j in enumerate(jobs):
-                    if j.kind != BACKWARD:
-                        continue
-                    with m.Case(idx):
-                        bits = []
-                        for tt in range(j.passes):
-                            e = tt * P + p
-                            if e < j.outputs:
-                                bits.append(POS[j.layer][e // K][e % K])
-                            else:
-                                bits.append(Const(0))
-                        m.d.comb += mask.eq(Array(bits)[t6])
+            mask = mask_word[p]
             hidden = layer6 < L - 1
             with m.Switch(kind6):
                 with m.Case(_KIND[FORWARD]):
@@ -563,37 +580,29 @@ class MamlCore(wiring.Component):
                     m.d.sync += out7[p].eq(w_new)
 
         # ---------------- write-back (end of stage 6) ----------------
-        is_pass = {}
+        writers = {}  # matrix -> job indices that write it
 
-        def pass_hit(tt):
-            if tt not in is_pass:
-                s_ = Signal(name=f"is_pass{tt}")
-                m.d.comb += s_.eq(t7 == tt)
-                is_pass[tt] = s_
-            return is_pass[tt]
-
-        def write_matrix(mat, idx, N, pos=None):
-            job_hit = wr7 & (jj7 == idx)
-            for e in range(jobs[idx].outputs):
-                mm, nn = divmod(e, N)
-                if not mat.writable[mm]:
-                    continue
-                tt, p = divmod(e, P)
-                with m.If(job_hit & pass_hit(tt)):
-                    m.d.sync += mat.el[mm][nn].eq(out7[p][: mat.shape.width])
-                    if pos is not None:
-                        m.d.sync += pos[mm][nn].eq(pos7[p])
+        def add_writer(mat, idx):
+            writers.setdefault(id(mat), (mat, []))[1].append(idx)
 
         for idx, j in enumerate(jobs):
             if j.kind == FORWARD:
                 if j.layer == L - 1:
-                    write_matrix(Y_out if j.query else Y_hat, idx, j.N)
+                    add_writer(Y_out if j.query else Y_hat, idx)
                 else:
-                    write_matrix(A[j.layer + 1], idx, j.N, None if j.query else POS[j.layer + 1])
+                    add_writer((AQ if j.query else A)[j.layer + 1], idx)
+                    if not j.query:
+                        add_writer(POS[j.layer + 1], idx)
             elif j.kind == ERROR:
-                write_matrix(D[L], idx, K)
+                add_writer(D[L], idx)
             elif j.kind == BACKWARD:
-                write_matrix(D[j.layer], idx, K)
+                add_writer(D[j.layer], idx)
+        for mat, idxs in writers.values():
+            en = Signal(name=f"we_{mat.name}")
+            m.d.comb += en.eq(wr7 & sum_or([jj7 == i for i in idxs]))
+            values = pos7 if mat.shape.width == 1 and mat.name.startswith("pos") else out7
+            mat.write_pass(m, en, t7, values)
+
         # weight updates: lane p writes bank p at address base/P + t
         upd_jobs = [idx for idx, j in enumerate(jobs) if j.kind == UPDATE]
         is_upd7 = Signal()
@@ -619,7 +628,7 @@ class MamlCore(wiring.Component):
             for q in range(Q):
                 for o in range(cfg.n_out):
                     with m.Case(q * cfg.n_out + o):
-                        m.d.comb += rd.eq(Y_out.el[o][q].as_signed())
+                        m.d.comb += rd.eq(Y_out.el(o, q))
         m.d.comb += self.rd_data.eq(rd)
         assert WRITE_DELAY == 8 and TAIL == 8
         return m
