@@ -646,7 +646,10 @@ class MamlEngine(wiring.Component):
         if not isinstance(config, MamlConfig):
             reject(self, TypeError(f"config must be a MamlConfig, got {config!r}"))
         self._cfg = config
-        self._core = MamlCore(config=config)
+        try:
+            self._core = MamlCore(config=config)
+        except (UserError, TypeError) as exc:
+            reject(self, exc)
         self._front = PacketFrontend(ops=maml_ops(config))
         super().__init__({"i": In(stream.Signature(WORD_LAYOUT)),
                           "o": Out(stream.Signature(WORD_LAYOUT))})

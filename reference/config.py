@@ -163,7 +163,8 @@ class MamlConfig(_ConfigBase):
     lr : float
         Inner learning rate on the mean-squared loss (Finn et al. 2017 use 0.01).
     lanes : int
-        Parallel MAC lanes ``P`` in the hardware (1..256).
+        Parallel MAC lanes ``P`` in the hardware: a power of two, 1..256
+        (the weights are banked by the low bits of their index).
     act_fmt : QFormat
         Inputs, targets, activations and outputs. Needs 1.0 (the bias input).
     weight_fmt : QFormat
@@ -217,6 +218,8 @@ class MamlConfig(_ConfigBase):
         _check_int("n_query", self.n_query, 1, 4096)
         _check_int("steps", self.steps, 0, 1000)
         _check_int("lanes", self.lanes, 1, 256)
+        if self.lanes & (self.lanes - 1):
+            raise UserError(f"lanes must be a power of two (1, 2, 4, ..., 256), got {self.lanes}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(
             self.lr
         ) or self.lr < 0:

@@ -56,16 +56,21 @@ class BenchResult:
     data: dict = field(default_factory=dict)
 
 
-def verilator_opt() -> str:
-    """The C++ optimisation level of Verilator models: ``$METAFAB_VERILATOR_OPT`` or ``-O0``."""
-    opt = os.environ.get("METAFAB_VERILATOR_OPT", "-O0")
+def _verilator_opt(opt: str | None = None) -> str:
+    """The C++ optimisation level of Verilator models: ``opt``, ``$METAFAB_VERILATOR_OPT`` or ``-O0``.
+
+    ``-O0`` builds a large engine model in about a minute and runs it at a
+    few thousand cycles per second; ``-O1`` takes a few minutes to build and
+    runs several times faster (worth it for long verification runs).
+    """
+    opt = opt or os.environ.get("METAFAB_VERILATOR_OPT", "-O0")
     if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
         raise UserError(f"METAFAB_VERILATOR_OPT={opt!r}; valid: -O0, -O1, -O2, -O3, -Os")
     return opt
 
 
 @contextmanager
-def _simulator_environment(sim: str):
+def _simulator_environment(sim: str, opt: str = "-O0"):
     saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
     try:
         if sim == "verilator":
@@ -74,7 +79,6 @@ def _simulator_environment(sim: str):
             # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ takes the
             # precompiled header's name for a linker input once a model has several C++ files.
             # -O0 compiles a large engine model in under a minute instead of a quarter of an hour.
-            opt = verilator_opt()
             flags = os.environ.get("MAKEFLAGS", "")
             os.environ["MAKEFLAGS"] = (
                 f"{flags} CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={opt}".strip()
@@ -124,6 +128,7 @@ def run_bench(
     run_name: str = "run",
     root: Path | None = None,
     quiet: bool = True,
+    verilator_opt: str | None = None,
 ) -> BenchResult:
     """Build ``verilog`` (cached) and run the cocotb module ``bench`` on it.
 
@@ -143,6 +148,8 @@ def run_bench(
         Sub-folder for this run's results and log (under the build folder).
     quiet : bool
         Send the simulator's and cocotb's log to ``sim.log`` instead of the terminal.
+    verilator_opt : str, optional
+        C++ optimisation of the Verilator model (``-O0`` default; see :func:`_verilator_opt`).
 
     Raises
     ------
@@ -158,7 +165,8 @@ def run_bench(
 
     tool = find_simulator(sim)
     root = build_root() if root is None else Path(root)
-    key = _digest(verilog, sim, tool.version, str(waves), verilator_opt() if sim == "verilator" else "")
+    opt = _verilator_opt(verilator_opt)
+    key = _digest(verilog, sim, tool.version, str(waves), opt if sim == "verilator" else "")
     build_dir = root / "sim" / sim / f"{toplevel}-{key}"
     test_dir = build_dir / run_name
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +182,7 @@ def run_bench(
     log_build = build_dir / "build.log"
     log_run = test_dir / "sim.log"
 
-    with _simulator_environment(sim):
+    with _simulator_environment(sim, opt):
         runner = get_runner("icarus" if sim == "icarus" else "verilator")
         cached = (build_dir / _BUILT_MARK).exists()
         t0 = time.perf_counter()

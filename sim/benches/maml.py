@@ -13,7 +13,9 @@ Parameters (JSON in ``METAFAB_BENCH``):
 ``scenario``
     ``"tasks"`` (default), ``"errors"`` or ``"reset"``;
 ``expected_cycles``
-    the cycle model's cycles per task (checked against the engine's counter).
+    the cycle model's cycles per task (checked against the engine's counter);
+``return_outputs``
+    return every task's outputs (default: the first four).
 
 Writes ``{tasks, words, mismatches, cycles, first_mismatch, outputs}`` to ``METAFAB_BENCH_OUT``.
 """
@@ -71,6 +73,7 @@ class MamlBench(StreamBench):
         self.link = PacketLink(dut, self.clock, idle=p.get("idle", 0.0),
                                backpressure=p.get("backpressure", 0.0), rng=random.Random(p.get("seed", 0)))
         self.w0 = weights_from_words(self.cfg, p["weights"])
+        self.w_ref = weights_from_words(self.cfg, p.get("reference_weights", p["weights"]))
 
     async def load(self):
         resp = await self.link.request(Opcode.LOAD, to_words(np.concatenate([w.reshape(-1) for w in self.w0])))
@@ -83,7 +86,7 @@ class MamlBench(StreamBench):
 
     def expected(self, task) -> np.ndarray:
         xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in task)
-        return mf.run_task(self.w0, xs, ys, xq, self.cfg).y_query.reshape(-1)
+        return mf.run_task(self.w_ref, xs, ys, xq, self.cfg).y_query.reshape(-1)
 
     async def run_tasks(self, tasks, result: dict):
         for n, task in enumerate(tasks):
@@ -98,7 +101,7 @@ class MamlBench(StreamBench):
             if len(bad) and result["first_mismatch"] is None:
                 i = int(bad[0])
                 result["first_mismatch"] = {"task": n, "word": i, "got": int(got[i]), "want": int(want[i])}
-            if n < 4:
+            if n < 4 or self.p.get("return_outputs"):
                 result["outputs"].append(got.tolist())
             st = await self.status()
             result["cycles"].append(st["last_cycles"])

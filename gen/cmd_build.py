@@ -1,0 +1,58 @@
+"""``metafab build``: synthesis, place and route for a board with the open YoWASP tools."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from metafab.gen.boards import board_names
+from metafab.gen.designs import ENGINES, add_design_args, maml_config
+
+HELP = "synthesise, place and route an engine for a board; report utilisation, Fmax and latency"
+
+
+def register(sub):
+    p = sub.add_parser("build", help=HELP, description=HELP + ". The engine sits behind a serial I/O "
+                       "harness so that every port is registered and the design fits the package.")
+    p.add_argument("engine", choices=ENGINES, help="which engine")
+    add_design_args(p)
+    p.add_argument("--board", required=True, metavar="NAME",
+                   help=f"target board: {', '.join(board_names())}")
+    p.add_argument("--target-mhz", type=float, default=None,
+                   help="clock constraint for place and route (default: above what the family reaches)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from metafab.gen.boards import get_board
+    from metafab.gen.maml_flow import maml_build
+
+    board = get_board(args.board)  # validate before the long steps
+    cfg = maml_config(args)
+
+    def progress(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    r = maml_build(cfg, board.name, target_mhz=args.target_mhz, seed=args.seed, progress=progress)
+    if args.json:
+        print(json.dumps(r, indent=2, sort_keys=True, default=str))
+    else:
+        print(format_build(r))
+    return 0
+
+
+def format_build(r: dict) -> str:
+    lines = [
+        f"design            {r['design']}",
+        f"board             {r['board']} ({r['device']})",
+        f"Fmax              {r['fmax_mhz']:.1f} MHz (constraint {r['constraint_mhz']:.0f} MHz)",
+        f"LUT / FF / DSP / BRAM   {r['lut']} / {r['ff']} / {r['dsp']} / {r['bram']}",
+        f"cycles per task   {r['task_cycles']}",
+        f"latency           {r['latency_us']:.2f} us per task at Fmax",
+    ]
+    for k, v in (r.get("anchor") or {}).items():
+        lines.append(f"  vs {k:<22} {v:.1f} us")
+    lines.append(f"bitstream         {r['bitstream']}")
+    return "\n".join(lines)
