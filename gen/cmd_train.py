@@ -1,8 +1,13 @@
 """``metafab train {sinusoid,digits}``: meta-train the shipped default weights, reproducibly.
 
-The written file is byte-identical for the same options and the same numpy
-build; its metadata records the exact command that reproduces it (without
-``--out``, which does not change the contents).
+The written file is byte-identical for the same options, the same numpy build
+and the same CPU family; its metadata records the exact command that
+reproduces it (without ``--out``, which does not change the contents).
+
+Training runs with the BLAS library limited to one thread: OpenBLAS splits
+large matrix products differently for different thread counts, which changes
+the last bits of the result (and, for these small matrices, one thread is
+also the fastest).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from metafab.reference import digits, embedding, maml, meta_train, weights
 from metafab.reference.arrays import as_count, as_rate
 from metafab.reference.errors import UserError
 from metafab.reference.sinusoid import SinusoidTasks
+from threadpoolctl import threadpool_limits
 
 __all__ = ["register", "run"]
 
@@ -116,7 +122,8 @@ def register(subparsers) -> None:
     sin.add_argument(
         "--out",
         default=None,
-        help="output file (default: build/weights/sinusoid_<method>_<layers>.npz)",
+        help="output file (default: build/weights/sinusoid_<method>_<layers>.npz, with a "
+        "_k<K> suffix when K is not 10)",
     )
     sin.set_defaults(func=run)
 
@@ -255,8 +262,10 @@ def _train_sinusoid(args) -> tuple[list, dict, str, float]:
         else "mean MSE of the joint regression over the last 1000 meta-batches",
         "command": _command("sinusoid", options),
         "numpy": np.__version__,
+        "blas_threads": 1,
     }
-    name = f"sinusoid_{options['method']}_{options['layers']}.npz"
+    k_suffix = "" if options["k_shot"] == 10 else f"_k{options['k_shot']}"
+    name = f"sinusoid_{options['method']}_{options['layers']}{k_suffix}.npz"
     return result.params, metadata, name, seconds
 
 
@@ -309,6 +318,7 @@ def _train_digits(args) -> tuple[list, dict, str, float]:
         "embedding_max": float(e.max()),
         "command": _command("digits", options),
         "numpy": np.__version__,
+        "blas_threads": 1,
     }
     name = f"digits_proto_{options['layers']}.npz"
     return result.params, metadata, name, seconds
@@ -317,7 +327,8 @@ def _train_digits(args) -> tuple[list, dict, str, float]:
 def run(args: argparse.Namespace) -> int:
     """Train, write the weights file, print where it went."""
     train = _train_sinusoid if args.target == "sinusoid" else _train_digits
-    params, metadata, name, seconds = train(args)
+    with threadpool_limits(limits=1, user_api="blas"):
+        params, metadata, name, seconds = train(args)
     out = args.out if args.out is not None else f"build/weights/{name}"
     path = weights.save(out, params, metadata)
     print(f"wrote {path} ({seconds:.1f} s of training)", file=sys.stderr)

@@ -23,7 +23,9 @@ meta-batch 25 and K = 10 for sinusoids). Outer gradients, per method:
 
 Reproducibility: the tasks come from ``numpy.random.default_rng(seed)`` and
 all arithmetic is deterministic, so the same inputs give bit-identical
-parameters on the same numpy build.
+parameters on the same numpy build, CPU family and BLAS thread count (OpenBLAS
+partitions large matrix products by thread count, which moves the last bits;
+``metafab train`` pins BLAS to one thread).
 """
 
 from __future__ import annotations

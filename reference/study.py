@@ -52,8 +52,9 @@ def interval(values: np.ndarray) -> tuple[float, float]:
 class SinusoidRow:
     """Query MSE of one initialisation after ``steps`` SGD steps on ``k`` support points.
 
-    ``mse`` and ``ci95`` are over the tasks whose loss stayed finite; ``diverged``
-    counts the tasks whose adaptation overflowed (0 in a healthy run).
+    ``mse`` (mean), ``ci95`` and ``median`` are over the tasks whose loss stayed
+    finite; ``diverged`` counts the tasks whose adaptation overflowed (0 in a
+    healthy run).
     """
 
     init: str
@@ -61,6 +62,7 @@ class SinusoidRow:
     steps: int
     mse: float
     ci95: float
+    median: float
     diverged: int
 
 
@@ -143,7 +145,9 @@ def sinusoid_study(
             for s in steps:
                 finite = losses[s][np.isfinite(losses[s])]
                 mean, half = interval(finite) if finite.size else (math.inf, math.inf)
-                rows.append(SinusoidRow(name, k, s, mean, half, int(n_tasks - finite.size)))
+                median = float(np.median(finite)) if finite.size else math.inf
+                diverged = int(n_tasks - finite.size)
+                rows.append(SinusoidRow(name, k, s, mean, half, median, diverged))
     return rows
 
 

@@ -31,6 +31,7 @@ from metafab.reference.errors import UserError
 
 __all__ = [
     "SINUSOID_INIT",
+    "SINUSOID_INIT_K5",
     "SINUSOID_PRETRAINED",
     "DIGITS_EMBEDDING",
     "Weights",
@@ -45,6 +46,7 @@ __all__ = [
 
 #: Shipped file names (in ``metafab/reference/data/``).
 SINUSOID_INIT = "sinusoid_maml_1-40-40-1.npz"
+SINUSOID_INIT_K5 = "sinusoid_maml_1-40-40-1_k5.npz"
 SINUSOID_PRETRAINED = "sinusoid_joint_1-40-40-1.npz"
 DIGITS_EMBEDDING = "digits_proto_64-128-64.npz"
 
@@ -71,7 +73,9 @@ class Weights:
 
 def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)  # (would turn a 0-D array into 1-D)
+    np.lib.format.write_array(buf, array, allow_pickle=False)
     return buf.getvalue()
 
 
@@ -121,7 +125,10 @@ def _read(source, label: str) -> Weights:
     n_layers = sum(1 for name in arrays if name.startswith("W"))
     try:
         params = [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(n_layers)]
-        metadata = json.loads(str(arrays["metadata"]))
+        text = arrays["metadata"]
+        if text.shape != () or text.dtype.kind != "U":
+            raise ValueError("metadata")
+        metadata = json.loads(str(text))
     except (KeyError, ValueError) as exc:
         raise UserError(f"{label} is not a metafab weights file: missing or bad {exc}") from exc
     params, _ = mlp.check_params(params, label)
@@ -150,9 +157,18 @@ def _shipped_names() -> list[str]:
     return sorted(p.name for p in data.iterdir() if p.name.endswith(".npz"))
 
 
-def load_sinusoid_init() -> Params:
-    """The shipped MAML-trained initial parameters of the 1-40-40-1 sinusoid regressor."""
-    return load_shipped(SINUSOID_INIT).params
+def load_sinusoid_init(k_shot: int = 10) -> Params:
+    """The shipped MAML-trained initial parameters of the 1-40-40-1 sinusoid regressor.
+
+    Parameters
+    ----------
+    k_shot : {10, 5}
+        Support points per task the init was meta-trained with (10 is the default design).
+    """
+    files = {10: SINUSOID_INIT, 5: SINUSOID_INIT_K5}
+    if k_shot not in files or isinstance(k_shot, bool):
+        raise UserError(f"k_shot must be one of {sorted(files)} (shipped inits), got {k_shot!r}")
+    return load_shipped(files[k_shot]).params
 
 
 def load_sinusoid_pretrained() -> Params:
