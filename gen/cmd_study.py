@@ -1,0 +1,160 @@
+"""``metafab study {sinusoid,digits}``: reproduce the paper-claim tables of docs/reference.md.
+
+Prints a markdown table (or, with ``--json``, one JSON document) computed from
+the shipped weights, or from weights files given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from metafab.reference import study, weights
+from metafab.reference.arrays import as_count, as_rate
+from threadpoolctl import threadpool_limits
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers) -> None:
+    """Add ``study`` and its two targets to the ``metafab`` parser."""
+    parser = subparsers.add_parser(
+        "study",
+        help="reproduce the reference tables (MAML vs pretrained, few-shot digits)",
+        description="Evaluate the float64 reference models on held-out tasks and print the "
+        "tables of docs/reference.md.",
+    )
+    targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+
+    sin = targets.add_parser(
+        "sinusoid",
+        help="query MSE after 0/1/10 SGD steps, MAML init vs pretrained init, K=5 and 10",
+        description="Query MSE on held-out sinusoid tasks after adapting each initialisation "
+        "with plain SGD (Finn et al. 2017, section 5.1).",
+    )
+    sin.add_argument(
+        "--tasks", type=int, default=600, help="held-out tasks per K (default: %(default)s)"
+    )
+    sin.add_argument(
+        "--seed", type=int, default=2017, help="seed of the held-out tasks (default: %(default)s)"
+    )
+    sin.add_argument(
+        "--lr", type=float, default=0.01, help="SGD step size at test time (default: %(default)s)"
+    )
+    sin.add_argument(
+        "--maml",
+        default=None,
+        help=f"MAML init meta-trained with K=10 (default: the shipped {weights.SINUSOID_INIT})",
+    )
+    sin.add_argument(
+        "--maml-k5",
+        default=None,
+        help=f"MAML init meta-trained with K=5 (default: the shipped {weights.SINUSOID_INIT_K5})",
+    )
+    sin.add_argument(
+        "--pretrained",
+        default=None,
+        help=f"pretrained (joint) init (default: the shipped {weights.SINUSOID_PRETRAINED})",
+    )
+    sin.add_argument("--json", action="store_true", help="print one JSON document")
+    sin.set_defaults(func=run)
+
+    dig = targets.add_parser(
+        "digits",
+        help="5-way 1/5-shot accuracy on digits 5-9: matching vs prototypical, pixels vs embedding",
+        description="Few-shot accuracy with 95% intervals over meta-test episodes of the "
+        "digits 5-9 (Vinyals et al. 2016; Snell et al. 2017).",
+    )
+    dig.add_argument(
+        "--episodes", type=int, default=1000, help="episodes per shot count (default: %(default)s)"
+    )
+    dig.add_argument(
+        "--seed", type=int, default=2016, help="seed of the episodes (default: %(default)s)"
+    )
+    dig.add_argument(
+        "--embedding",
+        default=None,
+        help=f"embedding weights file (default: the shipped {weights.DIGITS_EMBEDDING})",
+    )
+    dig.add_argument("--json", action="store_true", help="print one JSON document")
+    dig.set_defaults(func=run)
+
+
+def _weights(path, shipped: str) -> weights.Weights:
+    return weights.load_shipped(shipped) if path is None else weights.load(path)
+
+
+def _sinusoid(args) -> tuple[dict, str]:
+    settings = {
+        "tasks": as_count("--tasks", args.tasks, minimum=2),
+        "seed": as_count("--seed", args.seed),
+        "lr": as_rate("--lr", args.lr),
+        "shots": [5, 10],
+        "steps": [0, 1, 10],
+        "query_points": 100,
+    }
+    inits = {
+        "MAML (K=10)": _weights(args.maml, weights.SINUSOID_INIT),
+        "MAML (K=5)": _weights(args.maml_k5, weights.SINUSOID_INIT_K5),
+        "pretrained": _weights(args.pretrained, weights.SINUSOID_PRETRAINED),
+    }
+    rows = study.sinusoid_study(
+        {name: w.params for name, w in inits.items()},
+        n_tasks=settings["tasks"],
+        shots=tuple(settings["shots"]),
+        steps=tuple(settings["steps"]),
+        lr=settings["lr"],
+        n_query=settings["query_points"],
+        seed=settings["seed"],
+    )
+    doc = {
+        "study": "sinusoid",
+        "metric": "query MSE after SGD adaptation, mean and 95% half-width over tasks",
+        "settings": settings,
+        "weights": {name: w.metadata.get("command") for name, w in inits.items()},
+        "rows": study.as_dicts(rows),
+    }
+    return doc, study.sinusoid_markdown(rows)
+
+
+def _digits(args) -> tuple[dict, str]:
+    settings = {
+        "episodes": as_count("--episodes", args.episodes, minimum=2),
+        "seed": as_count("--seed", args.seed),
+        "n_way": 5,
+        "shots": [1, 5],
+        "queries_per_class": 15,
+    }
+    emb = _weights(args.embedding, weights.DIGITS_EMBEDDING)
+    rows = study.digits_study(
+        emb.params,
+        episodes=settings["episodes"],
+        shots=tuple(settings["shots"]),
+        n_way=settings["n_way"],
+        n_query=settings["queries_per_class"],
+        seed=settings["seed"],
+    )
+    doc = {
+        "study": "digits",
+        "metric": "query accuracy on the meta-test digits 5-9, mean and 95% half-width "
+        "over episodes",
+        "settings": settings,
+        "weights": {"embedding": emb.metadata.get("command")},
+        "rows": study.as_dicts(rows),
+    }
+    return doc, study.digits_markdown(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute the table and print it (markdown or JSON) on stdout."""
+    start = time.perf_counter()
+    with threadpool_limits(limits=1, user_api="blas"):  # same numbers on any core count
+        doc, table = (_sinusoid if args.target == "sinusoid" else _digits)(args)
+    print(f"metafab study {args.target}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if args.json:
+        print(json.dumps(doc, indent=2, allow_nan=False))
+    else:
+        print(table, end="")
+    return 0

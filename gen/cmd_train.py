@@ -1,0 +1,336 @@
+"""``metafab train {sinusoid,digits}``: meta-train the shipped default weights, reproducibly.
+
+The written file is byte-identical for the same options, the same numpy build
+and the same CPU family; its metadata records the exact command that
+reproduces it (without ``--out``, which does not change the contents).
+
+Training runs with the BLAS library limited to one thread: OpenBLAS splits
+large matrix products differently for different thread counts, which changes
+the last bits of the result (and, for these small matrices, one thread is
+also the fastest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from metafab.reference import digits, embedding, maml, meta_train, weights
+from metafab.reference.arrays import as_count, as_rate
+from metafab.reference.errors import UserError
+from metafab.reference.sinusoid import SinusoidTasks
+from threadpoolctl import threadpool_limits
+
+__all__ = ["register", "run"]
+
+SINUSOID_DEFAULTS = {
+    "method": "maml",
+    "layers": "1-40-40-1",
+    "seed": 0,
+    "iterations": 70000,
+    "meta_batch": 25,
+    "k_shot": 10,
+    "k_query": 10,
+    "inner_steps": 1,
+    "inner_lr": 0.01,
+    "meta_lr": 0.001,
+}
+
+DIGITS_DEFAULTS = {
+    "layers": "64-128-64",
+    "seed": 0,
+    "iterations": 2000,
+    "n_way": 5,
+    "k_shot": 5,
+    "n_query": 15,
+    "lr": 0.001,
+}
+
+
+def register(subparsers) -> None:
+    """Add ``train`` and its two targets to the ``metafab`` parser."""
+    parser = subparsers.add_parser(
+        "train",
+        help="meta-train the shipped default weights (sinusoid MAML init, digits embedding)",
+        description="Meta-train a network in float64 numpy and write a reproducible weights "
+        "file (.npz with the parameters and the command that made them).",
+    )
+    targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+
+    sin = targets.add_parser(
+        "sinusoid",
+        help="MAML (or first-order MAML, Reptile, joint baseline) on sinusoid regression",
+        description="Meta-train the initial weights of an MLP regressor on sinusoid tasks "
+        "(Finn et al. 2017): Adam outer steps over meta-batches of tasks, plain SGD inside.",
+    )
+    d = SINUSOID_DEFAULTS
+    sin.add_argument(
+        "--method",
+        choices=meta_train.METHODS,
+        default=d["method"],
+        help="outer gradient: second-order MAML, first-order MAML, Reptile, or "
+        "'joint' (the pretrained baseline: one net regressed on all tasks) "
+        "(default: %(default)s)",
+    )
+    sin.add_argument(
+        "--layers",
+        default=d["layers"],
+        help="layer widths, input first, 1 in and 1 out (default: %(default)s)",
+    )
+    sin.add_argument("--seed", type=int, default=d["seed"], help="seed (default: %(default)s)")
+    sin.add_argument(
+        "--iterations",
+        type=int,
+        default=d["iterations"],
+        help="outer Adam steps (default: %(default)s)",
+    )
+    sin.add_argument(
+        "--meta-batch",
+        type=int,
+        default=d["meta_batch"],
+        help="tasks per outer step (default: %(default)s)",
+    )
+    sin.add_argument(
+        "--k-shot",
+        type=int,
+        default=d["k_shot"],
+        help="support points per task, K (default: %(default)s)",
+    )
+    sin.add_argument(
+        "--k-query",
+        type=int,
+        default=d["k_query"],
+        help="query points per task (default: %(default)s)",
+    )
+    sin.add_argument(
+        "--inner-steps",
+        type=int,
+        default=d["inner_steps"],
+        help="inner SGD steps (default: %(default)s)",
+    )
+    sin.add_argument(
+        "--inner-lr",
+        type=float,
+        default=d["inner_lr"],
+        help="inner SGD step size (default: %(default)s)",
+    )
+    sin.add_argument(
+        "--meta-lr", type=float, default=d["meta_lr"], help="Adam step size (default: %(default)s)"
+    )
+    sin.add_argument(
+        "--out",
+        default=None,
+        help="output file (default: build/weights/sinusoid_<method>_<layers>.npz, with a "
+        "_k<K> suffix when K is not 10)",
+    )
+    sin.set_defaults(func=run)
+
+    dig = targets.add_parser(
+        "digits",
+        help="prototypical-loss embedding network on the meta-train digits 0-4",
+        description="Train the embedding MLP (ReLU on every layer) episodically with the "
+        "prototypical loss (Snell et al. 2017) on N-way K-shot episodes of the digits 0-4 "
+        "of scikit-learn's bundled 8x8 digits; the digits 5-9 are kept for meta-testing.",
+    )
+    d = DIGITS_DEFAULTS
+    dig.add_argument(
+        "--layers",
+        default=d["layers"],
+        help="layer widths, 64 pixels first, embedding dimension D last (default: %(default)s)",
+    )
+    dig.add_argument("--seed", type=int, default=d["seed"], help="seed (default: %(default)s)")
+    dig.add_argument(
+        "--iterations",
+        type=int,
+        default=d["iterations"],
+        help="Adam steps, one episode each (default: %(default)s)",
+    )
+    dig.add_argument(
+        "--n-way",
+        type=int,
+        default=d["n_way"],
+        help="classes per training episode, at most 5 (default: %(default)s)",
+    )
+    dig.add_argument(
+        "--k-shot",
+        type=int,
+        default=d["k_shot"],
+        help="support images per class (default: %(default)s)",
+    )
+    dig.add_argument(
+        "--n-query",
+        type=int,
+        default=d["n_query"],
+        help="query images per class (default: %(default)s)",
+    )
+    dig.add_argument(
+        "--lr", type=float, default=d["lr"], help="Adam step size (default: %(default)s)"
+    )
+    dig.add_argument(
+        "--out", default=None, help="output file (default: build/weights/digits_proto_<layers>.npz)"
+    )
+    dig.set_defaults(func=run)
+
+
+def _layers(text: str, *, first: int | None = None, last: int | None = None) -> tuple[int, ...]:
+    """Parse ``"1-40-40-1"`` into widths, checking the fixed input/output widths."""
+    try:
+        widths = tuple(int(w) for w in text.split("-"))
+    except ValueError:
+        widths = ()
+    if len(widths) < 2 or min(widths) < 1:
+        raise UserError(f"--layers must be widths joined by '-', e.g. 1-40-40-1, got {text!r}")
+    if first is not None and widths[0] != first:
+        raise UserError(f"--layers must start with {first} inputs, got {text!r}")
+    if last is not None and widths[-1] != last:
+        raise UserError(f"--layers must end with {last} output, got {text!r}")
+    return widths
+
+
+def _seeds(seed: int) -> tuple[int, int]:
+    """Independent seeds for the initial weights and for the task/episode stream."""
+    init_seed, data_seed = np.random.SeedSequence(seed).generate_state(2)
+    return int(init_seed), int(data_seed)
+
+
+def _command(target: str, options: dict) -> str:
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+    return f"metafab train {target} {flags}"
+
+
+def _reporter(total: int, label: str):
+    start = time.perf_counter()
+
+    def report(iteration: int, *values: float) -> None:
+        shown = "  ".join(f"{n} {v:.4f}" for n, v in zip(label.split(","), values, strict=True))
+        elapsed = time.perf_counter() - start
+        print(f"  {iteration:>7}/{total}  {shown}  ({elapsed:.1f} s)", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _train_sinusoid(args) -> tuple[list, dict, str, float]:
+    layers = _layers(args.layers, first=1, last=1)
+    options = {
+        "method": args.method,
+        "layers": "-".join(map(str, layers)),
+        "seed": as_count("--seed", args.seed),
+        "iterations": as_count("--iterations", args.iterations),
+        "meta_batch": as_count("--meta-batch", args.meta_batch, minimum=1),
+        "k_shot": as_count("--k-shot", args.k_shot, minimum=1),
+        "k_query": as_count("--k-query", args.k_query, minimum=1),
+        "inner_steps": as_count(
+            "--inner-steps", args.inner_steps, minimum=1 if args.method == "reptile" else 0
+        ),
+        "inner_lr": as_rate("--inner-lr", args.inner_lr, positive=args.method == "reptile"),
+        "meta_lr": as_rate("--meta-lr", args.meta_lr, positive=True),
+    }
+    init_seed, task_seed = _seeds(options["seed"])
+    print(
+        f"metafab train sinusoid: {options['method']} on a {options['layers']} net, "
+        f"{options['iterations']} iterations of {options['meta_batch']} tasks, "
+        f"K={options['k_shot']}",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    result = meta_train.meta_train(
+        maml.init_params(layers, init_seed),
+        SinusoidTasks(k_support=options["k_shot"], k_query=options["k_query"]),
+        method=options["method"],
+        iterations=options["iterations"],
+        meta_batch=options["meta_batch"],
+        inner_steps=options["inner_steps"],
+        inner_lr=options["inner_lr"],
+        meta_lr=options["meta_lr"],
+        seed=task_seed,
+        progress=_reporter(options["iterations"], "loss"),
+        progress_every=2500,
+    )
+    seconds = time.perf_counter() - start
+    tail = result.loss[-1000:]
+    metadata = {
+        "kind": "sinusoid-init",
+        **options,
+        "layers": list(layers),
+        "init_seed": init_seed,
+        "task_seed": task_seed,
+        "final_loss": float(tail.mean()) if tail.size else None,
+        "final_loss_is": "mean query MSE after adaptation over the last 1000 meta-batches"
+        if options["method"] != "joint"
+        else "mean MSE of the joint regression over the last 1000 meta-batches",
+        "command": _command("sinusoid", options),
+        "numpy": np.__version__,
+        "blas_threads": 1,
+    }
+    k_suffix = "" if options["k_shot"] == 10 else f"_k{options['k_shot']}"
+    name = f"sinusoid_{options['method']}_{options['layers']}{k_suffix}.npz"
+    return result.params, metadata, name, seconds
+
+
+def _train_digits(args) -> tuple[list, dict, str, float]:
+    layers = _layers(args.layers, first=digits.PIXELS)
+    options = {
+        "layers": "-".join(map(str, layers)),
+        "seed": as_count("--seed", args.seed),
+        "iterations": as_count("--iterations", args.iterations),
+        "n_way": as_count("--n-way", args.n_way, minimum=1),
+        "k_shot": as_count("--k-shot", args.k_shot, minimum=1),
+        "n_query": as_count("--n-query", args.n_query, minimum=1),
+        "lr": as_rate("--lr", args.lr, positive=True),
+    }
+    init_seed, episode_seed = _seeds(options["seed"])
+    sampler = digits.EpisodeSampler(
+        classes=digits.META_TRAIN_CLASSES,
+        n_way=options["n_way"],
+        k_shot=options["k_shot"],
+        n_query=options["n_query"],
+    )
+    print(
+        f"metafab train digits: {options['layers']} embedding, {options['iterations']} "
+        f"{options['n_way']}-way {options['k_shot']}-shot episodes of the digits "
+        f"{digits.META_TRAIN_CLASSES}",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    result = embedding.train(
+        embedding.init_params(layers, init_seed),
+        sampler,
+        iterations=options["iterations"],
+        lr=options["lr"],
+        seed=episode_seed,
+        progress=_reporter(options["iterations"], "loss,accuracy"),
+        progress_every=250,
+    )
+    seconds = time.perf_counter() - start
+    x, _ = digits.images()
+    e = embedding.embed(result.params, x)
+    tail = result.loss[-250:]
+    metadata = {
+        "kind": "digits-embedding",
+        **options,
+        "layers": list(layers),
+        "init_seed": init_seed,
+        "episode_seed": episode_seed,
+        "meta_train_classes": list(digits.META_TRAIN_CLASSES),
+        "final_loss": float(tail.mean()) if tail.size else None,
+        "embedding_max": float(e.max()),
+        "command": _command("digits", options),
+        "numpy": np.__version__,
+        "blas_threads": 1,
+    }
+    name = f"digits_proto_{options['layers']}.npz"
+    return result.params, metadata, name, seconds
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, write the weights file, print where it went."""
+    train = _train_sinusoid if args.target == "sinusoid" else _train_digits
+    with threadpool_limits(limits=1, user_api="blas"):
+        params, metadata, name, seconds = train(args)
+    out = args.out if args.out is not None else f"build/weights/{name}"
+    path = weights.save(out, params, metadata)
+    print(f"wrote {path} ({seconds:.1f} s of training)", file=sys.stderr)
+    print(f"reproduce with: {metadata['command']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,60 @@
+"""``metafab train`` and ``metafab study``: tiny runs, reproducible files, one-line errors."""
+
+import json
+
+import pytest
+from metafab.gen.cli import main
+from metafab.reference import weights
+
+
+def test_train_sinusoid_writes_a_reproducible_file(tmp_path, capsys):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert main(["train", "sinusoid", "--iterations", "2", "--out", str(a)]) == 0
+    assert main(["train", "sinusoid", "--iterations", "2", "--out", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    meta = weights.load(a).metadata
+    assert meta["iterations"] == 2 and meta["seed"] == 0 and meta["inner_lr"] == 0.01
+    assert meta["command"] == (
+        "metafab train sinusoid --method maml --layers 1-40-40-1 --seed 0 --iterations 2 "
+        "--meta-batch 25 --k-shot 10 --k-query 10 --inner-steps 1 --inner-lr 0.01 "
+        "--meta-lr 0.001"
+    )
+    assert "wrote" in capsys.readouterr().err
+
+
+def test_train_digits_writes_an_embedding(tmp_path):
+    out = tmp_path / "e.npz"
+    assert (
+        main(["train", "digits", "--iterations", "2", "--layers", "64-16-8", "--out", str(out)])
+        == 0
+    )
+    assert [w.shape for w, _ in weights.load(out).params] == [(16, 64), (8, 16)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["train", "sinusoid", "--iterations", "-1"], "--iterations"),
+        (["train", "sinusoid", "--inner-lr", "nan"], "--inner-lr"),
+        (["train", "sinusoid", "--layers", "2-40-1"], "--layers"),
+        (["train", "digits", "--k-shot", "0"], "--k-shot"),
+        (["study", "sinusoid", "--tasks", "0"], "--tasks"),
+        (["study", "digits", "--embedding", "/nonexistent.npz"], "/nonexistent.npz"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(argv, flag, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag in err and err.startswith("metafab ")
+
+
+def test_study_sinusoid_json_is_one_document(capsys):
+    assert main(["study", "sinusoid", "--tasks", "3", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["study"] == "sinusoid" and len(doc["rows"]) == 3 * 2 * 3
+
+
+def test_study_digits_prints_a_markdown_table(capsys):
+    assert main(["study", "digits", "--episodes", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| features | read-out |") and len(lines) == 6
