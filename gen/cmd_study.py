@@ -11,9 +11,10 @@ import json
 import sys
 import time
 
+from threadpoolctl import threadpool_limits
+
 from metafab.reference import study, weights
 from metafab.reference.arrays import as_count, as_rate
-from threadpoolctl import threadpool_limits
 
 __all__ = ["register", "run"]
 

@@ -17,11 +17,12 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+
 from metafab.reference import digits, embedding, maml, meta_train, weights
 from metafab.reference.arrays import as_count, as_rate
 from metafab.reference.errors import UserError
 from metafab.reference.sinusoid import SinusoidTasks
-from threadpoolctl import threadpool_limits
 
 __all__ = ["register", "run"]
 

@@ -55,8 +55,10 @@ def format_report(r: dict) -> str:
         f"simulator           {r['simulator']}",
         f"tasks               {r['tasks']}",
         f"output words        {r['output_words']}",
-        f"mismatches          {r['mismatches']}" + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}"),
-        f"cycles per task     {', '.join(map(str, r['cycles_measured']))} measured, {r['cycles_model']} modelled",
+        f"mismatches          {r['mismatches']}"
+        + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}"),
+        f"cycles per task     {', '.join(map(str, r['cycles_measured']))} measured, "
+        f"{r['cycles_model']} modelled",
         f"lane utilisation    {100 * r['utilisation']:.1f} % of {r['lanes']} lanes",
     ]
     if "mse_ratio" in r:
@@ -64,5 +66,6 @@ def format_report(r: dict) -> str:
             f"query MSE           fixed {r['mse_fixed']:.5f}, float64 {r['mse_float64']:.5f}, "
             f"ratio {r['mse_ratio']:.4f}"
         )
-    lines.append(f"verdict             {'PASS' if r['mismatches'] == 0 and r['cycles_match_model'] else 'FAIL'}")
+    ok = r["mismatches"] == 0 and r["cycles_match_model"]
+    lines.append(f"verdict             {'PASS' if ok else 'FAIL'}")
     return "\n".join(lines)

@@ -17,10 +17,12 @@ def _ports(toplevel: str) -> list[dict]:
         {"name": "rst", "dir": "in", "width": 1, "role": "synchronous reset, active high"},
         {"name": "i__valid", "dir": "in", "width": 1, "role": "request stream valid"},
         {"name": "i__ready", "dir": "out", "width": 1, "role": "request stream ready"},
-        {"name": "i__payload", "dir": "in", "width": 33, "role": "request word: bits 31..0 data, bit 32 last"},
+        {"name": "i__payload", "dir": "in", "width": 33,
+         "role": "request word: bits 31..0 data, bit 32 last"},
         {"name": "o__valid", "dir": "out", "width": 1, "role": "response stream valid"},
         {"name": "o__ready", "dir": "in", "width": 1, "role": "response stream ready"},
-        {"name": "o__payload", "dir": "out", "width": 33, "role": "response word: bits 31..0 data, bit 32 last"},
+        {"name": "o__payload", "dir": "out", "width": 33,
+         "role": "response word: bits 31..0 data, bit 32 last"},
     ]
 
 

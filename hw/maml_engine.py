@@ -121,7 +121,6 @@ class MamlCore(wiring.Component):
         LP = max(0, P.bit_length() - 1)
         L = cfg.n_layers
         K, Q = cfg.k_support, cfg.n_query
-        KQ = max(K, Q)
         layers = cfg.layers
         jobs = list(sch.step_jobs) + list(sch.query_jobs)
         NS = len(sch.step_jobs)

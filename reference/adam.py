@@ -8,6 +8,7 @@ moments ``m_hat = m / (1 - b1**t)``, ``v_hat = v / (1 - b2**t)``.
 from __future__ import annotations
 
 import numpy as np
+
 from metafab.reference.arrays import as_rate
 
 __all__ = ["Adam"]

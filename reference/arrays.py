@@ -11,6 +11,7 @@ import math
 import numbers
 
 import numpy as np
+
 from metafab.reference.errors import UserError
 
 __all__ = ["as_float_array", "as_labels", "as_count", "as_rate", "as_generator"]

@@ -23,6 +23,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+
 from metafab.reference.arrays import as_count, as_generator
 from metafab.reference.errors import UserError
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from metafab.reference import maml, mlp, proto
 from metafab.reference.adam import Adam
 from metafab.reference.arrays import as_count, as_float_array

@@ -19,6 +19,7 @@ Hessian terms and returns ``grad L_q(theta_steps)``.
 from __future__ import annotations
 
 import numpy as np
+
 from metafab.reference import mlp
 
 __all__ = ["inner_step", "support_grad", "adapt", "meta_grad_and_loss", "task_mean"]

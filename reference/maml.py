@@ -28,6 +28,7 @@ Adaptation of Deep Networks", ICML 2017.
 from __future__ import annotations
 
 import numpy as np
+
 from metafab.reference import inner_loop, mlp
 from metafab.reference.arrays import as_count, as_float_array, as_rate
 from metafab.reference.errors import UserError

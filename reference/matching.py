@@ -20,6 +20,7 @@ O. Vinyals, C. Blundell, T. Lillicrap, K. Kavukcuoglu, D. Wierstra,
 from __future__ import annotations
 
 import numpy as np
+
 from metafab.reference.arrays import as_float_array
 from metafab.reference.softmax import softmax
 from metafab.reference.support_set import check_queries, check_support_set

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from metafab.reference import inner_loop, mlp
 from metafab.reference.adam import Adam
 from metafab.reference.arrays import as_count, as_rate

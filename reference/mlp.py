@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from metafab.reference.arrays import as_float_array
 from metafab.reference.errors import UserError
 

@@ -20,6 +20,7 @@ Learning", NeurIPS 2017.
 from __future__ import annotations
 
 import numpy as np
+
 from metafab.reference.arrays import as_float_array, as_labels
 from metafab.reference.softmax import log_softmax, softmax
 from metafab.reference.support_set import check_queries, check_support_set

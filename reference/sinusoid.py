@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from metafab.reference.arrays import as_count, as_generator
 from metafab.reference.errors import UserError
 

@@ -21,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from metafab.reference import digits, embedding, inner_loop, matching, mlp, proto
 from metafab.reference.arrays import as_count, as_rate
 from metafab.reference.errors import UserError

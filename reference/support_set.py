@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from metafab.reference.arrays import as_count, as_float_array, as_labels
 from metafab.reference.errors import UserError
 

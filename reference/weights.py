@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from metafab.reference import mlp
 from metafab.reference.errors import UserError
 

@@ -134,7 +134,8 @@ def test_engine_saturating_cases_match_reference():
     tasks = random_tasks(cfg, 4, seed=2, extreme=True)
     # the stimulus really saturates: reference values hit the format limits
     outs = [mf.run_task(wq, *(np.array(a) for a in t), cfg) for t in tasks]
-    hit = [int(np.isin(w, [cfg.master_fmt.min_code, cfg.master_fmt.max_code]).sum()) for o in outs for w in o.weights]
+    limits = [cfg.master_fmt.min_code, cfg.master_fmt.max_code]
+    hit = [int(np.isin(w, limits).sum()) for o in outs for w in o.weights]
     assert sum(hit) > 0
     assert any(np.isin(o.y_query, [cfg.act_fmt.min_code, cfg.act_fmt.max_code]).any() for o in outs)
     r = run_engine(cfg, wq, tasks, sim="verilator", run_name="test-saturate")
@@ -169,7 +170,7 @@ def test_a_wrong_reference_is_caught():
     from metafab.gen import maml_flow
 
     bumped = [w.copy() for w in wq]
-    bumped[1][0, 0] += 64
+    bumped[-1][0, -1] += 64  # the output bias: every query output moves by 8 LSBs
     with pytest.raises(SimulationFailed, match="mismatching output words"):
         maml_flow.run_engine(cfg, wq, tasks, run_name="test-wrong", expect_weights=bumped)
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from metafab.gen.cli import main
 from metafab.reference import weights
 

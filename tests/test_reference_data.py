@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+
 from metafab.reference import digits
 from metafab.reference.errors import UserError
 from metafab.reference.sinusoid import SinusoidTasks

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+
 from metafab.reference import inner_loop, maml, mlp
 from metafab.reference.errors import UserError
 

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+
 from metafab.reference import matching, proto
 from metafab.reference.errors import UserError
 

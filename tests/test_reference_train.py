@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+
 from metafab.reference import digits, embedding, maml, meta_train
 from metafab.reference.adam import Adam
 from metafab.reference.errors import UserError

@@ -6,6 +6,7 @@ from importlib.resources import files
 
 import numpy as np
 import pytest
+
 from metafab.reference import digits, embedding, maml, weights
 from metafab.reference.errors import UserError
 from metafab.reference.sinusoid import SinusoidTasks

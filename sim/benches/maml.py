@@ -76,7 +76,8 @@ class MamlBench(StreamBench):
         self.w_ref = weights_from_words(self.cfg, p.get("reference_weights", p["weights"]))
 
     async def load(self):
-        resp = await self.link.request(Opcode.LOAD, to_words(np.concatenate([w.reshape(-1) for w in self.w0])))
+        words = to_words(np.concatenate([w.reshape(-1) for w in self.w0]))
+        resp = await self.link.request(Opcode.LOAD, words)
         assert resp.status == Status.OK, f"LOAD answered {resp.status!r}"
 
     async def status(self) -> dict:
@@ -157,7 +158,8 @@ async def errors_scenario(tb: MamlBench, p: dict, result: dict):
         checks.append((what, resp.status.name))
         assert resp.status == status, f"{what}: got {resp.status!r}, want {status!r}"
 
-    from metafab.reference.protocol import MAGIC, decode_response as decode, encode_request, header
+    from metafab.reference.protocol import MAGIC, encode_request, header
+    from metafab.reference.protocol import decode_response as decode
 
     # a task before any weights were loaded
     link.send_raw(encode_request(Opcode.RUN, words))
