@@ -83,8 +83,46 @@ def register(subparsers) -> None:
     dig.set_defaults(func=run)
 
 
+    prec = targets.add_parser(
+        "maml-precision",
+        help="fixed-point vs float64 query MSE after adaptation, across formats and rounding modes",
+        description="Adapt the shipped MAML init on held-out sinusoid tasks with the bit-exact "
+        "fixed-point model and with float64; print the ratio of the query MSEs per format width, "
+        "rounding mode and number of steps (docs/fixed_point.md).",
+    )
+    prec.add_argument("--tasks", type=int, default=600, help="held-out tasks (default: %(default)s)")
+    prec.add_argument("--seed", type=int, default=2015, help="seed of the tasks (default: %(default)s)")
+    prec.add_argument("--widths", default="12,14,16,18,20,24",
+                      help="operand widths to study, comma-separated (default: %(default)s)")
+    prec.add_argument("--json", action="store_true", help="print one JSON document")
+    prec.set_defaults(func=run)
+
+
 def _weights(path, shipped: str) -> weights.Weights:
     return weights.load_shipped(shipped) if path is None else weights.load(path)
+
+
+def _maml_precision(args) -> tuple[dict, str]:
+    from metafab.reference import precision
+    from metafab.reference.errors import UserError
+
+    try:
+        widths = tuple(int(w) for w in str(args.widths).split(","))
+    except ValueError:
+        raise UserError(f"--widths {args.widths!r} must be comma-separated integers, e.g. 12,16") from None
+    tasks = as_count("--tasks", args.tasks, minimum=2)
+    rows = precision.maml_precision(
+        weights.load_sinusoid_init(), widths=widths, n_tasks=tasks, seed=args.seed,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    doc = {
+        "study": "maml-precision",
+        "metric": "mean post-adaptation query MSE, fixed point / float64, same tasks and init",
+        "settings": {"tasks": tasks, "seed": args.seed, "widths": list(widths), "k_support": 10,
+                     "n_query": 10, "lr": 0.01},
+        "rows": precision.as_dicts(rows),
+    }
+    return doc, precision.precision_markdown(rows)
 
 
 def _sinusoid(args) -> tuple[dict, str]:
@@ -152,10 +190,11 @@ def run(args: argparse.Namespace) -> int:
     """Compute the table and print it (markdown or JSON) on stdout."""
     start = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):  # same numbers on any core count
-        doc, table = (_sinusoid if args.target == "sinusoid" else _digits)(args)
+        study_fn = {"sinusoid": _sinusoid, "digits": _digits, "maml-precision": _maml_precision}
+        doc, table = study_fn[args.target](args)
     print(f"metafab study {args.target}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if args.json:
         print(json.dumps(doc, indent=2, allow_nan=False))
     else:
-        print(table, end="")
+        print(table if table.endswith("\n") else table + "\n", end="")
     return 0

