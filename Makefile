@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/metafab demo
 
 bench: $(STAMP)
-	$(VENV)/bin/metafab bench
+	$(VENV)/bin/metafab bench --synth
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check reference hw gen sim tests

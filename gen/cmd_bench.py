@@ -1,0 +1,138 @@
+"""``metafab bench``: the benchmark figures (never timed tests): cycles, utilisation, simulator speed, Fmax.
+
+- the MAML engine's cycle model for the default net across lane counts and
+  step counts: cycles per task, MAC-lane utilisation, latency at 100 MHz;
+- simulator speed on the MAC lane (cycles per second of simulated time) in
+  cocotb + Verilator, cocotb + Icarus and the Amaranth simulator, on the
+  same random stimulus;
+- with ``--synth``: the MAC lane's resources and Fmax on iCE40 UP5K and
+  ECP5-85F.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+HELP = "print the benchmark figures: cycle model, utilisation, simulator speed (and Fmax with --synth)"
+
+
+def register(sub):
+    p = sub.add_parser("bench", help=HELP, description=HELP + ".")
+    p.add_argument("--synth", action="store_true", help="also synthesise the MAC lane for both boards")
+    p.add_argument("--packets", type=int, default=3000, help="MAC-lane packets per simulator (default 3000)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(func=run)
+
+
+def maml_model_table() -> list[dict]:
+    from metafab.gen.cycles import maml_cycles
+    from metafab.reference.config import MamlConfig
+
+    rows = []
+    for steps in (1, 5):
+        for lanes in (1, 4, 16, 32, 64, 128):
+            m = maml_cycles(MamlConfig(lanes=lanes, steps=steps))
+            rows.append({"lanes": lanes, "steps": steps, "cycles": m.task_cycles,
+                         "utilisation": m.utilisation, "latency_us_at_100mhz": m.latency_us(100.0)})
+    return rows
+
+
+def amaranth_mac_speed(packets: int) -> dict:
+    import numpy as np
+    from amaranth.sim import Simulator
+
+    from metafab.hw.fixed import MacLane
+    from metafab.reference.config import MacLaneConfig
+    from metafab.reference.mac_lane import dot_products, random_packets
+
+    cfg = MacLaneConfig()
+    rng = np.random.default_rng(1)
+    pk = random_packets(cfg, rng, packets)
+    want = dot_products(cfg, pk)
+    dut = MacLane(config=cfg)
+    beats = [dut.in_layout.const({"a": int(a), "b": int(b), "last": int(k == len(pa) - 1)}).as_value().value
+             for pa, pb in pk for k, (a, b) in enumerate(zip(pa, pb, strict=True))]
+    got, cycles = [], [0]
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        for word in beats:
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload.as_value(), word)
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            cycles[0] += 1
+            if valid:
+                got.append(payload)
+        ctx.set(dut.i.valid, 0)
+        while len(got) < len(want):
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            cycles[0] += 1
+            if valid:
+                got.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    t0 = time.perf_counter()
+    sim.run()
+    dt = time.perf_counter() - t0
+    return {"outputs": len(got), "mismatches": sum(g != w for g, w in zip(got, want, strict=True)),
+            "cycles": cycles[0], "seconds": dt, "cycles_per_second": cycles[0] / dt}
+
+
+def cocotb_mac_speed(sim: str, packets: int) -> dict:
+    from metafab.gen.export import layout_fields, to_verilog
+    from metafab.hw.fixed import MacLane
+    from metafab.reference.config import MacLaneConfig
+    from metafab.sim.runner import run_bench
+
+    cfg = MacLaneConfig()
+    dut = MacLane(config=cfg)
+    r = run_bench(verilog=to_verilog(dut, "mac_lane"), toplevel="mac_lane", bench="metafab.sim.benches.mac_lane",
+                  params=dict(config=cfg.to_dict(), in_fields=layout_fields(dut.in_layout), packets=packets,
+                              max_len=9, seed=1, idle=0.0, backpressure=0.0),
+                  sim=sim, run_name="bench")
+    return {k: r.data[k] for k in ("outputs", "mismatches", "cycles", "seconds", "cycles_per_second")} | {
+        "build_seconds": r.build_seconds}
+
+
+def run(args) -> int:
+    from metafab.sim.tools import find_icarus
+
+    def say(msg):
+        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+    doc = {"maml_cycle_model": maml_model_table(), "simulator_speed_mac_lane": {}, "synth_mac_lane": {}}
+    say("MAC lane in the Amaranth simulator")
+    doc["simulator_speed_mac_lane"]["amaranth"] = amaranth_mac_speed(args.packets)
+    for sim in ["verilator"] + (["icarus"] if find_icarus().found else []):
+        say(f"MAC lane in cocotb + {sim}")
+        doc["simulator_speed_mac_lane"][sim] = cocotb_mac_speed(sim, args.packets)
+    if args.synth:
+        from metafab.gen.flow import build
+        from metafab.hw.fixed import MacLane
+        from metafab.reference.config import MacLaneConfig
+
+        for board in ("icebreaker", "ulx3s-85f"):
+            say(f"MAC lane: synthesis, place and route for {board}")
+            r = build(MacLane(config=MacLaneConfig()), board, name="mac_lane_bench", progress=None)
+            doc["synth_mac_lane"][board] = {k: r[k] for k in ("device", "fmax_mhz", "lut", "ff", "dsp", "bram",
+                                                              "seconds")}
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    print("MAML engine cycle model, 1-40-40-1, K=10, 10 queries")
+    print("  steps lanes   cycles  utilisation  latency@100MHz")
+    for r in doc["maml_cycle_model"]:
+        print(f"  {r['steps']:>5} {r['lanes']:>5} {r['cycles']:>8}  {100 * r['utilisation']:>10.1f} %  "
+              f"{r['latency_us_at_100mhz']:>10.1f} us")
+    print("Simulator speed on the MAC lane (one beat per cycle, no back-pressure)")
+    for sim, r in doc["simulator_speed_mac_lane"].items():
+        print(f"  {sim:<10} {r['cycles_per_second']:>10,.0f} cycles/s  ({r['cycles']} cycles, "
+              f"{r['mismatches']} mismatches)")
+    for board, r in doc["synth_mac_lane"].items():
+        print(f"  {board:<10} {r['device']}: Fmax {r['fmax_mhz']:.1f} MHz, LUT {r['lut']}, FF {r['ff']}, "
+              f"DSP {r['dsp']}, BRAM {r['bram']}")
+    return 0
