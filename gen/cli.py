@@ -18,7 +18,7 @@ from metafab.reference.errors import UserError
 __all__ = ["main", "COMMANDS"]
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("doctor", "generate", "sim", "verify", "build", "train", "study", "demo", "bench")
+COMMANDS = ("doctor", "generate", "sim", "verify", "build", "run", "train", "study", "demo", "bench")
 
 
 def _parser() -> argparse.ArgumentParser:

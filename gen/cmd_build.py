@@ -12,12 +12,19 @@ HELP = "synthesise, place and route an engine for a board; report utilisation, F
 
 
 def register(sub):
-    p = sub.add_parser("build", help=HELP, description=HELP + ". The engine sits behind a serial I/O "
-                       "harness so that every port is registered and the design fits the package.")
+    p = sub.add_parser("build", help=HELP, description=HELP + ". The bitstream is the board top: the "
+                       "engine behind the board's USB-UART with its weights preloaded (metafab run talks to "
+                       "it); --top harness measures the engine alone.")
     p.add_argument("engine", choices=ENGINES, help="which engine")
     add_design_args(p)
     p.add_argument("--board", required=True, metavar="NAME",
                    help=f"target board: {', '.join(board_names())}")
+    p.add_argument("--top", choices=("uart", "harness"), default="uart",
+                   help="uart: the board top to program (USB-UART bridge, engine, preloaded weights; "
+                   "default); harness: the engine alone behind a serial measurement harness")
+    p.add_argument("--baud", type=int, default=115200, help="UART baud rate of the board top (default 115200)")
+    p.add_argument("--weights", choices=("auto", "shipped", "random"), default="auto",
+                   help="weights preloaded into the board top (default: shipped when the layers allow)")
     p.add_argument("--target-mhz", type=float, default=None,
                    help="clock constraint for place and route (default: above what the family reaches)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
@@ -35,7 +42,8 @@ def run(args) -> int:
     def progress(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    r = maml_build(cfg, board.name, target_mhz=args.target_mhz, seed=args.seed, progress=progress)
+    r = maml_build(cfg, board.name, top=args.top, baud=args.baud, weights=args.weights,
+                   target_mhz=args.target_mhz, seed=args.seed, progress=progress)
     if args.json:
         print(json.dumps(r, indent=2, sort_keys=True, default=str))
     else:
@@ -50,7 +58,9 @@ def format_build(r: dict) -> str:
         f"Fmax              {r['fmax_mhz']:.1f} MHz (constraint {r['constraint_mhz']:.0f} MHz)",
         f"LUT / FF / DSP / BRAM   {r['lut']} / {r['ff']} / {r['dsp']} / {r['bram']}",
         f"cycles per task   {r['task_cycles']}",
-        f"latency           {r['latency_us']:.2f} us per task at Fmax",
+        f"latency           {r['latency_us']:.2f} us per task at Fmax"
+        + (f" ({r['task_cycles'] / (r['board_clock_mhz'] or 1):.1f} us at the board clock)"
+           if r.get("board_clock_mhz") else ""),
     ]
     for k, v in (r.get("anchor") or {}).items():
         lines.append(f"  vs {k:<22} {v:.1f} us")

@@ -314,10 +314,51 @@ def build(
     board, target_mhz = _validate(board, name, target_mhz, seed)
     tools = {tool: find_tool(tool) for tool in FAMILY_TOOLS[board.family]}
     harness, plan = build_plan(component, board, name=name, target_mhz=target_mhz, seed=seed)
-    build_dir = Path(build_dir).resolve() if build_dir else default_build_dir(board.name, name)
     say(f"{board.name}: elaborated {name} ({type(component).__name__}, "
         f"{harness.in_width} input and {harness.out_width} output bits through the harness)")
+    result = _run_plan(plan, board, tools, name=name, target_mhz=target_mhz, build_dir=build_dir, say=say)
+    result["harness"] = {
+        "in_bits": harness.in_width,
+        "out_bits": harness.out_width,
+        "ff": 2 * (harness.in_width + harness.out_width),
+    }
+    result["seconds"] = round(time.monotonic() - started, 2)
+    _say_result(say, board, result)
+    return result
 
+
+def build_board_top(top, board, *, clock, name: str = "top", build_dir=None, target_mhz: float | None = None,
+                    seed: int = 1, progress: Callable[[str], object] | None = print) -> dict:
+    """Synthesise, place and route a complete board top (its own pins and clocking) for ``board``.
+
+    ``clock`` is the top's kept clock signal; it gets a constraint of
+    ``target_mhz`` (default: the board's) so that nextpnr reports the Fmax the
+    logic reaches. Returns the same dict as :func:`build`, without ``harness``.
+    """
+    started = time.monotonic()
+    say = progress or (lambda line: None)
+    board, target_mhz = _validate(board, name, target_mhz, seed)
+    tools = {tool: find_tool(tool) for tool in FAMILY_TOOLS[board.family]}
+    platform = board.platform()
+    platform.add_clock_constraint(clock, target_mhz * 1e6)
+    plan = platform.build(top, name=name, do_build=False, emit_src=False, **_overrides(board, name, seed))
+    say(f"{board.name}: elaborated {name} ({type(top).__name__})")
+    result = _run_plan(plan, board, tools, name=name, target_mhz=target_mhz, build_dir=build_dir, say=say)
+    result["seconds"] = round(time.monotonic() - started, 2)
+    _say_result(say, board, result)
+    return result
+
+
+def _say_result(say, board, result):
+    if result.get("clock"):
+        say(f"{board.name}: Fmax {result['fmax_mhz']} MHz (constraint {result['constraint_mhz']}),"
+            f" {result['lut']} LUT, {result['ff']} FF, {result['dsp']} DSP, {result['bram']} BRAM,"
+            f" {result['seconds']} s")
+
+
+def _run_plan(plan, board, tools, *, name, target_mhz, build_dir, say) -> dict:
+    """Run an extracted build plan with the YoWASP tools and parse its reports."""
+    build_dir = Path(build_dir).resolve() if build_dir else default_build_dir(board.name, name)
     build_dir.mkdir(parents=True, exist_ok=True)
     for product in _products(name, board.family):
         (build_dir / product).unlink(missing_ok=True)
@@ -361,19 +402,9 @@ def build(
         "cells": stat["cells_by_type"],
         "critical_path": path["steps"] if path else [],
         "critical_path_ns": round(path["delay_ns"], 3) if path else None,
-        "harness": {
-            "in_bits": harness.in_width,
-            "out_bits": harness.out_width,
-            "ff": 2 * (harness.in_width + harness.out_width),
-        },
         "bitstream": str(bitstream),
         "build_dir": str(build_dir),
-        "seconds": round(time.monotonic() - started, 2),
         "tool_seconds": round(tool_seconds, 2),
         "yosys": stat["creator"].split(" (")[0],
     }
-    if clock:
-        say(f"{board.name}: Fmax {result['fmax_mhz']} MHz (constraint {result['constraint_mhz']}),"
-            f" {result['lut']} LUT, {result['ff']} FF, {result['dsp']} DSP, {result['bram']} BRAM,"
-            f" {result['seconds']} s")
     return result

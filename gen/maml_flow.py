@@ -292,18 +292,41 @@ def mf_to_float(codes, cfg: MamlConfig) -> np.ndarray:
     return to_float(np.asarray(codes, dtype=np.int64), cfg.act_fmt)
 
 
-def maml_build(cfg: MamlConfig, board: str, *, target_mhz=None, seed: int = 1, progress=None) -> dict:
-    """Synthesis, place and route of the engine for ``board``, with latency at the achieved Fmax."""
-    from metafab.gen.anchors import maml_anchor
-    from metafab.gen.flow import build
-    from metafab.hw.maml_engine import MamlEngine
+def maml_build(cfg: MamlConfig, board: str, *, top: str = "uart", baud: int = 115200, weights: str = "auto",
+               target_mhz=None, seed: int = 1, progress=None) -> dict:
+    """Synthesis, place and route of the engine for ``board``, with latency at the achieved Fmax.
 
-    r = build(MamlEngine(config=cfg), board, name=f"maml_p{cfg.lanes}", target_mhz=target_mhz, seed=seed,
-              progress=progress)
+    ``top="uart"``: the board top (USB-UART bridge, the engine, and the
+    initial weights preloaded from a ROM so the board answers RUN at once);
+    its bitstream is the one to program. ``top="harness"``: the engine alone
+    behind the serial measurement harness (every port registered), for the
+    engine's own resources and Fmax.
+    """
+    from metafab.gen.anchors import maml_anchor
+    from metafab.gen.flow import build, build_board_top
+    from metafab.hw.board_top import BoardTop
+    from metafab.hw.maml_engine import MamlEngine
+    from metafab.reference.protocol import Opcode, encode_request
+
+    if top not in ("uart", "harness"):
+        raise UserError(f"unknown top {top!r}; valid: uart, harness")
+    name = f"maml_p{cfg.lanes}_{top}"
+    source = None
+    if top == "harness":
+        r = build(MamlEngine(config=cfg), board, name=name, target_mhz=target_mhz, seed=seed, progress=progress)
+    else:
+        params, source = initial_params(cfg, weights, 0)
+        preload = encode_request(Opcode.LOAD, weight_words(mf.quantize_params(params, cfg)))
+        board_top = BoardTop(MamlEngine(config=cfg), baud=baud, preload=preload)
+        r = build_board_top(board_top, board, clock=board_top.clock, name=name, target_mhz=target_mhz,
+                            seed=seed, progress=progress)
     model = maml_cycles(cfg)
     r.update(
         design=cfg.name,
         config=cfg.to_dict(),
+        top=top,
+        baud=baud if top == "uart" else None,
+        preloaded_weights=source,
         task_cycles=model.task_cycles,
         utilisation=model.utilisation,
         latency_us=model.latency_us(r["fmax_mhz"]) if r.get("fmax_mhz") else None,

@@ -37,6 +37,8 @@ __all__ = [
     "to_words",
     "from_words",
     "STATUS_FIELDS",
+    "words_to_bytes",
+    "ByteParser",
 ]
 
 PROTOCOL_VERSION = 1
@@ -143,3 +145,37 @@ def decode_response(words) -> Packet:
     except ValueError:
         raise UserError(f"unknown response status {code:#04x}") from None
     return Packet(code, tuple(int(w) for w in words[1:]))
+
+
+def words_to_bytes(words) -> bytes:
+    """Protocol words as a byte stream for a UART link: each word least significant byte first."""
+    return b"".join(int(w & _MASK).to_bytes(4, "little") for w in words)
+
+
+class ByteParser:
+    """Reassembles response packets from the bytes a UART link receives.
+
+    :meth:`feed` takes any number of bytes and returns the packets (lists
+    of words, header first) that became complete; the header's length field
+    says where a packet ends.
+    """
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._words: list[int] = []
+
+    def feed(self, data: bytes) -> list[list[int]]:
+        self._buf += data
+        done = []
+        while len(self._buf) >= 4:
+            self._words.append(int.from_bytes(self._buf[:4], "little"))
+            del self._buf[:4]
+            if len(self._words) - 1 == self._words[0] & 0xFFFF:
+                done.append(self._words)
+                self._words = []
+        return done
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that are not part of a complete packet yet."""
+        return len(self._buf) + 4 * len(self._words)

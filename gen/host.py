@@ -1,0 +1,105 @@
+"""The host driver: talk to an engine on a board over its USB-UART (pyserial), with the one protocol module.
+
+:class:`Host` turns requests into bytes (:func:`request_bytes`) and bytes
+back into decoded responses; the transport is anything with ``write(bytes)``
+and ``read(n) -> bytes`` (a ``serial.Serial``, or a test double). The same
+byte encoding drives the board top in simulation (``sim/benches/board.py``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from metafab.reference.errors import UserError
+from metafab.reference.protocol import (
+    STATUS_FIELDS,
+    ByteParser,
+    Opcode,
+    Packet,
+    Status,
+    decode_response,
+    encode_request,
+    from_words,
+    to_words,
+    words_to_bytes,
+)
+
+__all__ = ["request_bytes", "decode_bytes", "Host", "open_serial", "maml_load_payload", "maml_run_payload"]
+
+
+def request_bytes(opcode: int, payload=()) -> bytes:
+    """The bytes a host writes for one request."""
+    return words_to_bytes(w for w, _ in encode_request(opcode, payload))
+
+
+def decode_bytes(data: bytes) -> Packet:
+    """One response packet from its bytes."""
+    packets = ByteParser().feed(data)
+    if len(packets) != 1:
+        raise UserError(f"expected one response packet in {len(data)} bytes, got {len(packets)}")
+    return decode_response(packets[0])
+
+
+def maml_load_payload(wq) -> list[int]:
+    """LOAD payload words of augmented master-format weight codes (protocol order)."""
+    return to_words(np.concatenate([np.asarray(w).reshape(-1) for w in wq]))
+
+
+def maml_run_payload(xs, ys, xq) -> list[int]:
+    """RUN payload words of one task's act-format codes."""
+    xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in (xs, ys, xq))
+    support = np.concatenate([xs, ys], axis=1).reshape(-1)
+    return to_words(np.concatenate([support, xq.reshape(-1)]))
+
+
+class Host:
+    """Request/response over a byte transport (one request outstanding at a time)."""
+
+    def __init__(self, transport, *, timeout: float = 10.0):
+        self.transport = transport
+        self.timeout = timeout
+
+    def request(self, opcode: int, payload=()) -> Packet:
+        self.transport.write(request_bytes(opcode, payload))
+        parser = ByteParser()
+        deadline = time.monotonic() + self.timeout
+        while True:
+            data = self.transport.read(max(1, min(4096, 4 + 4 * 0xFFFF)))
+            if data:
+                packets = parser.feed(data)
+                if packets:
+                    return decode_response(packets[0])
+            elif time.monotonic() > deadline:
+                raise UserError(
+                    f"no complete response within {self.timeout:g} s ({parser.pending} bytes received); "
+                    f"is the board configured with this engine, and the baud rate right?"
+                )
+
+    def checked(self, opcode: int, payload=()) -> Packet:
+        resp = self.request(opcode, payload)
+        if resp.status != Status.OK:
+            raise UserError(f"the engine answered {resp.status.name} to {Opcode(opcode).name}")
+        return resp
+
+    def status(self) -> dict:
+        return dict(zip(STATUS_FIELDS, self.checked(Opcode.STATUS).payload, strict=True))
+
+    def load(self, words) -> None:
+        self.checked(Opcode.LOAD, words)
+
+    def run(self, words) -> np.ndarray:
+        return from_words(self.checked(Opcode.RUN, words).payload)
+
+
+def open_serial(port: str, baud: int, timeout: float = 0.2):
+    """A pyserial port (UserError naming the port when it cannot be opened)."""
+    try:
+        import serial
+    except ImportError:
+        raise UserError("pyserial is not installed: pip install 'pyserial>=3.5'") from None
+    try:
+        return serial.Serial(port, baudrate=baud, timeout=timeout)
+    except (serial.SerialException, OSError) as exc:
+        raise UserError(f"cannot open serial port {port!r}: {exc}") from None

@@ -1,0 +1,161 @@
+"""Board tops: an engine behind the board's USB-UART, optionally with its parameters preloaded.
+
+:class:`Preloader` plays one request packet (e.g. LOAD with the shipped
+weights) from a ROM into the engine after reset and swallows its response,
+then passes the host's stream through: a board answers RUN requests as soon
+as it is configured. :class:`BoardTop` puts :class:`~metafab.hw.uart.UartBridge`,
+an optional preloader and the engine on a board's default clock and its
+``uart`` resource.
+"""
+
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth.lib import io, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from metafab.hw.fixed import reject
+from metafab.hw.frontend import WORD_LAYOUT
+from metafab.hw.uart import UartBridge
+from metafab.reference.errors import UserError
+
+__all__ = ["Preloader", "BoardTop", "uart_divisor"]
+
+
+def uart_divisor(clock_hz: float, baud: int) -> int:
+    """Clock cycles per UART bit; UserError when the clock is too slow for the baud rate."""
+    if baud <= 0:
+        raise UserError(f"baud rate must be positive, got {baud}")
+    div = round(clock_hz / baud)
+    if div < 4:
+        raise UserError(f"a {clock_hz / 1e6:g} MHz clock is too slow for {baud} baud (needs >= 4 cycles per bit)")
+    if abs(clock_hz / div - baud) / baud > 0.02:
+        raise UserError(f"{baud} baud is more than 2 % off what a {clock_hz / 1e6:g} MHz clock can divide to")
+    return div
+
+
+class Preloader(wiring.Component):
+    """Sends ``packet`` (``[(word, last), ...]``) to ``o`` after reset, drops its one response, then passes through.
+
+    Ports: ``host_i`` (requests from the host) -> ``o`` (to the engine);
+    ``i`` (responses from the engine) -> ``host_o``. ``done`` is high once the
+    preload's response has gone by.
+    """
+
+    def __init__(self, *, packet):
+        if not packet or not packet[-1][1]:
+            reject(self, UserError("the preload packet must be non-empty and end with last"))
+        self._packet = [(int(w), bool(last)) for w, last in packet]
+        sig = stream.Signature(WORD_LAYOUT)
+        super().__init__({"host_i": In(sig), "o": Out(sig), "i": In(sig), "host_o": Out(sig), "done": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = len(self._packet)
+        m.submodules.rom = rom = Memory(shape=33, depth=n,
+                                        init=[w | (int(last) << 32) for w, last in self._packet])
+        rd = rom.read_port(domain="comb")
+        idx = Signal(range(n + 1))
+        m.d.comb += rd.addr.eq(idx)
+        with m.FSM():
+            with m.State("SEND"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(rd.data)]
+                with m.If(self.o.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == n - 1):
+                        m.next = "DROP"
+            with m.State("DROP"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid & self.i.payload.last):
+                    m.next = "PASS"
+            with m.State("PASS"):
+                m.d.comb += self.done.eq(1)
+                wiring.connect(m, wiring.flipped(self.host_i), wiring.flipped(self.o))
+                wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.host_o))
+        return m
+
+
+class BoardTop(Elaboratable):
+    """An engine on a board: its default clock, a short power-on reset, the USB-UART.
+
+    Parameters
+    ----------
+    engine : wiring.Component
+        With word streams ``i`` (requests) and ``o`` (responses) in the ``sync`` domain.
+    baud : int
+        UART baud rate (the host driver uses the same).
+    preload : list of (word, last) or None
+        A request packet played into the engine after reset (see :class:`Preloader`).
+    clock_hz : float or None
+        The clock frequency when elaborated without a platform (simulation).
+    """
+
+    def __init__(self, engine, *, baud: int = 115200, preload=None, clock_hz: float | None = None):
+        self.engine = engine
+        self.baud = baud
+        self.preload = preload
+        self.clock_hz = clock_hz
+        self.clock = Signal(name="board_clk", attrs={"keep": 1})
+        # pins, for simulation without a platform
+        self.rx = Signal(init=1)
+        self.tx = Signal(init=1)
+
+    def elaborate(self, platform):
+        m = Module()
+        if platform is not None:
+            clock_hz = platform.default_clk_frequency
+            m.domains.sync = ClockDomain("sync")
+            clk_pin = platform.request(platform.default_clk, dir="-")
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
+            m.d.comb += [self.clock.eq(clk_buf.i), ClockSignal("sync").eq(self.clock)]
+            # power-on reset: a few cycles after configuration
+            por = Signal(4, init=15, reset_less=True)
+            with m.If(por != 0):
+                m.d.sync += por.eq(por - 1)
+            m.d.comb += ResetSignal("sync").eq(por != 0)
+            uart = platform.request("uart", 0, dir="-")
+            m.submodules.rx_buf = rx_buf = io.FFBuffer("i", uart.rx)
+            m.submodules.tx_buf = tx_buf = io.FFBuffer("o", uart.tx)
+            m.d.comb += [self.rx.eq(rx_buf.i), tx_buf.o.eq(self.tx)]
+        else:
+            if self.clock_hz is None:
+                raise UserError("BoardTop without a platform needs clock_hz")
+            clock_hz = self.clock_hz
+            m.d.comb += self.clock.eq(ClockSignal("sync"))
+        m.submodules.bridge = bridge = UartBridge(divisor=uart_divisor(clock_hz, self.baud))
+        m.submodules.engine = engine = self.engine
+        m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx)]
+        if self.preload:
+            m.submodules.preload = pre = Preloader(packet=self.preload)
+            wiring.connect(m, bridge.o, pre.host_i)
+            wiring.connect(m, pre.o, engine.i)
+            wiring.connect(m, engine.o, pre.i)
+            wiring.connect(m, pre.host_o, bridge.i)
+        else:
+            wiring.connect(m, bridge.o, engine.i)
+            wiring.connect(m, engine.o, bridge.i)
+        return m
+
+
+class UartEngineTop(wiring.Component):
+    """:class:`BoardTop` without a platform, with the UART pins as ports (for simulation).
+
+    Ports ``rx`` (into the FPGA) and ``tx`` (out of it); ``clock_hz`` and
+    ``baud`` set the UART divisor exactly as on the board.
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+
+    def __init__(self, engine, *, clock_hz: float, baud: int, preload=None):
+        try:
+            uart_divisor(clock_hz, baud)
+        except UserError as exc:
+            reject(self, exc)
+        self._top = BoardTop(engine, baud=baud, preload=preload, clock_hz=clock_hz)
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.top = top = self._top
+        m.d.comb += [top.rx.eq(self.rx), self.tx.eq(top.tx)]
+        return m
