@@ -9,7 +9,8 @@ import numpy as np
 from metafab.gen.designs import ENGINES, add_design_args, maml_config
 from metafab.reference.errors import UserError
 
-HELP = "generate an engine's Verilog, manifest.json and weight file into a folder"
+HELP = ("generate an engine's Verilog, manifest.json, AXI-Stream wrapper, FuseSoC core and weight files "
+        "into a folder")
 
 
 def register(sub):
@@ -29,6 +30,7 @@ def run(args) -> int:
 
     from metafab.gen.maml_flow import TOPLEVEL, engine_verilog, initial_params, weight_words
     from metafab.gen.manifest import dumps, maml_manifest
+    from metafab.gen.wrappers import axis_wrapper, fusesoc_core
     from metafab.reference import maml_fixed as mf
     from metafab.sim.runner import build_root
 
@@ -45,7 +47,13 @@ def run(args) -> int:
     words = weight_words(wq)
     (out / "weights.txt").write_text("".join(f"{w}\n" for w in words))
     (out / "weights.hex").write_text("".join(f"{w & 0xFFFFFFFF:08x}\n" for w in words))
-    np.asarray(words)  # the files above are the protocol's LOAD payload, in order
-    for name in (f"{TOPLEVEL}.v", "manifest.json", "weights.txt", "weights.hex"):
+    np.asarray(words)  # the weight files are the protocol's LOAD payload, in order ($readmemh-ready)
+    wrapper, text = axis_wrapper(engine="maml", toplevel=TOPLEVEL, design=cfg.name)
+    (out / f"{wrapper}.v").write_text(text)
+    core = fusesoc_core(design=cfg.name, verilog=f"{TOPLEVEL}.v", wrapper_file=f"{wrapper}.v", wrapper=wrapper,
+                        description=f"metafab MAML adaptation engine {cfg.name} with an AXI-Stream wrapper")
+    (out / f"{cfg.name}.core").write_text(core)
+    for name in (f"{TOPLEVEL}.v", f"{wrapper}.v", f"{cfg.name}.core", "manifest.json", "weights.txt",
+                 "weights.hex"):
         print(out / name)
     return 0

@@ -156,3 +156,25 @@ def test_host_driver_requests_and_errors():
     silent = Host(_Loopback(b""), timeout=0.05)
     with pytest.raises(UserError, match="no complete response"):
         silent.status()
+
+
+def test_axi_stream_wrapper_with_cocotbext_axi():
+    """The generated AXI-Stream wrapper, driven by a standard bus model, answers real tasks."""
+    from metafab.gen.wrappers import axis_wrapper
+
+    wq = mf.quantize_params(random_params(CFG, seed=6), CFG)
+    tasks = random_tasks(CFG, 2, seed=7)
+    wrapper, text = axis_wrapper(engine="maml", toplevel="maml_engine", design=CFG.name)
+    verilog = to_verilog(MamlEngine(config=CFG), "maml_engine") + "\n" + text
+    requests = [request_bytes(Opcode.LOAD, maml_load_payload(wq))]
+    requests += [request_bytes(Opcode.RUN, maml_run_payload(*t)) for t in tasks]
+    requests += [request_bytes(Opcode.STATUS)]
+    sim = "icarus" if find_icarus().found else "verilator"
+    r = run_bench(verilog=verilog, toplevel=wrapper, bench="metafab.sim.benches.axis",
+                  params={"requests": [q.hex() for q in requests], "seed": 3}, sim=sim, run_name="test-axis")
+    resp = [decode_bytes(bytes.fromhex(h)) for h in r.data["responses"]]
+    assert [x.status for x in resp] == [Status.OK] * 4
+    for x, t in zip(resp[1:3], tasks, strict=True):
+        want = mf.run_task(wq, *(np.array(a) for a in t), CFG).y_query.reshape(-1)
+        assert from_words(x.payload).tolist() == want.tolist()
+    assert dict(zip(STATUS_FIELDS, resp[3].payload, strict=True))["runs"] == 2
