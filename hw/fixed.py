@@ -169,7 +169,7 @@ class MacLane(wiring.Component):
         The input payload layout (kept because a stream signature does not expose it).
     """
 
-    LATENCY = 4
+    LATENCY = 5
 
     def __init__(self, *, config: MacLaneConfig):
         if not isinstance(config, MacLaneConfig):
@@ -210,6 +210,10 @@ class MacLane(wiring.Component):
         start = Signal(init=1)
         v3 = Signal(name="v3")
         fin = Signal(shape_of(cfg.acc_fmt))
+        # stage 4: rounded to the output's fraction bits (integer bits kept)
+        rfmt = QFormat(cfg.acc_fmt.int_bits + 1, cfg.out_fmt.frac_bits)
+        v4 = Signal(name="v4")
+        rounded = Signal(shape_of(rfmt))
 
         rng = Xorshift32(seed=cfg.seed) if cfg.rounding is Rounding.STOCHASTIC else None
         if rng is not None:
@@ -227,7 +231,8 @@ class MacLane(wiring.Component):
                 p2.eq(a1 * b1),
                 last2.eq(last1),
                 v3.eq(v2 & last2),
-                self.o.valid.eq(v3),
+                v4.eq(v3),
+                self.o.valid.eq(v4),
             ]
             with m.If(v2):
                 m.d.sync += [acc.eq(acc_next), start.eq(last2)]
@@ -238,7 +243,7 @@ class MacLane(wiring.Component):
                 if rng is not None:
                     m.d.comb += rng.en.eq(1)
                     rnd = rng.next
-                m.d.sync += self.o.payload.eq(
-                    resize(fin, cfg.acc_fmt, cfg.out_fmt, cfg.rounding, cfg.overflow, rnd)
-                )
+                m.d.sync += rounded.eq(resize(fin, cfg.acc_fmt, rfmt, cfg.rounding, Overflow.WRAP, rnd))
+            with m.If(v4):
+                m.d.sync += self.o.payload.eq(resize(rounded, rfmt, cfg.out_fmt, Rounding.TRUNCATE, cfg.overflow))
         return m

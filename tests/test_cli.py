@@ -90,3 +90,28 @@ def test_verify_small_design_json(capsys):
     assert doc["mismatches"] == 0 and doc["tasks"] == 3 and doc["cycles_match_model"]
     assert 0.5 < doc["mse_ratio"] < 2 and doc["weights"].startswith("random")
     assert "simulating 3 task(s)" in err  # progress goes to stderr, the JSON alone to stdout
+
+
+SMALL = ["--layers", "1-6-1", "--lanes", "2", "--k-support", "3", "--queries", "2"]
+
+
+def test_sim_with_waves_writes_a_waveform_under_build(capsys):
+    from pathlib import Path
+
+    from .conftest import icarus_available
+
+    sim = "icarus" if icarus_available() else "verilator"
+    code, out, err = run_cli(capsys, "sim", "maml", *SMALL, "--tasks", "1", "--sim", sim, "--waves", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["mismatches"] == 0 and doc["cycles_per_task"] == [doc["model_cycles"]]
+    wave = Path(doc["waves"])
+    assert wave.exists() and wave.stat().st_size > 0
+    assert "build" in wave.parts
+
+
+def test_missing_simulator_is_one_line_with_the_install_command(capsys, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    code, _, err = run_cli(capsys, "sim", "maml", *SMALL, "--sim", "icarus")
+    assert code == 2
+    assert "simulator 'icarus' not found" in err and "apt-get install -y iverilog" in err
