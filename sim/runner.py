@@ -92,6 +92,19 @@ def _simulator_environment(sim: str, opt: str = "-O0"):
                 os.environ[k] = v
 
 
+@contextmanager
+def _build_lock(build_dir: Path):
+    """Serialise builds and runs in one build folder across processes (parallel test workers)."""
+    import fcntl
+
+    with open(build_dir / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _digest(*parts: str) -> str:
     import hashlib
 
@@ -173,8 +186,6 @@ def run_bench(
     test_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / f"{toplevel}.v"
     text = icarus_time_zero_fix(verilog) if sim == "icarus" else verilog
-    if not src.exists() or src.read_text() != text:
-        src.write_text(text)
     results_xml = test_dir / "results.xml"
     out_json = test_dir / "bench.json"
     for stale in (results_xml, out_json):
@@ -189,15 +200,18 @@ def run_bench(
         build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT"] if sim == "verilator" else []
         try:
             # a finished build in this folder makes this an incremental no-op
-            runner.build(
-                sources=[src],
-                hdl_toplevel=toplevel,
-                build_dir=build_dir,
-                build_args=build_args,
-                timescale=("1ns", "1ps"),
-                waves=waves,
-                log_file=log_build if quiet else None,
-            )
+            with _build_lock(build_dir):
+                if not src.exists() or src.read_text() != text:
+                    src.write_text(text)
+                runner.build(
+                    sources=[src],
+                    hdl_toplevel=toplevel,
+                    build_dir=build_dir,
+                    build_args=build_args,
+                    timescale=("1ns", "1ps"),
+                    waves=waves,
+                    log_file=log_build if quiet else None,
+                )
         except RuntimeError as exc:
             raise SimulationFailed(f"{sim} failed to build {toplevel} ({exc}); see {log_build}") from None
         (build_dir / _BUILT_MARK).write_text(key + "\n")
