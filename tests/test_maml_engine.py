@@ -201,7 +201,48 @@ def test_cycle_model_adds_up_the_schedule():
     for cfg in CONFIGS.values():
         model = maml_cycles(cfg)
         sch = schedule(cfg)
-        issue = sum(j.passes * j.R for j in sch.jobs())
-        assert model.task_cycles == issue + model.gap_cycles + 8
+        issue = sum(j.passes * j.r_tiles for j in sch.jobs())
+        assert model.issue_cycles == issue
+        assert model.task_cycles == issue + model.gap_cycles + model.tail_cycles
+        assert model.tail_cycles == sch.tail
         assert 0 < model.utilisation <= 1
     assert maml_cycles(DEFAULT).utilisation >= 0.85
+
+
+def _random_config(rng) -> MamlConfig:
+    depth = int(rng.integers(1, 4))
+    layers = [int(rng.integers(1, 4))] + [int(rng.integers(1, 20)) for _ in range(depth)]
+    layers.append(int(rng.integers(1, 4)))
+    return MamlConfig(layers=layers, k_support=int(rng.integers(1, 13)), n_query=int(rng.integers(1, 13)),
+                      steps=int(rng.integers(0, 4)), lanes=int(2 ** rng.integers(0, 7)))
+
+
+def _fits(access, tensor) -> bool:
+    return access.rows <= tensor.grid[0] and access.cols <= tensor.grid[1]
+
+
+def test_schedule_invariants_on_random_configs():
+    """Shapes fit the lanes and every tile fits its matrix's word; the timeline adds up.
+
+    The timeline itself asserts that no memory word is read and written in
+    one cycle; here every job's reads come after the writes they depend on.
+    """
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        cfg = _random_config(rng)
+        sch = schedule(cfg)
+        for job in sch.all_kinds():
+            s = job.shape
+            assert s.pm * s.pn * s.pr <= cfg.lanes
+            for acc in job.reads() + job.outs + ((job.aux,) if job.aux else ()):
+                assert _fits(acc, sch.tensors[acc.tensor]), (cfg, job, acc)
+        model = maml_cycles(cfg)
+        assert model.task_cycles == model.issue_cycles + model.gap_cycles + model.tail_cycles
+        assert model.issue_cycles >= -(-cfg.useful_macs() // cfg.lanes)
+        assert 0 < model.utilisation <= 1
+
+
+@pytest.mark.parametrize("lanes,floor", [(16, 0.95), (32, 0.9), (64, 0.85)])
+def test_default_net_utilisation(lanes, floor):
+    """MAC-lane utilisation of the default task (1-40-40-1, K=Q=10, one step) at several P."""
+    assert maml_cycles(DEFAULT.replace(lanes=lanes)).utilisation >= floor
