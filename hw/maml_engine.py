@@ -223,7 +223,13 @@ class MamlCore(wiring.Component):
         efmt = sum_format(act, act)
         XW = max(wfmt.width, gfmt.width, cfg.lr_code.bit_length() + 1)
         YW = max(efmt.width, gfmt.width, act.width)
-        lr_frac = lrf.frac_bits
+        # lr_eff enters the multiplier pre-scaled to the accumulator's binary point when it fits:
+        # the error's sum is then aligned like the backward job's (one rounding path for both)
+        lr_shift = max(0, accf.frac_bits - (lrf.frac_bits + efmt.frac_bits))
+        if (cfg.lr_code << lr_shift).bit_length() + 1 > XW:
+            lr_shift = 0
+        lr_code = cfg.lr_code << lr_shift
+        lr_frac = lrf.frac_bits + lr_shift
         prod_frac = {
             FORWARD: wfmt.frac_bits + act.frac_bits,
             BACKWARD: wfmt.frac_bits + gfmt.frac_bits,
@@ -534,7 +540,7 @@ class MamlCore(wiring.Component):
         m.d.sync += [xloc1.eq(xloc0), yloc1.eq(yloc0), xloc2.eq(xloc1), yloc2.eq(yloc1)]
 
         # ---------------- c+2: extraction of the X and Y tiles ----------------
-        lr_const = Const(cfg.lr_code, signed(XW))
+        lr_const = Const(lr_code, signed(XW))
 
         def weight_operand(mem, e):
             v = mem.element_of(0, e)
@@ -624,8 +630,9 @@ class MamlCore(wiring.Component):
             for lvl in levels:
                 v = Mux(hit[lvl], getattr(ctl[product_stage() + lvl], name), v)
             m.d.comb += sig.eq(v)
+        # the sum of a pass stays in its accumulator during cycle A (the next accumulation of
+        # any later issue comes at the end of A or later): post-processing reads it there
         acc = [Signal(signed(AW), name=f"acc{a}") for a in range(NACC)]
-        res = [Signal(signed(AW), name=f"res{a}") for a in range(NACC)]
         for a in range(NACC):
             val = Const(0, signed(AW))
             for lvl in levels:
@@ -635,8 +642,6 @@ class MamlCore(wiring.Component):
             m.d.comb += nxt.eq((Mux(hctl.first, 0, acc[a]) + val)[:AW])
             with m.If(any_hit):
                 m.d.sync += acc[a].eq(nxt)
-                with m.If(hctl.last):
-                    m.d.sync += res[a].eq(nxt)
         rctl = _Pipe(ctl_fields, "res")  # valid during A (= accumulate_stage after the pass's last issue)
         m.d.sync += rctl.eq(hctl)
         m.d.sync += rctl.valid.eq(any_hit & hctl.last)
@@ -780,9 +785,11 @@ class MamlCore(wiring.Component):
         # Saturation never compares wide values: a code fits ``n`` bits when its bits from
         # ``n-1`` up are all equal. Post 1 keeps ``n+1`` bits of the shifted code and a flag
         # for "far out of range", so the rounding adder and the update's subtraction are narrow.
+        # Kinds whose rounding drops the same number of bits share the shifted bits.
         mw = mfmt.width
         nbits = {k: (mw + 1 if k == UPDATE else targets[k][0].width) for k in kinds_present}
         NQ = max(nbits.values()) + 1
+        drop = {k: raw_fmt[k].frac_bits - targets[k][0].frac_bits for k in kinds_present}
         qn1 = [Signal(signed(NQ), name=f"qn1_{a}") for a in range(NACC)]
         up1 = [Signal(name=f"up1_{a}") for a in range(NACC)]
         big1 = [Signal(name=f"big1_{a}") for a in range(NACC)]
@@ -792,36 +799,54 @@ class MamlCore(wiring.Component):
         sgn2 = [Signal(name=f"sgn2_{a}") for a in range(NACC)]
         OW = max(act.width, gfmt.width, mfmt.width)
         out3 = [Signal(signed(OW), name=f"out3_{a}") for a in range(NACC)]
+        sat_widths = sorted({targets[k][0].width for k in kinds_present if k != UPDATE})
         for a in range(NACC):
-            # A -> A+1: shift, rounding increment, range flag, per kind
+            # A -> A+1: shifted bits, rounding increment, range flag
+            parts = {}  # (drop, rounding, sign-extension bit if inside the slice) -> kinds
+            for kind in kinds_present:
+                rf = raw_fmt[kind]
+                d = drop[kind]
+                inside = max(d, 0) + NQ <= rf.width
+                key = (d, targets[kind][1] if d > 0 else None, None if inside else rf.width)
+                parts.setdefault(key, []).append(kind)
+            qsel = Signal(signed(NQ), name=f"qsel_{a}")
+            usel = Signal(name=f"usel_{a}")
+            with m.Switch(kind0):
+                for kinds in parts.values():
+                    rf = raw_fmt[kinds[0]]
+                    raw = acc[a][: rf.width].as_signed()
+                    q, up = round_parts(raw, rf, targets[kinds[0]][0], targets[kinds[0]][1])
+                    with m.Case(*[_KIND[k] for k in kinds]):
+                        m.d.comb += [qsel.eq(q[:NQ].as_signed()), usel.eq(up)]
+            m.d.sync += [qn1[a].eq(qsel), up1[a].eq(usel)]
             with m.Switch(kind0):
                 for kind in kinds_present:
+                    rf = raw_fmt[kind]
+                    q = acc[a][: rf.width].as_signed() >> drop[kind] if drop[kind] > 0 else \
+                        acc[a][: rf.width].as_signed() << -drop[kind]
                     with m.Case(_KIND[kind]):
-                        rf = raw_fmt[kind]
-                        raw = res[a][: rf.width].as_signed()
-                        dst, rounding, _ = targets[kind]
-                        q, up = round_parts(raw, rf, dst, rounding)
-                        n = nbits[kind]
-                        m.d.sync += [qn1[a].eq(q[: n + 1].as_signed()), up1[a].eq(up),
-                                     big1[a].eq(~_fits(q, n + 1)), sgn1[a].eq(q[-1])]
+                        m.d.sync += [big1[a].eq(~_fits(q, nbits[kind] + 1)), sgn1[a].eq(acc[a][rf.width - 1])]
             # A+1 -> A+2: round, saturate, ReLU, mask (the update keeps its exact rounded value)
             v = Signal(signed(NQ + 1), name=f"v_{a}")
             m.d.comb += v.eq(qn1[a] + up1[a])
             m.d.sync += [big2[a].eq(big1[a]), sgn2[a].eq(sgn1[a])]
+            neg = Mux(big1[a], sgn1[a], v[-1])
+            sat = {}
+            for w in sat_widths:
+                dst = QFormat.from_width(w, 0)
+                sat[w] = _saturated(v, ~big1[a] & _fits(v, w), neg, dst)
+            zero = Const(0, 1)
+            if FORWARD in kinds_present and L > 1:
+                zero = zero | ((kind1 == _KIND[FORWARD]) & hidden1 & neg)
+            if mask2[a] is not None:
+                zero = zero | ((kind1 == _KIND[BACKWARD]) & ~mask2[a])
             with m.Switch(kind1):
                 for kind in kinds_present:
                     with m.Case(_KIND[kind]):
                         if kind == UPDATE:
                             m.d.sync += v2[a].eq(v)
-                            continue
-                        dst = targets[kind][0]
-                        fits = ~big1[a] & _fits(v, dst.width)
-                        fixed = _saturated(v, fits, Mux(big1[a], sgn1[a], v[-1]), dst)
-                        if kind == FORWARD and L > 1:
-                            fixed = Mux(hidden1 & fixed[-1], 0, fixed)
-                        if kind == BACKWARD and mask2[a] is not None:
-                            fixed = Mux(mask2[a], fixed, 0)
-                        m.d.sync += v2[a].eq(fixed)
+                        else:
+                            m.d.sync += v2[a].eq(Mux(zero, 0, sat[targets[kind][0].width]))
             # A+2 -> A+3: the update's subtraction from the old weight, saturated
             with m.If(kind2 == _KIND[UPDATE]):
                 if wold3[a] is not None:
