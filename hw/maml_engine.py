@@ -258,7 +258,7 @@ class MamlCore(wiring.Component):
             mems[name] = TileMemory(name.lower(), depth=t.words, elements=t.elements, width=t.width,
                                     signed_=t.width > 1, init=init)
         for name, mem in mems.items():
-            m.submodules[f"mem_{name.lower()}"] = mem.memory
+            mem.elaborate_into(m, f"mem_{name.lower()}")
         self._mems = mems  # for white-box tests
 
         def tile_addr(t, row, col, copy=None):
@@ -518,14 +518,15 @@ class MamlCore(wiring.Component):
         # ---------------- control pipeline ----------------
         ctl_fields = {
             "valid": 1, "jj": range(J + 1), "m0": m0.shape(), "n0": n0.shape(),
-            "first": 1, "last": 1, "final": 1, "w0": 1,
+            "first": 1, "last": 1, "final": 1, "w0": 1, "lvl": len(levels),
         }
+        lvl_a = _const_array([1 << levels.index(j.shape.level) for j in jobs], len(levels))
         NCTL = product_stage() + MAXL + 1
         ctl = [None] + [_Pipe(ctl_fields, f"s{k}") for k in range(1, NCTL + 1)]
         m.d.sync += [
             ctl[1].valid.eq(issue), ctl[1].jj.eq(jj), ctl[1].m0.eq(m0), ctl[1].n0.eq(n0),
             ctl[1].first.eq(r0 == 0), ctl[1].last.eq(last_r), ctl[1].final.eq(issue & final),
-            ctl[1].w0.eq(use_w0),
+            ctl[1].w0.eq(use_w0), ctl[1].lvl.eq(lvl_a[jj]),
         ]
         for k in range(2, NCTL + 1):
             m.d.sync += ctl[k].eq(ctl[k - 1])
@@ -537,9 +538,11 @@ class MamlCore(wiring.Component):
             m.d.comb += mems[n].reads[0].addr.eq(a1)
         xloc1, yloc1 = Signal.like(xloc0), Signal.like(yloc0)
         xloc2, yloc2 = Signal.like(xloc0), Signal.like(yloc0)
-        m.d.sync += [xloc1.eq(xloc0), yloc1.eq(yloc0), xloc2.eq(xloc1), yloc2.eq(yloc1)]
+        xloc3, yloc3 = Signal.like(xloc0), Signal.like(yloc0)
+        m.d.sync += [xloc1.eq(xloc0), yloc1.eq(yloc0), xloc2.eq(xloc1), yloc2.eq(yloc1),
+                     xloc3.eq(xloc2), yloc3.eq(yloc2)]
 
-        # ---------------- c+2: extraction of the X and Y tiles ----------------
+        # ---------------- c+3: extraction of the X and Y tiles from the registered words ----------------
         lr_const = Const(lr_code, signed(XW))
 
         def weight_operand(mem, e):
@@ -552,7 +555,7 @@ class MamlCore(wiring.Component):
         Y3 = [Signal(signed(YW), name=f"y3_{y}") for y in range(TY)]
         xch = [[] for _ in range(TX)]
         ych = [[] for _ in range(TY)]
-        jj2 = ctl[2].jj
+        jj3 = ctl[3].jj
         for idx, job in enumerate(jobs):
             s = job.shape
             if job.x is None:
@@ -581,16 +584,16 @@ class MamlCore(wiring.Component):
                             expr = mems[t.memory].element_of(0, pos)
                             key = (t.memory, pos)
                         ych[k * s.pn + j].append((loc | (idx << LYW), key, expr))
-        xsel2, ysel2 = Cat(xloc2, jj2), Cat(yloc2, jj2)
+        xsel3, ysel3 = Cat(xloc3, jj3), Cat(yloc3, jj3)
         for x in range(TX):
-            _select(m, X3[x], xsel2, xch[x])
+            _select(m, X3[x], xsel3, xch[x])
         for y in range(TY):
-            _select(m, Y3[y], ysel2, ych[y])
+            _select(m, Y3[y], ysel3, ych[y])
 
-        # ---------------- c+3: lane operands ----------------
+        # ---------------- c+4: lane operands ----------------
         shp_a = _const_array([shape_id[j.shape] for j in jobs])
         shp3 = Signal(range(max(2, len(shapes))))
-        m.d.sync += shp3.eq(shp_a[ctl[2].jj])
+        m.d.sync += shp3.eq(shp_a[ctl[3].jj])
         x4 = [Signal(signed(XW), name=f"x4_{p}") for p in range(P)]
         y4 = [Signal(signed(YW), name=f"y4_{p}") for p in range(P)]
         for p in range(P):
@@ -615,12 +618,11 @@ class MamlCore(wiring.Component):
             tree.append(cur)
 
         # ---------------- accumulators ----------------
-        lvl_a = _const_array([j.shape.level for j in jobs])
         hit = {}
-        for lvl in levels:
+        for li, lvl in enumerate(levels):
             c_ = ctl[product_stage() + lvl]
             h = Signal(name=f"acc_hit{lvl}")
-            m.d.comb += h.eq(c_.valid & (lvl_a[c_.jj] == lvl))
+            m.d.comb += h.eq(c_.valid & c_.lvl[li])
             hit[lvl] = h
         any_hit = Signal()
         m.d.comb += any_hit.eq(Cat(*hit.values()).any())
@@ -678,11 +680,12 @@ class MamlCore(wiring.Component):
         m.d.sync += [p1ctl.eq(rctl), p2ctl.eq(p1ctl), p3ctl.eq(p2ctl)]
         kind0, kind1, kind2 = Signal(2), Signal(2), Signal(2)
         layer_a = _const_array([j.layer for j in jobs])
-        hidden1 = Signal()
+        hidden2 = Signal()
         m.d.comb += [kind0.eq(kind_a[rctl.jj]), kind1.eq(kind_a[p1ctl.jj]), kind2.eq(kind_a[p2ctl.jj]),
-                     hidden1.eq(layer_a[p1ctl.jj] < L - 1)]
+                     hidden2.eq(layer_a[p2ctl.jj] < L - 1)]
 
-        # ReLU masks (backward) are read in cycle A, old weights (update) in A+1
+        # ReLU masks (backward) and old weights (update) are read in cycle A; their registered
+        # data is there in A+2, for the last post-processing stage
         pos_mems = [n for n in mems if n.startswith("P")]
         for n in pos_mems:
             mem, t = mems[n], T[n]
@@ -691,14 +694,14 @@ class MamlCore(wiring.Component):
                     if job.aux is not None and job.aux.tensor == n:
                         with m.Case(idx):
                             m.d.comb += mem.reads[0].addr.eq(tile_addr(t, rctl.m0, rctl.n0))
-        with m.Switch(p1ctl.jj):
+        with m.Switch(rctl.jj):
             for idx, job in enumerate(jobs):
                 if job.kind == UPDATE:
                     with m.Case(idx):
                         t = T[job.aux.tensor]
-                        m.d.comb += wmem.reads[1].addr.eq(tile_addr(t, p1ctl.m0, p1ctl.n0, ~p1ctl.w0))
+                        m.d.comb += wmem.reads[1].addr.eq(tile_addr(t, rctl.m0, rctl.n0, ~rctl.w0))
         assert aux_read_offset(BACKWARD, 0) == accumulate_stage(0)
-        assert aux_read_offset(UPDATE, 0) == accumulate_stage(0) + 1
+        assert aux_read_offset(UPDATE, 0) == accumulate_stage(0)
 
         def out_local(job, t, m0_, n0_):
             o = job.outs[0]
@@ -779,7 +782,7 @@ class MamlCore(wiring.Component):
                     outs.append(None)
             return outs
 
-        mask2 = aux_elements(pos_mems, p1ctl, aloc2, 0) if pos_mems else [None] * NACC
+        mask3 = aux_elements(pos_mems, p2ctl, aloc3, 0) if pos_mems else [None] * NACC
         wold3 = aux_elements(["W"], p2ctl, aloc3, 1)
 
         # Saturation never compares wide values: a code fits ``n`` bits when its bits from
@@ -826,28 +829,25 @@ class MamlCore(wiring.Component):
                         acc[a][: rf.width].as_signed() << -drop[kind]
                     with m.Case(_KIND[kind]):
                         m.d.sync += [big1[a].eq(~_fits(q, nbits[kind] + 1)), sgn1[a].eq(acc[a][rf.width - 1])]
-            # A+1 -> A+2: round, saturate, ReLU, mask (the update keeps its exact rounded value)
+            # A+1 -> A+2: round and saturate (the update keeps its exact rounded value)
             v = Signal(signed(NQ + 1), name=f"v_{a}")
             m.d.comb += v.eq(qn1[a] + up1[a])
-            m.d.sync += [big2[a].eq(big1[a]), sgn2[a].eq(sgn1[a])]
             neg = Mux(big1[a], sgn1[a], v[-1])
+            m.d.sync += [big2[a].eq(big1[a]), sgn2[a].eq(Mux(kind1 == _KIND[UPDATE], sgn1[a], neg))]
             sat = {}
             for w in sat_widths:
                 dst = QFormat.from_width(w, 0)
                 sat[w] = _saturated(v, ~big1[a] & _fits(v, w), neg, dst)
-            zero = Const(0, 1)
-            if FORWARD in kinds_present and L > 1:
-                zero = zero | ((kind1 == _KIND[FORWARD]) & hidden1 & neg)
-            if mask2[a] is not None:
-                zero = zero | ((kind1 == _KIND[BACKWARD]) & ~mask2[a])
             with m.Switch(kind1):
                 for kind in kinds_present:
                     with m.Case(_KIND[kind]):
-                        if kind == UPDATE:
-                            m.d.sync += v2[a].eq(v)
-                        else:
-                            m.d.sync += v2[a].eq(Mux(zero, 0, sat[targets[kind][0].width]))
-            # A+2 -> A+3: the update's subtraction from the old weight, saturated
+                        m.d.sync += v2[a].eq(v if kind == UPDATE else sat[targets[kind][0].width])
+            # A+2 -> A+3: ReLU and mask; the update's subtraction from the old weight, saturated
+            zero = Const(0, 1)
+            if FORWARD in kinds_present and L > 1:
+                zero = zero | ((kind2 == _KIND[FORWARD]) & hidden2 & sgn2[a])
+            if mask3[a] is not None:
+                zero = zero | ((kind2 == _KIND[BACKWARD]) & ~mask3[a])
             with m.If(kind2 == _KIND[UPDATE]):
                 if wold3[a] is not None:
                     diff = Signal(signed(NQ + 3), name=f"diff_{a}")
@@ -856,7 +856,7 @@ class MamlCore(wiring.Component):
                     m.d.sync += out3[a].eq(Mux(big2[a], far,
                                                _saturated(diff, _fits(diff, mw), diff[-1], mfmt)))
             with m.Else():
-                m.d.sync += out3[a].eq(v2[a])
+                m.d.sync += out3[a].eq(Mux(zero, 0, v2[a]))
 
         # ---------------- write-back (A+3) ----------------
         wvalid = p3ctl.valid

@@ -80,8 +80,8 @@ FORWARD, ERROR, BACKWARD, UPDATE = "forward", "error", "backward", "update"
 #: the memory addresses of an issue are registered one cycle after it
 ISSUE_TO_READ = 1
 #: products are registered ``READ_TO_PRODUCT`` cycles after the read cycle
-#: (read data, extraction, lane operands, product)
-READ_TO_PRODUCT = 4
+#: (read data, its register, extraction, lane operands, product)
+READ_TO_PRODUCT = 5
 #: post-processing stages between the accumulator and the write port
 POST_STAGES = 3
 
@@ -101,10 +101,11 @@ def write_latency(level: int) -> int:
     return accumulate_stage(level) + POST_STAGES
 
 
-#: the ReLU mask of a backward pass is read (address presented) this many cycles after its result
-#: reaches the accumulator result register; the old weights of an update pass one cycle later
+#: the ReLU mask of a backward pass and the old weights of an update pass are read (address
+#: presented) this many cycles after the pass's sum is complete in its accumulator; their
+#: registered data meets the last post-processing stage
 MASK_READ_AT = 0
-OLDW_READ_AT = 1
+OLDW_READ_AT = 0
 
 
 def aux_read_offset(kind: str, level: int) -> int:
@@ -590,8 +591,9 @@ def _choose_shapes(cfg: MamlConfig) -> dict[tuple[str, int, bool], Shape]:
     """Tile shapes of every job: fewest cycles, then the smallest storage words.
 
     Jobs are taken largest first; each picks, among its shapes within 1 % (at
-    least 2 cycles) of its fewest cycles, the one that grows the storage
-    words least. The accumulators are capped at ``P/2`` for ``P > 16`` and the
+    least 2 cycles) of its fewest cycles, the one that adds the fewest storage
+    word bits and lane multiplexer inputs. No word holds more than ``P``
+    elements. The accumulators are capped at ``P/2`` for ``P > 16`` and the
     reduction split at 8 lanes (a 3-level adder tree). The error job uses
     ``pm = pr = 1`` (its ``X`` is ``lr_eff`` on the diagonal).
     """
@@ -602,12 +604,13 @@ def _choose_shapes(cfg: MamlConfig) -> dict[tuple[str, int, bool], Shape]:
     keys += [(FORWARD, l, True) for l in range(cfg.n_layers)]
     keys.sort(key=lambda key: -math.prod(_dims(cfg, *key)))
     chosen = _pick(cfg, keys, {}, P, acc_cap, pr_cap, {})
-    # An update whose passes take one or two cycles would read the old weights of a pass in
-    # the cycle it writes the previous pass into the same word unless every pass owns its
-    # word: then the layer's forward and backward tiles must fit in the update's tile.
+    # An update whose passes are short would read the old weights of a pass in the cycle it
+    # writes an earlier pass into the same word unless every pass owns its word: then the
+    # layer's forward and backward tiles must fit in the update's tile.
     caps = {}
+    window = write_latency(0) - aux_read_offset(UPDATE, 0)
     for (kind, l, _), s in chosen.items():
-        if kind == UPDATE and -(-_dims(cfg, kind, l, False)[2] // s.pr) <= 2:
+        if kind == UPDATE and -(-_dims(cfg, kind, l, False)[2] // s.pr) <= window:
             caps[l] = (s.pm, s.pn)
     if caps:
         keep = {k: s for k, s in chosen.items() if k[0] == UPDATE or k[1] not in caps or k[0] == ERROR}
@@ -626,8 +629,26 @@ def _w_tile(kind: str, s: Shape) -> tuple[int, int] | None:
     return None
 
 
+def _lane_mux_bits(shapes, P: int, width: int = 18) -> int:
+    """Extra multiplexer input bits the lanes need to take their operands under ``shapes``."""
+    total = 0
+    for p in range(P):
+        xs, ys = set(), set()
+        for s in shapes:
+            if p >= s.pm * s.pn * s.pr:
+                continue
+            i, rest = divmod(p, s.pn * s.pr)
+            j, k = divmod(rest, s.pr)
+            xs.add(i * s.pr + k)
+            ys.add(k * s.pn + j)
+        total += max(0, len(xs) - 1) + max(0, len(ys) - 1)
+    return total * width
+
+
 def _pick(cfg, keys, chosen, P, acc_cap, pr_cap, caps) -> dict:
+    """Choose the shapes of ``keys`` in order (see :func:`_choose_shapes`)."""
     chosen = dict(chosen)
+    word_cap = max(P, 4)
     for key in keys:
         M, N, R = _dims(cfg, *key)
         cands = _shapes(P, M, N, R, acc_cap, pr_cap)
@@ -636,16 +657,18 @@ def _pick(cfg, keys, chosen, P, acc_cap, pr_cap, caps) -> dict:
         if key[1] in caps and key[0] in (FORWARD, BACKWARD):
             cr, cc = caps[key[1]]
             cands = [(c, s) for c, s in cands if _w_tile(key[0], s)[0] <= cr and _w_tile(key[0], s)[1] <= cc]
-        best = cands[0][0]
-        slack = max(2, best // 100)
+        best = None
         best_pick = None
         for cycles, s in cands:
-            if cycles > best + slack:
+            if best is not None and cycles > best + max(2, best // 100):
                 break
             trial = dict(chosen)
             trial[key] = s
-            jobs = [_make(cfg, *k, sh) for k, sh in trial.items()]
-            cost = (_grid_cost(cfg, _grids_for(cfg, jobs)), cycles, -s.pr)
+            grids = _grids_for(cfg, [_make(cfg, *k, sh) for k, sh in trial.items()])
+            if max(g[0] * g[1] for g in grids.values()) > word_cap:
+                continue
+            best = cycles if best is None else best
+            cost = (_grid_cost(cfg, grids) + _lane_mux_bits(set(trial.values()), P), cycles, -s.pr)
             if best_pick is None or cost < best_pick[0]:
                 best_pick = (cost, s)
         chosen[key] = best_pick[1]

@@ -37,7 +37,9 @@ class TileMemory:
     init : list of int, optional
         Initial element values, word by word (``depth * elements`` codes).
     read_ports : int
-        Synchronous read ports (one per concurrent reader).
+        Synchronous read ports (one per concurrent reader). Read data is
+        registered once more (:attr:`rdata`): an address presented in cycle
+        ``c`` gives data in ``rdata`` in cycle ``c + 2``.
     """
 
     def __init__(self, name: str, *, depth: int, elements: int, width: int, signed_: bool = True,
@@ -57,6 +59,14 @@ class TileMemory:
                              init=words or [], attrs={"no_rw_check": 1})
         self.write = self.memory.write_port(granularity=width)
         self.reads = [self.memory.read_port() for _ in range(read_ports)]
+        # block RAM outputs are slow (about 6 ns clock-to-out on ECP5 without the RAM's own
+        # output register): every read lands in a register before any logic
+        self.rdata = [Signal(elements * width, name=f"{name}_rdata{i}") for i in range(read_ports)]
+
+    def elaborate_into(self, m, name: str):
+        """Add the memory to module ``m`` as submodule ``name`` with its read-data registers."""
+        m.submodules[name] = self.memory
+        m.d.sync += [r.eq(p.data) for r, p in zip(self.rdata, self.reads, strict=True)]
 
     @property
     def shape(self):
@@ -67,12 +77,9 @@ class TileMemory:
         v = word[e * self.width : (e + 1) * self.width]
         return v.as_signed() if self.signed else v
 
-    def data(self, port: int = 0) -> Signal:
-        return self.reads[port].data
-
     def element_of(self, port: int, e: int) -> Value:
-        """Element ``e`` of read port ``port``'s data."""
-        return self.element(self.reads[port].data, e)
+        """Element ``e`` of read port ``port``'s registered data (two cycles after the address)."""
+        return self.element(self.rdata[port], e)
 
     def zero(self) -> Const:
         return Const(0, self.shape)

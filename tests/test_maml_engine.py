@@ -43,6 +43,17 @@ CONFIGS = {
     "deep-narrow": DEFAULT.replace(layers=[1, 8, 8, 8, 1], lanes=8),
 }
 TASKS = {"default": 6, "steps5": 2, "p1": 1, "p64": 3, "2-32-32-2": 3, "deep-narrow": 4}
+#: small nets that exercise what the configs above do not: P > 16 with few samples (half the
+#: accumulators, ragged tiles), several outputs with more queries than support samples, a
+#: query-only task, a wider master format with truncating rounding points and three steps
+EXTRA = {
+    "p32-k3": MamlConfig(layers=(1, 6, 1), k_support=3, n_query=3, lanes=32),
+    "wide-out": MamlConfig(layers=(2, 9, 5, 3), k_support=5, n_query=7, lanes=8, steps=2),
+    "query-only": MamlConfig(layers=(3, 12, 2), k_support=7, n_query=2, lanes=4, steps=0),
+    "master-trunc": MamlConfig(layers=(1, 20, 20, 1), k_support=6, n_query=9, lanes=32, steps=3,
+                               master_fmt="Q4.16", forward_rounding="truncate",
+                               update_rounding="truncate", weight_read_rounding="half_even"),
+}
 
 
 def weights(cfg: MamlConfig, seed: int = 7, scale: float = 1.0):
@@ -124,6 +135,15 @@ def test_engine_verilator_bit_exact(name):
     assert r["tasks"] == len(tasks) and r["words"] == len(tasks) * cfg.n_query * cfg.n_out
     assert r["mismatches"] == 0
     assert r["cycles"] == [maml_cycles(cfg).task_cycles] * len(tasks)
+
+
+@pytest.mark.parametrize("name", list(EXTRA))
+def test_engine_verilator_bit_exact_more_shapes(name):
+    cfg = EXTRA[name]
+    tasks = random_tasks(cfg, 3, seed=13)
+    r = run_engine(cfg, weights(cfg, scale=1.5), tasks, sim="verilator", run_name=f"test-{name}")
+    assert r["mismatches"] == 0 and r["tasks"] == 3
+    assert r["cycles"] == [maml_cycles(cfg).task_cycles] * 3
 
 
 def test_engine_saturating_cases_match_reference():
