@@ -1,25 +1,29 @@
 """Cycle model of the MAML engine: cycles per task from the config, and what they mean.
 
 For a config the engine runs the jobs of :func:`metafab.hw.maml_schedule.schedule`
-back to back. Job ``j`` issues ``passes_j * R_j`` cycles (``passes_j =
-ceil(M_j N_j / P)``), preceded by a gap of ``g_j`` idle cycles when it reads
-a store that an earlier job wrote less than ``WRITE_DELAY`` cycles before
-its start. A task therefore takes::
+back to back. Job ``j`` with tile shape ``(pm, pn, pr)`` issues
+``issue_j = ceil(M/pm) ceil(N/pn) ceil(R/pr)`` cycles, preceded by a gap of
+``g_j`` idle cycles when an element it reads is written too late by an
+earlier job (the schedule tracks every element; a job usually overlaps the
+tail of its producer), when its adder-tree level is lower than the previous
+job's, or when a memory word would be read and written in one cycle. A task
+therefore takes::
 
-    cycles = sum_j (g_j + passes_j * R_j) + TAIL
+    cycles = sum_j (g_j + issue_j) + tail
 
-counted from the cycle after the RUN request is complete to the cycle in
-which the results are ready (the engine's ``last_cycles`` counter counts the
-same interval; the benches check that the two agree on every task).
-Loading the task's inputs and sending the outputs are not included; they
-take one cycle per 32-bit word on the streams.
+where ``tail`` is the last job's issue-to-write latency plus one (``done``).
+Cycles are counted from the cycle after the RUN request is complete to the
+cycle in which the results are ready (the engine's ``last_cycles`` counter
+counts the same interval; the benches check that the two agree on every
+task). Loading the task's inputs and sending the outputs are not included;
+they take one cycle per 32-bit word on the streams.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metafab.hw.maml_schedule import TAIL, WRITE_DELAY, schedule
+from metafab.hw.maml_schedule import schedule
 from metafab.reference.config import MamlConfig
 
 __all__ = ["JobCycles", "MamlCycles", "maml_cycles"]
@@ -31,6 +35,7 @@ class JobCycles:
     M: int
     N: int
     R: int
+    shape: tuple[int, int, int]
     passes: int
     gap: int
     issue: int
@@ -45,6 +50,7 @@ class MamlCycles:
     jobs: tuple[JobCycles, ...]
     task_cycles: int
     useful_macs: int
+    tail_cycles: int
 
     @property
     def lanes(self) -> int:
@@ -59,6 +65,10 @@ class MamlCycles:
     def gap_cycles(self) -> int:
         return sum(j.gap for j in self.jobs)
 
+    @property
+    def issue_cycles(self) -> int:
+        return sum(j.issue for j in self.jobs)
+
     def latency_us(self, fmax_mhz: float) -> float:
         """Batch-1 latency of a task at a clock of ``fmax_mhz``."""
         return self.task_cycles / fmax_mhz
@@ -69,9 +79,9 @@ class MamlCycles:
             "useful_macs": self.useful_macs,
             "lanes": self.lanes,
             "utilisation": self.utilisation,
+            "issue_cycles": self.issue_cycles,
             "gap_cycles": self.gap_cycles,
-            "tail_cycles": TAIL,
-            "write_delay": WRITE_DELAY,
+            "tail_cycles": self.tail_cycles,
             "jobs_per_task": len(self.jobs),
         }
 
@@ -81,11 +91,13 @@ def maml_cycles(cfg: MamlConfig) -> MamlCycles:
     sch = schedule(cfg)
     jobs = []
     total = 0
-    for job, gap, _start in sch.timeline():
-        issue = job.passes * job.R
-        total += gap + issue
-        jobs.append(JobCycles(job.name, job.M, job.N, job.R, job.passes, gap, issue,
-                              job.outputs / (job.passes * cfg.lanes)))
-    total += TAIL
+    for placed in sch.timeline():
+        job = placed.job
+        issue = job.issue_cycles
+        total += placed.gap + issue
+        s = job.shape
+        jobs.append(JobCycles(job.name, job.M, job.N, job.R, (s.pm, s.pn, s.pr), job.passes, placed.gap,
+                              issue, job.macs / (cfg.lanes * issue)))
+    total += sch.tail
     assert total == sch.task_cycles()
-    return MamlCycles(cfg, tuple(jobs), total, cfg.useful_macs())
+    return MamlCycles(cfg, tuple(jobs), total, cfg.useful_macs(), sch.tail)

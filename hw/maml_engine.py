@@ -6,30 +6,46 @@
 :mod:`metafab.reference.maml_fixed` (same formats, same rounding points).
 Architecture and schedule: ``docs/maml_engine.md``.
 
-Pipeline of one issue (job ``j``, pass ``t``, reduction index ``r``), one
-stage per cycle, never stalled:
+Every matrix lives in a :class:`~metafab.hw.tile_memory.TileMemory` whose
+word is a tile; one issue (one cycle) of a job reads one word of the
+matrix that gives the ``X`` operands and one of the matrix that gives the
+``Y`` operands. Pipeline of one issue (cycle ``c`` = issue), never stalled:
 
-0. sequencer registers; register-file reads and weight-bank addresses
-1. bank data; gather the ``S`` X slots; double the Y vector
-2. rotate Y by ``n0``; lane X-slot indices
-3. lane operands ``X_p``, ``Y_p``
-4. products
-5. accumulators (the sum of a pass is complete after its last ``r``)
-6. post-processing: rounding, ReLU, ReLU mask, weight update; then write-back
+======  =========================================================================
+c       sequencer registers (job, tile coordinates); word addresses, selector codes
+c+1     addresses registered at the memories' read ports
+c+2     read data; extraction of the ``X`` tile (``pm x pr``) and ``Y`` tile (``pr x pn``)
+c+3     lane operands: lane ``p = ((i pn) + j) pr + k`` takes ``X[i,k]`` and ``Y[k,j]``
+c+4     products (one multiplier per lane)
+c+5+l   adder tree level ``l`` (``l = log2 pr``); the accumulators add the group sums
+A       (= c+6+l at the last issue of a pass) accumulator results; ReLU mask read
+A+1     rounding (shift and round bit); old weights read
+A+2     saturation, ReLU, mask
+A+3     update subtraction and saturation; the output tile is written
+======  =========================================================================
 """
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import reject, resize, saturate, shape_of
+from metafab.hw.fixed import reject, resize
 from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend
-from metafab.hw.maml_schedule import BACKWARD, ERROR, FORWARD, TAIL, UPDATE, WRITE_DELAY, schedule
-from metafab.hw.register_matrix import RegisterMatrix
+from metafab.hw.maml_schedule import (
+    BACKWARD,
+    ERROR,
+    FORWARD,
+    UPDATE,
+    accumulate_stage,
+    aux_read_offset,
+    product_stage,
+    schedule,
+    write_latency,
+)
+from metafab.hw.tile_memory import TileMemory
 from metafab.reference.config import MamlConfig
 from metafab.reference.errors import UserError
-from metafab.reference.fixed import Overflow, QFormat, sum_format
+from metafab.reference.fixed import Overflow, QFormat, Rounding, sum_format
 from metafab.reference.protocol import Opcode, Status
 
 __all__ = ["MamlCore", "MamlEngine", "maml_ops"]
@@ -48,31 +64,101 @@ def maml_ops(cfg: MamlConfig) -> dict:
 
 
 def _const_array(values, width=None, signed_=False):
-    width = width or max(1, max(int(v).bit_length() for v in values) + (1 if signed_ else 0))
+    values = [int(v) for v in values]
+    width = width or max(1, max(v.bit_length() for v in values) + (1 if signed_ else 0))
     shape = signed(width) if signed_ else unsigned(width)
-    return Array([Const(int(v), shape) for v in values])
+    return Array([Const(v, shape) for v in values])
 
 
-def sum_or(terms):
-    """The OR of a list of 1-bit values."""
+def _log2(x: int) -> int:
+    return x.bit_length() - 1
+
+
+def _times(x, c: int):
+    """``x * c`` for a constant ``c >= 0`` as shifts and adds (no multiplier is inferred)."""
+    terms = [x << b for b in range(c.bit_length()) if (c >> b) & 1]
+    if not terms:
+        return Const(0, 1)
     out = terms[0]
     for t_ in terms[1:]:
-        out = out | t_
+        out = out + t_
     return out
 
 
+def _select(m, target, selector, choices, domain="sync", default=None):
+    """``target <= expr`` of the choice whose pattern equals ``selector``.
+
+    ``choices`` is a list of ``(pattern, key, expr)``; choices with the same
+    ``key`` share one case. Without ``default`` the most frequent choice is
+    the default (patterns that no choice names are don't-cares).
+    """
+    stmts = m.d.sync if domain == "sync" else m.d.comb
+    if not choices:
+        if default is not None:
+            stmts += target.eq(default)
+        return
+    groups, exprs = {}, {}
+    for pat, key, expr in choices:
+        groups.setdefault(key, []).append(pat)
+        exprs[key] = expr
+    dkey = None
+    if default is None:
+        dkey = max(groups, key=lambda k: len(groups[k]))
+        default = exprs[dkey]
+        if len(groups) == 1:
+            stmts += target.eq(default)
+            return
+    with m.Switch(selector):
+        for key, pats in groups.items():
+            if key != dkey:
+                with m.Case(*sorted(set(pats))):
+                    stmts += target.eq(exprs[key])
+        with m.Default():
+            stmts += target.eq(default)
+
+
+def _fits(v, n: int):
+    """1 when the signed value ``v`` lies in ``[-2**(n-1), 2**(n-1))`` (its top bits are all equal)."""
+    top = v[n - 1 :]
+    return top.all() | ~top.any()
+
+
+def _saturated(v, fits, negative, dst: QFormat):
+    """``v`` as a ``dst`` code when it fits, else ``dst``'s limit on the side ``negative`` says."""
+    return Mux(fits, v[: dst.width].as_signed(), Mux(negative, dst.min_code, dst.max_code))
+
+
 def _check_config(cfg: MamlConfig):
-    P = cfg.lanes
-    if P & (P - 1):
-        raise UserError(f"lanes must be a power of two (1, 2, 4, ..., 256) for the banked weights, got {P}")
+    if cfg.lanes & (cfg.lanes - 1):
+        raise UserError(f"lanes must be a power of two (1, 2, 4, ..., 256), got {cfg.lanes}")
     err_fmt = sum_format(cfg.act_fmt, cfg.act_fmt)
-    for name, width in (("lr_fmt", cfg.lr_fmt.width + 1), ("error", err_fmt.width)):
+    for name, width in (("lr_eff", cfg.lr_code.bit_length() + 1), ("error", err_fmt.width)):
         if width > 25:
             raise UserError(f"{name} needs {width}-bit multiplier operands; at most 25 are supported")
+    for point in ("forward_rounding", "error_rounding", "backward_rounding", "update_rounding",
+                  "weight_read_rounding"):
+        if getattr(cfg, point) is Rounding.STOCHASTIC:
+            raise UserError(f"{point}=stochastic is not supported by the MAML engine (reference only)")
+
+
+class _Pipe:
+    """A bundle of control fields copied from stage to stage."""
+
+    def __init__(self, fields: dict, tag: str):
+        self.f = {name: Signal(shape, name=f"{name}_{tag}") for name, shape in fields.items()}
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["f"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def eq(self, other):
+        return [self.f[n].eq(other.f[n]) for n in self.f]
 
 
 class MamlCore(wiring.Component):
-    """The compute core: weight banks, register files, sequencer and ``P`` lanes.
+    """The compute core: tile memories, sequencer, ``P`` lanes, adder tree, accumulators, post-processing.
 
     Its interface is the front end's core interface (see :mod:`metafab.hw.frontend`).
     """
@@ -115,76 +201,107 @@ class MamlCore(wiring.Component):
     # ------------------------------------------------------------------
     def elaborate(self, platform):  # noqa: C901 - one datapath, read top to bottom
         cfg, sch = self._cfg, self._sch
-        lay = sch.layout
         m = Module()
         P = cfg.lanes
-        LP = max(0, P.bit_length() - 1)
         L = cfg.n_layers
         K, Q = cfg.k_support, cfg.n_query
         layers = cfg.layers
-        jobs = list(sch.step_jobs) + list(sch.query_jobs)
+        jobs = sch.all_kinds()
         NS = len(sch.step_jobs)
         J = len(jobs)
-        S_MAX = sch.max_slots
-        N_MAX = sch.max_n
-        ROT = min(P, N_MAX)
+        T = sch.tensors
+        NACC = sch.accumulators
+        MAXL = sch.max_level
+        levels = sorted({j.shape.level for j in jobs})
+        shapes = sorted({j.shape for j in jobs})
+        shape_id = {s: i for i, s in enumerate(shapes)}
+        TX = max(j.shape.pm * j.shape.pr for j in jobs)
+        TY = max(j.shape.pr * j.shape.pn for j in jobs)
 
         act, wfmt, mfmt, gfmt = cfg.act_fmt, cfg.weight_fmt, cfg.master_fmt, cfg.grad_fmt
         accf, lrf = cfg.acc_fmt, cfg.lr_fmt
         efmt = sum_format(act, act)
-        XW = max(wfmt.width, gfmt.width, lrf.width + 1)
+        XW = max(wfmt.width, gfmt.width, cfg.lr_code.bit_length() + 1)
         YW = max(efmt.width, gfmt.width, act.width)
-        sh = {
-            FORWARD: accf.frac_bits - (wfmt.frac_bits + act.frac_bits),
-            BACKWARD: accf.frac_bits - (wfmt.frac_bits + gfmt.frac_bits),
-            UPDATE: accf.frac_bits - (gfmt.frac_bits + act.frac_bits),
-            ERROR: accf.frac_bits - (lrf.frac_bits + act.frac_bits),
+        # lr_eff enters the multiplier pre-scaled to the accumulator's binary point when it fits:
+        # the error's sum is then aligned like the backward job's (one rounding path for both)
+        lr_shift = max(0, accf.frac_bits - (lrf.frac_bits + efmt.frac_bits))
+        if (cfg.lr_code << lr_shift).bit_length() + 1 > XW:
+            lr_shift = 0
+        lr_code = cfg.lr_code << lr_shift
+        lr_frac = lrf.frac_bits + lr_shift
+        prod_frac = {
+            FORWARD: wfmt.frac_bits + act.frac_bits,
+            BACKWARD: wfmt.frac_bits + gfmt.frac_bits,
+            UPDATE: gfmt.frac_bits + act.frac_bits,
+            ERROR: lr_frac + efmt.frac_bits,
         }
+        AW = accf.width
         one = 1 << act.frac_bits
 
         # ---------------- storage ----------------
-        ash, gsh, msh = shape_of(act), shape_of(gfmt), shape_of(mfmt)
-        def matrix(name, rows, cols, shape, const_row=None):
-            return RegisterMatrix(name, rows, cols, shape, P, const_row)
+        wts = [T[f"W{l}"] for l in range(L)]
+        W_WORDS = sum(t.words for t in wts)
+        mems = {"W": TileMemory("w", depth=2 * W_WORDS, elements=max(t.elements for t in wts),
+                                width=mfmt.width, read_ports=2)}
+        for name, t in T.items():
+            if t.memory == "W":
+                continue
+            init = None
+            if t.const_row is not None:
+                init = []
+                for w in range(t.words):
+                    tr, tc = divmod(w, t.tile_cols)
+                    for e in range(t.elements):
+                        row = tr * t.grid[0] + e // t.grid[1]
+                        init.append(one if row == t.const_row else 0)
+            mems[name] = TileMemory(name.lower(), depth=t.words, elements=t.elements, width=t.width,
+                                    signed_=t.width > 1, init=init)
+        for name, mem in mems.items():
+            mem.elaborate_into(m, f"mem_{name.lower()}")
+        self._mems = mems  # for white-box tests
 
-        X_s = matrix("xs", cfg.n_in, K, ash, one)
-        X_q = matrix("xq", cfg.n_in, Q, ash, one)
-        Y_t = matrix("ytgt", cfg.n_out, K, ash)
-        Y_hat = matrix("yhat", cfg.n_out, K, ash)
-        Y_out = matrix("yout", cfg.n_out, Q, ash)
-        A = {0: X_s}  # support activations (inputs of weight layer l)
-        AQ = {0: X_q}  # query activations
-        POS = {}  # [activation > 0] of the support activations, for the ReLU derivative
-        for li in range(1, L):
-            A[li] = matrix(f"a{li}", layers[li], K, ash, one)
-            AQ[li] = A[li] if Q == K else matrix(f"aq{li}", layers[li], Q, ash, one)
-            POS[li] = matrix(f"pos{li}", layers[li], K, unsigned(1))
-        D = {L: matrix(f"d{L}", cfg.n_out, K, gsh)}
-        for li in range(1, L):
-            D[li] = matrix(f"d{li}", layers[li], K, gsh)
+        def tile_addr(t, row, col, copy=None):
+            """Word address of the tile of ``t`` at (row, col); ``copy`` (1 bit) selects the W copy."""
+            gr, gc = t.grid
+            addr = t.base + _times(row >> _log2(gr), t.tile_cols) + (col >> _log2(gc))
+            if copy is not None:
+                addr = addr + Mux(copy, W_WORDS, 0)
+            return addr
 
-        w0_banks, w_banks = [], []
-        for b in range(P):
-            mem0 = Memory(shape=msh, depth=lay.depth, init=[0] * lay.depth)
-            mem1 = Memory(shape=msh, depth=lay.depth, init=[0] * lay.depth)
-            m.submodules[f"w0_bank{b}"] = mem0
-            m.submodules[f"w_bank{b}"] = mem1
-            w0_banks.append((mem0.read_port(), mem0.write_port()))
-            w_banks.append((mem1.read_port(), mem1.write_port()))
-        AW = max(1, (lay.depth - 1).bit_length())
-        EW = max(1, (lay.words + 2 * P * max(lay.stride)).bit_length())
+        def local_code(acc, t, row, col):
+            """Which ``rows x cols`` tile of the word: bits of the coordinates below the grid."""
+            gr, gc = t.grid
+            cw, rw = _log2(gc) - _log2(acc.cols), _log2(gr) - _log2(acc.rows)
+            col_bits = (col >> _log2(acc.cols))[:cw] if cw else Const(0, 0)
+            row_bits = (row >> _log2(acc.rows))[:rw] if rw else Const(0, 0)
+            return Cat(col_bits, row_bits)
+
+        def offsets(job, acc, t):
+            """``(local code, row offset, col offset)`` reachable by ``acc`` in ``job``."""
+            s = job.shape
+            vals = {"m": range(0, job.M, s.pm), "n": range(0, job.N, s.pn), "r": range(0, job.R, s.pr)}
+            gr, gc = t.grid
+            seen = {}
+            for r in vals[acc.row]:
+                for c in vals[acc.col]:
+                    ro, co = r % gr, c % gc
+                    loc = (ro // acc.rows) * (gc // acc.cols) + co // acc.cols
+                    seen[loc] = (ro, co)
+            return sorted((loc, ro, co) for loc, (ro, co) in seen.items())
 
         # ---------------- loader (payload words from the front end) ----------------
         bad = Signal()  # a payload value outside its format
         word = self.wr_data.as_signed()
         is_load = self.wr_valid & (self.wr_op == int(Opcode.LOAD))
         is_run = self.wr_valid & (self.wr_op == int(Opcode.RUN))
+        first_word = self.wr_index == 0
 
         def out_of(fmt: QFormat):
             return (word < fmt.min_code) | (word > fmt.max_code)
 
         def check(fmt: QFormat):
-            with m.If(self.wr_index == 0):
+            with m.If(first_word):
                 m.d.sync += bad.eq(out_of(fmt))
             with m.Else():
                 m.d.sync += bad.eq(bad | out_of(fmt))
@@ -196,113 +313,116 @@ class MamlCore(wiring.Component):
         with m.Elif(is_run):
             check(act)
 
-        # weights: flat index of the next word, layer by layer, row-major with the stride
-        ld_e = Signal(EW)
-        ld_row = Signal(EW)
+        def element_write(mem, t, row, col, value, enable):
+            """Write one element (row, col) of ``t``: one-hot element enable, data on every element."""
+            gr, gc = t.grid
+            pos = Signal(range(max(2, t.elements)), name=f"ldpos_{t.name}")
+            m.d.comb += pos.eq(_times(row & (gr - 1), gc) + (col & (gc - 1)))
+            m.d.comb += [
+                mem.write.addr.eq(tile_addr(t, row, col)),
+                mem.write.data.eq(Cat(*([value[: mem.width]] * mem.elements))),
+            ]
+            with m.If(enable):
+                m.d.comb += mem.write.en.eq(1 << pos)
+
+        # weights: layer by layer, row-major [W | b], into copy 0 of the W memory
         ld_l = Signal(range(L + 1))
         ld_m = Signal(range(max(layers) + 1))
-        ld_n = Signal(range(max(lay.cols) + 1))
-        cols_a = _const_array(lay.cols)
-        rows_a = _const_array(lay.rows)
-        stride_a = _const_array(lay.stride)
-        base_a = _const_array(list(lay.base) + [0])
-        e_now = Mux(self.wr_index == 0, 0, ld_e)
-        l_now = Mux(self.wr_index == 0, 0, ld_l)
-        m_now = Mux(self.wr_index == 0, 0, ld_m)
-        n_now = Mux(self.wr_index == 0, 0, ld_n)
-        row_now = Mux(self.wr_index == 0, 0, ld_row)
+        ld_c = Signal(range(max(layers) + 2))
+        l_now = Mux(first_word, 0, ld_l)
+        m_now = Mux(first_word, 0, ld_m)
+        c_now = Mux(first_word, 0, ld_c)
+        cols_a = _const_array([layers[l] + 1 for l in range(L)] + [1])
+        rows_a = _const_array(list(layers[1:]) + [1])
         with m.If(is_load):
-            with m.If(n_now == cols_a[l_now] - 1):
+            with m.If(c_now == cols_a[l_now] - 1):
                 with m.If(m_now == rows_a[l_now] - 1):
-                    m.d.sync += [ld_l.eq(l_now + 1), ld_m.eq(0), ld_n.eq(0),
-                                 ld_e.eq(base_a[l_now + 1]), ld_row.eq(base_a[l_now + 1])]
+                    m.d.sync += [ld_l.eq(l_now + 1), ld_m.eq(0), ld_c.eq(0)]
                 with m.Else():
-                    nxt = row_now + stride_a[l_now]
-                    m.d.sync += [ld_l.eq(l_now), ld_m.eq(m_now + 1), ld_n.eq(0), ld_e.eq(nxt),
-                                 ld_row.eq(nxt)]
+                    m.d.sync += [ld_l.eq(l_now), ld_m.eq(m_now + 1), ld_c.eq(0)]
             with m.Else():
-                m.d.sync += [ld_l.eq(l_now), ld_m.eq(m_now), ld_n.eq(n_now + 1), ld_e.eq(e_now + 1),
-                             ld_row.eq(row_now)]
-        for b, (_, wp) in enumerate(w0_banks):
-            m.d.comb += [wp.addr.eq(e_now >> LP), wp.data.eq(word[: mfmt.width])]
-            bank_hit = (e_now[:LP] == b) if LP else Const(1)
-            m.d.comb += wp.en.eq(is_load & bank_hit & ~out_of(mfmt))
+                m.d.sync += [ld_l.eq(l_now), ld_m.eq(m_now), ld_c.eq(c_now + 1)]
+        wmem = mems["W"]
+        ld_waddr = Signal.like(wmem.write.addr)
+        ld_wpos = Signal(range(max(2, wmem.elements)))
+        with m.Switch(l_now):
+            for l in range(L):
+                with m.Case(l):
+                    t = wts[l]
+                    gr, gc = t.grid
+                    m.d.comb += [
+                        ld_waddr.eq(tile_addr(t, m_now, c_now)),
+                        ld_wpos.eq(_times(m_now & (gr - 1), gc) + (c_now & (gc - 1))),
+                    ]
+        ld_wen = is_load & ~out_of(mfmt)
 
         # task inputs: support (x, y) pairs sample by sample, then the queries
         per = cfg.n_in + cfg.n_out
-        def load_element(mat, i, j):
-            wsig, lo, hi = mat.word_slice(i, j)
-            m.d.sync += wsig[lo:hi].eq(word)
-
+        ld_k = Signal(range(max(K, Q) + 1))
+        ld_f = Signal(range(per + 1))
+        ld_q = Signal()  # in the query part
+        k_now = Mux(first_word, 0, ld_k)
+        f_now = Mux(first_word, 0, ld_f)
+        q_now = Mux(first_word, 0, ld_q)
         with m.If(is_run):
-            for k in range(K):
-                for f in range(per):
-                    with m.If(self.wr_index == k * per + f):
-                        if f < cfg.n_in:
-                            load_element(X_s, f, k)
-                        else:
-                            load_element(Y_t, f - cfg.n_in, k)
-            for q in range(Q):
-                for f in range(cfg.n_in):
-                    with m.If(self.wr_index == K * per + q * cfg.n_in + f):
-                        load_element(X_q, f, q)
+            rec = Mux(q_now, cfg.n_in, per)
+            with m.If(f_now == rec - 1):
+                with m.If(~q_now & (k_now == K - 1)):
+                    m.d.sync += [ld_q.eq(1), ld_k.eq(0), ld_f.eq(0)]
+                with m.Else():
+                    m.d.sync += [ld_q.eq(q_now), ld_k.eq(k_now + 1), ld_f.eq(0)]
+            with m.Else():
+                m.d.sync += [ld_q.eq(q_now), ld_k.eq(k_now), ld_f.eq(f_now + 1)]
+        is_x = f_now < cfg.n_in
+        element_write(mems["A0"], T["A0"], f_now, k_now, word, is_run & ~q_now & is_x)
+        element_write(mems["Y"], T["Y"], f_now - cfg.n_in, k_now, word, is_run & ~q_now & ~is_x)
+        element_write(mems["Q0"], T["Q0"], f_now, k_now, word, is_run & q_now)
 
         # ---------------- job table ----------------
         gap_first, gap_later, gap_query = sch.gaps()
-        kind_a = _const_array([_KIND[j.kind] for j in jobs])
-        layer_a = _const_array([j.layer for j in jobs])
-        R_a = _const_array([j.R for j in jobs])
-        T_a = _const_array([j.passes for j in jobs])
-        N_a = _const_array([j.N for j in jobs])
-        q_a = _const_array([P // j.N for j in jobs] + [0])
-        rem_a = _const_array([P % j.N for j in jobs] + [0])
-        S_a = _const_array([j.slots for j in jobs])
-        MN_a = _const_array([j.outputs for j in jobs])
-        g1_a = _const_array(gap_first + gap_query)
-        g2_a = _const_array(gap_later + gap_query)
+        pm_a = _const_array([j.shape.pm for j in jobs])
+        pn_a = _const_array([j.shape.pn for j in jobs])
+        pr_a = _const_array([j.shape.pr for j in jobs])
+        mlast_a = _const_array([max(0, j.M - j.shape.pm) for j in jobs])
+        nlast_a = _const_array([max(0, j.N - j.shape.pn) for j in jobs])
+        rlast_a = _const_array([max(0, j.R - j.shape.pr) for j in jobs])
+        inner_m_a = _const_array([j.inner == "m" for j in jobs], 1)
+        g1_a = _const_array(list(gap_first) + list(gap_query))
+        g2_a = _const_array(list(gap_later) + list(gap_query))
 
-        def job_stride(j):  # flat step of X between slots, per r, per pass row
-            st = lay.stride[j.layer] if j.kind in (FORWARD, BACKWARD, UPDATE) else 1
-            if j.kind == FORWARD:
-                return st, 1, st  # slot step, r step, m step
-            if j.kind == BACKWARD:
-                return 1, st, 1
-            return 0, 0, 0
-
-        sstep_a = _const_array([job_stride(j)[0] for j in jobs])
-        rstep_a = _const_array([job_stride(j)[1] for j in jobs])
-        mstep_a = _const_array([job_stride(j)[2] for j in jobs])
-        mq_a = _const_array([job_stride(j)[2] * (P // j.N) for j in jobs])
-        jbase_a = _const_array([lay.base[j.layer] if j.kind != ERROR else 0 for j in jobs])
-
-        # ---------------- sequencer (stage 0) ----------------
+        # ---------------- sequencer (issue stage) ----------------
         running = Signal()
+        busy = Signal()
         jj = Signal(range(J + 1))
         step = Signal(range(cfg.steps + 2))
         in_query = Signal()
-        gapc = Signal(8)
-        t = Signal(range(sch.max_passes + 1))
-        r = Signal(range(sch.max_r + 1))
-        m0 = Signal(range(max(j.M for j in jobs) + P + 2))
-        n0 = Signal(range(N_MAX + 1))
-        e_pass = Signal(EW)
-        e_cur = Signal(EW)
+        gapc = Signal(range(max(2, max(list(gap_first) + list(gap_later) + list(gap_query)) + 1)))
+        MX = max(max(j.M for j in jobs), 2)
+        NX = max(max(j.N for j in jobs), 2)
+        RX = max(max(j.R for j in jobs), 2)
+        m0 = Signal(range(2 * MX))
+        n0 = Signal(range(2 * NX))
+        r0 = Signal(range(2 * RX))
         use_w0 = Signal()
         status = Signal(8)
         cycles = Signal(32)
         last_cycles = Signal(32)
         done_r = Signal()
         m.d.comb += [self.done.eq(done_r), self.done_status.eq(status), self.last_cycles.eq(last_cycles),
-                     self.busy.eq(running)]
+                     self.busy.eq(busy)]
         m.d.sync += done_r.eq(0)
 
         issue = Signal()
+        last_r = Signal()
+        last_m = Signal()
+        last_n = Signal()
         final = Signal()
-        last_r = r == R_a[jj] - 1
-        last_t = t == T_a[jj] - 1
         m.d.comb += [
             issue.eq(running & (gapc == 0)),
-            final.eq(in_query & (jj == J - 1) & last_t & last_r),
+            last_r.eq(r0 >= rlast_a[jj]),
+            last_m.eq(m0 >= mlast_a[jj]),
+            last_n.eq(n0 >= nlast_a[jj]),
+            final.eq(in_query & (jj == J - 1) & last_r & last_m & last_n),
         ]
 
         def enter_job(idx, first_step):
@@ -310,316 +430,494 @@ class MamlCore(wiring.Component):
                 gap = g1_a[idx] if first_step else g2_a[idx]
             else:
                 gap = Mux(first_step, g1_a[idx], g2_a[idx])
-            m.d.sync += [jj.eq(idx), t.eq(0), r.eq(0), m0.eq(0), n0.eq(0), gapc.eq(gap),
-                         e_pass.eq(jbase_a[idx]), e_cur.eq(jbase_a[idx])]
+            m.d.sync += [jj.eq(idx), m0.eq(0), n0.eq(0), r0.eq(0), gapc.eq(gap)]
 
         with m.If(self.start):
-            m.d.sync += cycles.eq(0)
+            m.d.sync += cycles.eq(1)
             with m.If(bad):
                 m.d.sync += [status.eq(Status.BAD_VALUE), done_r.eq(1), bad.eq(0)]
             with m.Elif(self.start_op == int(Opcode.LOAD)):
                 m.d.sync += [status.eq(Status.OK), done_r.eq(1)]
             with m.Else():
-                m.d.sync += [status.eq(Status.OK), running.eq(1), step.eq(0)]
+                m.d.sync += [status.eq(Status.OK), running.eq(1), busy.eq(1), step.eq(0), use_w0.eq(1)]
                 if cfg.steps > 0:
-                    m.d.sync += [in_query.eq(0), use_w0.eq(1)]
+                    m.d.sync += in_query.eq(0)
                     enter_job(0, True)
                 else:
-                    m.d.sync += [in_query.eq(1), use_w0.eq(1)]
+                    m.d.sync += in_query.eq(1)
                     enter_job(NS, True)
-        with m.If(running):
+        with m.Elif(busy):
             m.d.sync += cycles.eq(cycles + 1)
         with m.If(running & (gapc != 0)):
             m.d.sync += gapc.eq(gapc - 1)
         with m.If(issue):
             with m.If(~last_r):
-                m.d.sync += [r.eq(r + 1), e_cur.eq(e_cur + rstep_a[jj])]
-            with m.Elif(~last_t):
-                nsum = n0 + rem_a[jj]
-                carry = nsum >= N_a[jj]
-                e_next = e_pass + mq_a[jj] + Mux(carry, mstep_a[jj], 0)
-                m.d.sync += [
-                    r.eq(0),
-                    t.eq(t + 1),
-                    n0.eq(Mux(carry, nsum - N_a[jj], nsum)),
-                    m0.eq(m0 + q_a[jj] + carry),
-                    e_pass.eq(e_next),
-                    e_cur.eq(e_next),
-                ]
+                m.d.sync += r0.eq(r0 + pr_a[jj])
             with m.Else():
-                # next job
-                with m.If(in_query):
-                    with m.If(jj == J - 1):
-                        m.d.sync += running.eq(0)
-                    with m.Else():
-                        enter_job(jj + 1, False)
-                with m.Elif(jj == NS - 1):
-                    with m.If(step == cfg.steps - 1):
-                        m.d.sync += [in_query.eq(1), use_w0.eq(0)]
-                        enter_job(NS, False)
-                    with m.Else():
-                        m.d.sync += [step.eq(step + 1), use_w0.eq(0)]
-                        enter_job(0, False)
+                m.d.sync += r0.eq(0)
+                job_end = Signal()
+                m.d.comb += job_end.eq(last_m & last_n)
+                with m.If(inner_m_a[jj]):
+                    with m.If(~last_m):
+                        m.d.sync += m0.eq(m0 + pm_a[jj])
+                    with m.Elif(~last_n):
+                        m.d.sync += [m0.eq(0), n0.eq(n0 + pn_a[jj])]
                 with m.Else():
-                    enter_job(jj + 1, step == 0)
+                    with m.If(~last_n):
+                        m.d.sync += n0.eq(n0 + pn_a[jj])
+                    with m.Elif(~last_m):
+                        m.d.sync += [n0.eq(0), m0.eq(m0 + pm_a[jj])]
+                with m.If(job_end):
+                    with m.If(in_query):
+                        with m.If(jj == J - 1):
+                            m.d.sync += running.eq(0)
+                        with m.Else():
+                            enter_job(jj + 1, False)
+                    with m.Elif(jj == NS - 1):
+                        with m.If(step == cfg.steps - 1):
+                            m.d.sync += [in_query.eq(1), use_w0.eq(0)]
+                            enter_job(NS, False)
+                        with m.Else():
+                            m.d.sync += [step.eq(step + 1), use_w0.eq(0)]
+                            enter_job(0, False)
+                    with m.Else():
+                        enter_job(jj + 1, step == 0)
 
-        # ---------------- stage 0: reads and bank addresses ----------------
-        kind0 = kind_a[jj]
-        # X gather from the weight banks: slot s at flat e_cur + s * sstep
-        slot_e = [Signal(EW, name=f"slot_e{s}") for s in range(S_MAX)]
-        for s in range(S_MAX):
-            m.d.comb += slot_e[s].eq(e_cur + s * sstep_a[jj])
-        upd_addr = (jbase_a[jj] >> LP) + t
-        for b in range(P):
-            addr = Signal(AW, name=f"raddr{b}")
-            with m.If(kind0 == _KIND[UPDATE]):
-                m.d.comb += addr.eq(upd_addr)
-            with m.Else():
-                for s in reversed(range(S_MAX)):
-                    hit = ((slot_e[s][:LP] == b) if LP else Const(1)) & (s < S_a[jj])
-                    with m.If(hit):
-                        m.d.comb += addr.eq(slot_e[s] >> LP)
-            for rp, _ in (w0_banks[b], w_banks[b]):
-                m.d.comb += [rp.addr.eq(addr), rp.en.eq(1)]
-
-        # Y vector sources: one row read and one column read per matrix, shared by the jobs
-        reads = {}
-
-        def read(mat, how, width):
-            key = (id(mat), how, width)
-            if key not in reads:
-                reads[key] = mat.row(r, width) if how == "row" else mat.column(r, width)
-            return reads[key]
-
-        yvec0 = [Signal(signed(YW), name=f"yraw{i}") for i in range(N_MAX)]
-        dcol0 = [Signal(gsh, name=f"dcol{i}") for i in range(max(max(layers[1:]), 1))]
-        err = [Y_hat.el(o, k) - Y_t.el(o, k) for o in range(cfg.n_out) for k in range(K)]
+        # ---------------- issue stage: read addresses and selector codes ----------------
+        coord = {"m": m0, "n": n0, "r": r0}
+        issue_mems = ["W"] + [n for n in mems if not n.startswith("P") and n != "W"]
+        addr0 = {n: Signal.like(mems[n].reads[0].addr, name=f"raddr0_{n.lower()}") for n in issue_mems}
+        LXW = 1
+        LYW = 1
+        for j in jobs:
+            if j.x is not None:
+                t = T[j.x.tensor]
+                LXW = max(LXW, _log2(t.grid[0] // j.x.rows) + _log2(t.grid[1] // j.x.cols))
+            for a in j.y:
+                t = T[a.tensor]
+                LYW = max(LYW, _log2(t.grid[0] // a.rows) + _log2(t.grid[1] // a.cols))
+        xloc0 = Signal(LXW)
+        yloc0 = Signal(LYW)
         with m.Switch(jj):
-            for idx, j in enumerate(jobs):
+            for idx, job in enumerate(jobs):
                 with m.Case(idx):
-                    if j.kind == FORWARD:
-                        vec = read((AQ if j.query else A)[j.layer], "row", N_MAX)
-                    elif j.kind == BACKWARD:
-                        vec = read(D[j.layer + 1], "row", N_MAX)
-                    elif j.kind == UPDATE:
-                        vec = read(A[j.layer], "col", N_MAX)
-                        col = read(D[j.layer + 1], "col", len(dcol0))
-                        m.d.comb += [d.eq(v) for d, v in zip(dcol0, col, strict=True)]
+                    if job.x is None:  # error: lr_eff on the diagonal m == r
+                        m.d.comb += xloc0.eq(m0 == r0)
                     else:
-                        vec = err + [Const(0, signed(YW))] * (N_MAX - len(err))
-                    m.d.comb += [y.eq(v) for y, v in zip(yvec0, vec, strict=True)]
+                        t = T[job.x.tensor]
+                        row, col = coord[job.x.row], coord[job.x.col]
+                        copy = ~use_w0 if t.memory == "W" else None
+                        m.d.comb += [addr0[t.memory].eq(tile_addr(t, row, col, copy)),
+                                     xloc0.eq(local_code(job.x, t, row, col))]
+                    for a in job.y:
+                        t = T[a.tensor]
+                        row, col = coord[a.row], coord[a.col]
+                        m.d.comb += [addr0[t.memory].eq(tile_addr(t, row, col)),
+                                     yloc0.eq(local_code(a, t, row, col))]
 
-        # ---------------- pipeline of the issue information ----------------
-        def stage_regs(k):
-            return {
-                "valid": Signal(name=f"v{k}"),
-                "jj": Signal(range(J + 1), name=f"jj{k}"),
-                "t": Signal(range(sch.max_passes + 1), name=f"t{k}"),
-                "first": Signal(name=f"first{k}"),
-                "last": Signal(name=f"last{k}"),
-                "final": Signal(name=f"final{k}"),
-            }
-
-        st = [None] + [stage_regs(k) for k in range(1, 7)]
+        # ---------------- control pipeline ----------------
+        ctl_fields = {
+            "valid": 1, "jj": range(J + 1), "m0": m0.shape(), "n0": n0.shape(),
+            "first": 1, "last": 1, "final": 1, "w0": 1, "lvl": len(levels),
+        }
+        lvl_a = _const_array([1 << levels.index(j.shape.level) for j in jobs], len(levels))
+        NCTL = product_stage() + MAXL + 1
+        ctl = [None] + [_Pipe(ctl_fields, f"s{k}") for k in range(1, NCTL + 1)]
         m.d.sync += [
-            st[1]["valid"].eq(issue),
-            st[1]["jj"].eq(jj),
-            st[1]["t"].eq(t),
-            st[1]["first"].eq(r == 0),
-            st[1]["last"].eq(last_r),
-            st[1]["final"].eq(issue & final),
+            ctl[1].valid.eq(issue), ctl[1].jj.eq(jj), ctl[1].m0.eq(m0), ctl[1].n0.eq(n0),
+            ctl[1].first.eq(r0 == 0), ctl[1].last.eq(last_r), ctl[1].final.eq(issue & final),
+            ctl[1].w0.eq(use_w0), ctl[1].lvl.eq(lvl_a[jj]),
         ]
-        for k in range(2, 7):
-            m.d.sync += [st[k][n].eq(st[k - 1][n]) for n in st[k]]
+        for k in range(2, NCTL + 1):
+            m.d.sync += ctl[k].eq(ctl[k - 1])
 
-        # stage-1 registers of data
-        yvec1 = [Signal(signed(YW), name=f"yvec1_{i}") for i in range(N_MAX)]
-        dcol1 = [Signal(gsh, name=f"dcol1_{i}") for i in range(len(dcol0))]
-        m0_1, n0_1, w0sel1 = Signal.like(m0), Signal.like(n0), Signal()
-        slot_bank1 = [Signal(max(1, LP), name=f"sbank1_{s}") for s in range(S_MAX)]
-        m.d.sync += [a.eq(b) for a, b in zip(yvec1, yvec0, strict=True)]
-        m.d.sync += [a.eq(b) for a, b in zip(dcol1, dcol0, strict=True)]
-        m.d.sync += [m0_1.eq(m0), n0_1.eq(n0), w0sel1.eq(use_w0)]
-        m.d.sync += [slot_bank1[s].eq(slot_e[s][:LP] if LP else 0) for s in range(S_MAX)]
+        # stage c+1: addresses at the read ports
+        for n in issue_mems:
+            a1 = Signal.like(addr0[n], name=f"raddr1_{n.lower()}")
+            m.d.sync += a1.eq(addr0[n])
+            m.d.comb += mems[n].reads[0].addr.eq(a1)
+        xloc1, yloc1 = Signal.like(xloc0), Signal.like(yloc0)
+        xloc2, yloc2 = Signal.like(xloc0), Signal.like(yloc0)
+        xloc3, yloc3 = Signal.like(xloc0), Signal.like(yloc0)
+        m.d.sync += [xloc1.eq(xloc0), yloc1.eq(yloc0), xloc2.eq(xloc1), yloc2.eq(yloc1),
+                     xloc3.eq(xloc2), yloc3.eq(yloc2)]
 
-        # ---------------- stage 1: gather X slots, double Y ----------------
-        jj1 = st[1]["jj"]
-        kind1 = kind_a[jj1]
-        bank_data = []
-        for b in range(P):
-            bank_data.append(Mux(w0sel1, w0_banks[b][0].data, w_banks[b][0].data))
-        bank_arr = Array(bank_data)
-        xslot2 = [Signal(signed(XW), name=f"xslot2_{s}") for s in range(S_MAX)]
-        lr_const = Const(cfg.lr_code, signed(XW))
-        dcol_arr = Array(dcol1)
-        for s in range(S_MAX):
-            wv = bank_arr[slot_bank1[s]]
+        # ---------------- c+3: extraction of the X and Y tiles from the registered words ----------------
+        lr_const = Const(lr_code, signed(XW))
+
+        def weight_operand(mem, e):
+            v = mem.element_of(0, e)
             if mfmt != wfmt:
-                wv = resize(wv, mfmt, wfmt, cfg.weight_read_rounding, Overflow.SATURATE)
-            dv = dcol_arr[m0_1 + s] if len(dcol1) > 1 else dcol1[0]
-            with m.Switch(kind1):
-                with m.Case(_KIND[FORWARD], _KIND[BACKWARD]):
-                    m.d.sync += xslot2[s].eq(wv)
-                with m.Case(_KIND[UPDATE]):
-                    m.d.sync += xslot2[s].eq(dv)
-                with m.Default():
-                    m.d.sync += xslot2[s].eq(lr_const)
-        # old weights for updates travel down the pipeline to the post stage
-        wold = [[Signal(msh, name=f"wold{k}_{b}") for b in range(P)] for k in range(2, 7)]
-        m.d.sync += [wold[0][b].eq(bank_data[b]) for b in range(P)]
-        for k in range(1, len(wold)):
-            m.d.sync += [wold[k][b].eq(wold[k - 1][b]) for b in range(P)]
+                v = resize(v, mfmt, wfmt, cfg.weight_read_rounding, Overflow.SATURATE)
+            return v
 
-        # doubled Y: dbl[q] = y[q] for q < N, y[q - N] for q >= N (per job's N)
-        n_values = sorted({j.N for j in jobs})
-        N1 = N_a[jj1]
-        dbl_len = N_MAX + ROT
-        dbl2 = [Signal(signed(YW), name=f"dbl2_{i}") for i in range(dbl_len)]
-        for qi in range(dbl_len):
-            choices = {}
-            for nv in n_values:
-                if qi < nv:
-                    choices[nv] = yvec1[qi] if qi < N_MAX else Const(0, signed(YW))
-                elif qi - nv < nv and qi - nv < N_MAX:
-                    choices[nv] = yvec1[qi - nv]
-                else:
-                    choices[nv] = Const(0, signed(YW))
-            with m.Switch(N1):
-                for nv, v in choices.items():
-                    with m.Case(nv):
-                        m.d.sync += dbl2[qi].eq(v)
-        n0_2 = Signal.like(n0)
-        m0_2 = Signal.like(m0)
-        m.d.sync += [n0_2.eq(n0_1), m0_2.eq(m0_1)]
+        X3 = [Signal(signed(XW), name=f"x3_{x}") for x in range(TX)]
+        Y3 = [Signal(signed(YW), name=f"y3_{y}") for y in range(TY)]
+        xch = [[] for _ in range(TX)]
+        ych = [[] for _ in range(TY)]
+        jj3 = ctl[3].jj
+        for idx, job in enumerate(jobs):
+            s = job.shape
+            if job.x is None:
+                xch[0] += [(1 | (idx << LXW), ("lr",), lr_const), (0 | (idx << LXW), ("zero",), Const(0))]
+            else:
+                t = T[job.x.tensor]
+                mem = mems[t.memory]
+                for loc, ro, co in offsets(job, job.x, t):
+                    for i in range(s.pm):
+                        for k in range(s.pr):
+                            a, b = (k, i) if job.kind == BACKWARD else (i, k)
+                            pos = (ro + a) * t.grid[1] + co + b
+                            expr = weight_operand(mem, pos) if t.memory == "W" else mem.element_of(0, pos)
+                            xch[i * s.pr + k].append((loc | (idx << LXW), (t.memory, pos), expr))
+            ref = job.y[0]
+            t = T[ref.tensor]
+            for loc, ro, co in offsets(job, ref, t):
+                for k in range(s.pr):
+                    for j in range(s.pn):
+                        a, b = (j, k) if job.kind == UPDATE else (k, j)
+                        pos = (ro + a) * t.grid[1] + co + b
+                        if job.kind == ERROR:
+                            expr = mems[t.memory].element_of(0, pos) - mems["Y"].element_of(0, pos)
+                            key = ("err", pos)
+                        else:
+                            expr = mems[t.memory].element_of(0, pos)
+                            key = (t.memory, pos)
+                        ych[k * s.pn + j].append((loc | (idx << LYW), key, expr))
+        xsel3, ysel3 = Cat(xloc3, jj3), Cat(yloc3, jj3)
+        for x in range(TX):
+            _select(m, X3[x], xsel3, xch[x])
+        for y in range(TY):
+            _select(m, Y3[y], ysel3, ych[y])
 
-        # ---------------- stage 2: rotate by n0, lane slot indices ----------------
-        jj2 = st[2]["jj"]
-        vec = list(dbl2)
-        for bit in range(max(1, (N_MAX - 1).bit_length())):
-            amount = 1 << bit
-            vec = [Mux(n0_2[bit], vec[i + amount] if i + amount < len(vec) else Const(0, signed(YW)), vec[i])
-                   for i in range(len(vec))]
-        rot3 = [Signal(signed(YW), name=f"rot3_{i}") for i in range(ROT)]
-        m.d.sync += [rot3[i].eq(vec[i]) for i in range(ROT)]
-        xslot3 = [Signal(signed(XW), name=f"xslot3_{s}") for s in range(S_MAX)]
-        m.d.sync += [a.eq(b) for a, b in zip(xslot3, xslot2, strict=True)]
-        slot_idx3 = [Signal(range(S_MAX + 1), name=f"sidx3_{p}") for p in range(P)]
-        thr = [_const_array([k * j.N for j in jobs]) for k in range(1, S_MAX)]
+        # ---------------- c+4: lane operands ----------------
+        shp_a = _const_array([shape_id[j.shape] for j in jobs])
+        shp3 = Signal(range(max(2, len(shapes))))
+        m.d.sync += shp3.eq(shp_a[ctl[3].jj])
+        x4 = [Signal(signed(XW), name=f"x4_{p}") for p in range(P)]
+        y4 = [Signal(signed(YW), name=f"y4_{p}") for p in range(P)]
         for p in range(P):
-            v = n0_2 + p
-            m.d.sync += slot_idx3[p].eq(sum((v >= thr_k[jj2]) for thr_k in thr) if thr else 0)
+            xc, yc = [], []
+            for s, sid in shape_id.items():
+                if p >= s.pm * s.pn * s.pr:
+                    continue
+                i, rest = divmod(p, s.pn * s.pr)
+                j, k = divmod(rest, s.pr)
+                xc.append((sid, i * s.pr + k, X3[i * s.pr + k]))
+                yc.append((sid, k * s.pn + j, Y3[k * s.pn + j]))
+            _select(m, x4[p], shp3, xc)
+            _select(m, y4[p], shp3, yc)
 
-        # ---------------- stage 3: lane operands ----------------
-        jj3 = st[3]["jj"]
-        N3 = N_a[jj3]
-        xop4 = [Signal(signed(XW), name=f"xop4_{p}") for p in range(P)]
-        yop4 = [Signal(signed(YW), name=f"yop4_{p}") for p in range(P)]
-        xs_arr = Array(xslot3)
-        for p in range(P):
-            m.d.sync += xop4[p].eq(xs_arr[slot_idx3[p]] if S_MAX > 1 else xslot3[0])
-            with m.Switch(N3):
-                for nv in n_values:
-                    with m.Case(nv):
-                        m.d.sync += yop4[p].eq(rot3[p % nv])
+        # ---------------- c+4: products; c+5..: adder tree ----------------
+        tree = [[Signal(signed(XW + YW), name=f"prod5_{p}") for p in range(P)]]
+        m.d.sync += [tree[0][p].eq(x4[p] * y4[p]) for p in range(P)]
+        for lvl in range(1, MAXL + 1):
+            prev = tree[-1]
+            cur = [Signal(signed(len(prev[0]) + 1), name=f"tree{lvl}_{q}") for q in range(len(prev) // 2)]
+            m.d.sync += [cur[q].eq(prev[2 * q] + prev[2 * q + 1]) for q in range(len(cur))]
+            tree.append(cur)
 
-        # ---------------- stage 4: products ----------------
-        prod5 = [Signal(signed(XW + YW), name=f"prod5_{p}") for p in range(P)]
-        m.d.sync += [prod5[p].eq(xop4[p] * yop4[p]) for p in range(P)]
-        shift5 = Signal(range(max(sh.values()) + 1))
-        m.d.sync += shift5.eq(_const_array([sh[j.kind] for j in jobs])[st[4]["jj"]])
+        # ---------------- accumulators ----------------
+        hit = {}
+        for li, lvl in enumerate(levels):
+            c_ = ctl[product_stage() + lvl]
+            h = Signal(name=f"acc_hit{lvl}")
+            m.d.comb += h.eq(c_.valid & c_.lvl[li])
+            hit[lvl] = h
+        any_hit = Signal()
+        m.d.comb += any_hit.eq(Cat(*hit.values()).any())
+        hctl = _Pipe(ctl_fields, "hit")
+        for name, sig in hctl.f.items():
+            v = Const(0, sig.shape())
+            for lvl in levels:
+                v = Mux(hit[lvl], getattr(ctl[product_stage() + lvl], name), v)
+            m.d.comb += sig.eq(v)
+        # the sum of a pass stays in its accumulator during cycle A (the next accumulation of
+        # any later issue comes at the end of A or later): post-processing reads it there
+        acc = [Signal(signed(AW), name=f"acc{a}") for a in range(NACC)]
+        for a in range(NACC):
+            val = Const(0, signed(AW))
+            for lvl in levels:
+                if a < (P >> lvl):
+                    val = Mux(hit[lvl], tree[lvl][a], val)
+            nxt = Signal(signed(AW), name=f"accnext{a}")
+            m.d.comb += nxt.eq((Mux(hctl.first, 0, acc[a]) + val)[:AW])
+            with m.If(any_hit):
+                m.d.sync += acc[a].eq(nxt)
+        rctl = _Pipe(ctl_fields, "res")  # valid during A (= accumulate_stage after the pass's last issue)
+        m.d.sync += rctl.eq(hctl)
+        m.d.sync += rctl.valid.eq(any_hit & hctl.last)
+        assert accumulate_stage(0) == product_stage() + 1
 
-        # ---------------- stage 5: accumulate ----------------
-        acc = [Signal(shape_of(accf), name=f"acc{p}") for p in range(P)]
-        res6 = [Signal(shape_of(accf), name=f"res6_{p}") for p in range(P)]
-        first5, last5, valid5 = st[5]["first"], st[5]["last"], st[5]["valid"]
-        for p in range(P):
-            aligned = prod5[p] << shift5
-            new = (Mux(first5, 0, acc[p]) + aligned)[: accf.width].as_signed()
-            with m.If(valid5):
-                m.d.sync += acc[p].eq(new)
-                with m.If(last5):
-                    m.d.sync += res6[p].eq(new)
-        post_valid6 = Signal()
-        m.d.sync += post_valid6.eq(valid5 & last5)
-
-        # ---------------- stage 6: post-processing ----------------
-        jj6, t6 = st[6]["jj"], st[6]["t"]
-        kind6, layer6 = kind_a[jj6], layer_a[jj6]
-        OW = max(act.width, gfmt.width, mfmt.width)
-        out7 = [Signal(signed(OW), name=f"out7_{p}") for p in range(P)]
-        pos7 = [Signal(name=f"pos7_{p}") for p in range(P)]
-        wr7 = Signal()
-        jj7, t7 = Signal.like(jj6), Signal.like(t6)
-        m.d.sync += [wr7.eq(post_valid6), jj7.eq(jj6), t7.eq(t6)]
+        # ---------------- post-processing ----------------
+        kind_a = _const_array([_KIND[j.kind] for j in jobs])
         upd_fmt = QFormat(accf.int_bits + 1, mfmt.frac_bits)
-        # ReLU mask of a backward job: the [a > 0] bits of this pass's elements, one per lane
-        mask_word = Signal(P)
-        with m.Switch(jj6):
-            for idx, j in enumerate(jobs):
-                if j.kind == BACKWARD:
+        targets = {  # kind -> (destination format, rounding, overflow)
+            FORWARD: (act, cfg.forward_rounding, Overflow.SATURATE),
+            ERROR: (gfmt, cfg.error_rounding, Overflow.SATURATE),
+            BACKWARD: (gfmt, cfg.backward_rounding, Overflow.SATURATE),
+            UPDATE: (upd_fmt, cfg.update_rounding, Overflow.WRAP),
+        }
+        raw_fmt = {}
+        for kind, pf in prod_frac.items():
+            sh = accf.frac_bits - pf
+            raw_fmt[kind] = QFormat.from_width(AW - sh, pf)
+        kinds_present = sorted({j.kind for j in jobs}, key=lambda k: _KIND[k])
+
+        def round_parts(raw, src: QFormat, dst: QFormat, rounding):
+            """``(q, up)``: the shifted code and the rounding increment of resize(src -> dst)."""
+            d = src.frac_bits - dst.frac_bits
+            if d <= 0:
+                return raw << (-d), Const(0, 1)
+            q = raw >> d
+            if rounding is Rounding.TRUNCATE:
+                return q, Const(0, 1)
+            # half to even: up when the dropped bits exceed 1/2, or equal it and q is odd
+            r = raw.as_unsigned()[:d]
+            below = r[: d - 1].any() if d > 1 else Const(0, 1)
+            return q, r[d - 1] & (below | q[0])
+        p1ctl, p2ctl, p3ctl = (_Pipe(ctl_fields, f"p{i}") for i in (1, 2, 3))
+        m.d.sync += [p1ctl.eq(rctl), p2ctl.eq(p1ctl), p3ctl.eq(p2ctl)]
+        kind0, kind1, kind2 = Signal(2), Signal(2), Signal(2)
+        layer_a = _const_array([j.layer for j in jobs])
+        hidden2 = Signal()
+        m.d.comb += [kind0.eq(kind_a[rctl.jj]), kind1.eq(kind_a[p1ctl.jj]), kind2.eq(kind_a[p2ctl.jj]),
+                     hidden2.eq(layer_a[p2ctl.jj] < L - 1)]
+
+        # ReLU masks (backward) and old weights (update) are read in cycle A; their registered
+        # data is there in A+2, for the last post-processing stage
+        pos_mems = [n for n in mems if n.startswith("P")]
+        for n in pos_mems:
+            mem, t = mems[n], T[n]
+            with m.Switch(rctl.jj):
+                for idx, job in enumerate(jobs):
+                    if job.aux is not None and job.aux.tensor == n:
+                        with m.Case(idx):
+                            m.d.comb += mem.reads[0].addr.eq(tile_addr(t, rctl.m0, rctl.n0))
+        with m.Switch(rctl.jj):
+            for idx, job in enumerate(jobs):
+                if job.kind == UPDATE:
                     with m.Case(idx):
-                        m.d.comb += mask_word.eq(POS[j.layer].word_array()[t6])
-        for p in range(P):
-            a_val = resize(res6[p], accf, act, cfg.forward_rounding, Overflow.SATURATE)
-            e_val = resize(res6[p], accf, gfmt, cfg.error_rounding, Overflow.SATURATE)
-            b_val = resize(res6[p], accf, gfmt, cfg.backward_rounding, Overflow.SATURATE)
-            upd = resize(res6[p], accf, upd_fmt, cfg.update_rounding, Overflow.WRAP)
-            w_new = saturate(wold[-1][p].as_signed() - upd, mfmt)
-            mask = mask_word[p]
-            hidden = layer6 < L - 1
-            with m.Switch(kind6):
-                with m.Case(_KIND[FORWARD]):
-                    relu = Mux(hidden & (a_val < 0), 0, a_val)
-                    m.d.sync += [out7[p].eq(relu), pos7[p].eq(a_val > 0)]
-                with m.Case(_KIND[ERROR]):
-                    m.d.sync += out7[p].eq(e_val)
-                with m.Case(_KIND[BACKWARD]):
-                    m.d.sync += out7[p].eq(Mux(mask, b_val, 0))
-                with m.Case(_KIND[UPDATE]):
-                    m.d.sync += out7[p].eq(w_new)
+                        t = T[job.aux.tensor]
+                        m.d.comb += wmem.reads[1].addr.eq(tile_addr(t, rctl.m0, rctl.n0, ~rctl.w0))
+        assert aux_read_offset(BACKWARD, 0) == accumulate_stage(0)
+        assert aux_read_offset(UPDATE, 0) == accumulate_stage(0)
 
-        # ---------------- write-back (end of stage 6) ----------------
-        writers = {}  # matrix -> job indices that write it
+        def out_local(job, t, m0_, n0_):
+            o = job.outs[0]
+            return local_code(o, t, m0_, n0_)
 
-        def add_writer(mat, idx):
-            writers.setdefault(id(mat), (mat, []))[1].append(idx)
+        OLW = 1
+        for j in jobs:
+            for o in j.outs + ((j.aux,) if j.aux is not None else ()):
+                t = T[o.tensor]
+                OLW = max(OLW, _log2(t.grid[0] // o.rows) + _log2(t.grid[1] // o.cols))
+        oloc1 = Signal(OLW)
+        with m.Switch(rctl.jj):
+            for idx, job in enumerate(jobs):
+                with m.Case(idx):
+                    t = T[job.outs[0].tensor]
+                    m.d.comb += oloc1.eq(out_local(job, t, rctl.m0, rctl.n0))
+        oloc2, oloc3, oloc4 = Signal(OLW), Signal(OLW), Signal(OLW)
+        m.d.sync += [oloc2.eq(oloc1), oloc3.eq(oloc2), oloc4.eq(oloc3)]
+        # the auxiliary tile's own code (its matrix may have another grid than the output's)
+        aloc1 = Signal(OLW)
+        with m.Switch(rctl.jj):
+            for idx, job in enumerate(jobs):
+                if job.aux is not None:
+                    with m.Case(idx):
+                        m.d.comb += aloc1.eq(local_code(job.aux, T[job.aux.tensor], rctl.m0, rctl.n0))
+        aloc2, aloc3 = Signal(OLW), Signal(OLW)
+        m.d.sync += [aloc2.eq(aloc1), aloc3.eq(aloc2)]
+        # the output tile's address is computed at A+2 and registered for the write in A+3
+        out_mems = sorted({T[o.tensor].memory for j in jobs for o in j.outs})
+        oaddr3 = {n: Signal.like(mems[n].write.addr, name=f"waddr3_{n.lower()}") for n in out_mems}
+        with m.Switch(p2ctl.jj):
+            for idx, job in enumerate(jobs):
+                with m.Case(idx):
+                    for o in job.outs:
+                        t = T[o.tensor]
+                        copy = Const(1) if t.memory == "W" else None
+                        m.d.sync += oaddr3[t.memory].eq(tile_addr(t, p2ctl.m0, p2ctl.n0, copy))
 
-        for idx, j in enumerate(jobs):
-            if j.kind == FORWARD:
-                if j.layer == L - 1:
-                    add_writer(Y_out if j.query else Y_hat, idx)
+        # output element validity (ragged tiles), registered for the write
+        vmask3 = Signal(NACC)
+        with m.Switch(p2ctl.jj):
+            for idx, job in enumerate(jobs):
+                with m.Case(idx):
+                    s = job.shape
+                    vm = Signal(range(s.pm + 1), name=f"vm_{idx}")
+                    vn = Signal(range(s.pn + 1), name=f"vn_{idx}")
+                    m.d.comb += [
+                        vm.eq(Mux(p2ctl.m0 + s.pm > job.M, job.M - p2ctl.m0, s.pm)),
+                        vn.eq(Mux(p2ctl.n0 + s.pn > job.N, job.N - p2ctl.n0, s.pn)),
+                    ]
+                    bits = [((a // s.pn) < vm) & ((a % s.pn) < vn) if a < s.pm * s.pn else Const(0)
+                            for a in range(NACC)]
+                    m.d.sync += vmask3.eq(Cat(*bits))
+
+        def aux_elements(mem_names, ctl_, loc, port):
+            """Per accumulator: the auxiliary element (mask bit or old weight) of the pass in ``ctl_``."""
+            outs = []
+            for a in range(NACC):
+                choices = []
+                for idx, job in enumerate(jobs):
+                    if job.aux is None or T[job.aux.tensor].memory not in mem_names:
+                        continue
+                    s = job.shape
+                    if a >= s.pm * s.pn:
+                        continue
+                    t = T[job.aux.tensor]
+                    mem = mems[t.memory]
+                    i, j = divmod(a, s.pn)
+                    for lc, ro, co in offsets(job, job.aux, t):
+                        pos = (ro + i) * t.grid[1] + co + j
+                        choices.append((lc | (idx << OLW), (t.memory, pos), mem.element_of(port, pos)))
+                if choices:
+                    shape = unsigned(1) if mem_names == pos_mems else signed(mfmt.width)
+                    sig = Signal(shape, name=f"aux_{port}_{a}")
+                    _select(m, sig, Cat(loc, ctl_.jj), choices, domain="comb")
+                    outs.append(sig)
                 else:
-                    add_writer((AQ if j.query else A)[j.layer + 1], idx)
-                    if not j.query:
-                        add_writer(POS[j.layer + 1], idx)
-            elif j.kind == ERROR:
-                add_writer(D[L], idx)
-            elif j.kind == BACKWARD:
-                add_writer(D[j.layer], idx)
-        for mat, idxs in writers.values():
-            en = Signal(name=f"we_{mat.name}")
-            m.d.comb += en.eq(wr7 & sum_or([jj7 == i for i in idxs]))
-            values = pos7 if mat.shape.width == 1 and mat.name.startswith("pos") else out7
-            mat.write_pass(m, en, t7, values)
+                    outs.append(None)
+            return outs
 
-        # weight updates: lane p writes bank p at address base/P + t
-        upd_jobs = [idx for idx, j in enumerate(jobs) if j.kind == UPDATE]
-        is_upd7 = Signal()
-        m.d.comb += is_upd7.eq(wr7 & (kind_a[jj7] == _KIND[UPDATE]))
-        for b, (_, wp) in enumerate(w_banks):
-            lane_ok = (t7 * P + b) < MN_a[jj7]
-            m.d.comb += [
-                wp.addr.eq((jbase_a[jj7] >> LP) + t7),
-                wp.data.eq(out7[b][: mfmt.width]),
-                wp.en.eq(is_upd7 & lane_ok),
-            ]
-        assert upd_jobs
+        mask3 = aux_elements(pos_mems, p2ctl, aloc3, 0) if pos_mems else [None] * NACC
+        wold3 = aux_elements(["W"], p2ctl, aloc3, 1)
 
-        # done: the final issue's results are written at the end of stage 7
-        final7 = Signal()
-        m.d.sync += final7.eq(st[6]["final"])
-        with m.If(final7):
-            m.d.sync += [done_r.eq(1), last_cycles.eq(cycles + TAIL)]
+        # Saturation never compares wide values: a code fits ``n`` bits when its bits from
+        # ``n-1`` up are all equal. Post 1 keeps ``n+1`` bits of the shifted code and a flag
+        # for "far out of range", so the rounding adder and the update's subtraction are narrow.
+        # Kinds whose rounding drops the same number of bits share the shifted bits.
+        mw = mfmt.width
+        nbits = {k: (mw + 1 if k == UPDATE else targets[k][0].width) for k in kinds_present}
+        NQ = max(nbits.values()) + 1
+        drop = {k: raw_fmt[k].frac_bits - targets[k][0].frac_bits for k in kinds_present}
+        qn1 = [Signal(signed(NQ), name=f"qn1_{a}") for a in range(NACC)]
+        up1 = [Signal(name=f"up1_{a}") for a in range(NACC)]
+        big1 = [Signal(name=f"big1_{a}") for a in range(NACC)]
+        sgn1 = [Signal(name=f"sgn1_{a}") for a in range(NACC)]
+        v2 = [Signal(signed(NQ + 1), name=f"v2_{a}") for a in range(NACC)]
+        big2 = [Signal(name=f"big2_{a}") for a in range(NACC)]
+        sgn2 = [Signal(name=f"sgn2_{a}") for a in range(NACC)]
+        OW = max(act.width, gfmt.width, mfmt.width)
+        out3 = [Signal(signed(OW), name=f"out3_{a}") for a in range(NACC)]
+        sat_widths = sorted({targets[k][0].width for k in kinds_present if k != UPDATE})
+        for a in range(NACC):
+            # A -> A+1: shifted bits, rounding increment, range flag
+            parts = {}  # (drop, rounding, sign-extension bit if inside the slice) -> kinds
+            for kind in kinds_present:
+                rf = raw_fmt[kind]
+                d = drop[kind]
+                inside = max(d, 0) + NQ <= rf.width
+                key = (d, targets[kind][1] if d > 0 else None, None if inside else rf.width)
+                parts.setdefault(key, []).append(kind)
+            qsel = Signal(signed(NQ), name=f"qsel_{a}")
+            usel = Signal(name=f"usel_{a}")
+            with m.Switch(kind0):
+                for kinds in parts.values():
+                    rf = raw_fmt[kinds[0]]
+                    raw = acc[a][: rf.width].as_signed()
+                    q, up = round_parts(raw, rf, targets[kinds[0]][0], targets[kinds[0]][1])
+                    with m.Case(*[_KIND[k] for k in kinds]):
+                        m.d.comb += [qsel.eq(q[:NQ].as_signed()), usel.eq(up)]
+            m.d.sync += [qn1[a].eq(qsel), up1[a].eq(usel)]
+            with m.Switch(kind0):
+                for kind in kinds_present:
+                    rf = raw_fmt[kind]
+                    q = acc[a][: rf.width].as_signed() >> drop[kind] if drop[kind] > 0 else \
+                        acc[a][: rf.width].as_signed() << -drop[kind]
+                    with m.Case(_KIND[kind]):
+                        m.d.sync += [big1[a].eq(~_fits(q, nbits[kind] + 1)), sgn1[a].eq(acc[a][rf.width - 1])]
+            # A+1 -> A+2: round and saturate (the update keeps its exact rounded value)
+            v = Signal(signed(NQ + 1), name=f"v_{a}")
+            m.d.comb += v.eq(qn1[a] + up1[a])
+            neg = Mux(big1[a], sgn1[a], v[-1])
+            m.d.sync += [big2[a].eq(big1[a]), sgn2[a].eq(Mux(kind1 == _KIND[UPDATE], sgn1[a], neg))]
+            sat = {}
+            for w in sat_widths:
+                dst = QFormat.from_width(w, 0)
+                sat[w] = _saturated(v, ~big1[a] & _fits(v, w), neg, dst)
+            with m.Switch(kind1):
+                for kind in kinds_present:
+                    with m.Case(_KIND[kind]):
+                        m.d.sync += v2[a].eq(v if kind == UPDATE else sat[targets[kind][0].width])
+            # A+2 -> A+3: ReLU and mask; the update's subtraction from the old weight, saturated
+            zero = Const(0, 1)
+            if FORWARD in kinds_present and L > 1:
+                zero = zero | ((kind2 == _KIND[FORWARD]) & hidden2 & sgn2[a])
+            if mask3[a] is not None:
+                zero = zero | ((kind2 == _KIND[BACKWARD]) & ~mask3[a])
+            with m.If(kind2 == _KIND[UPDATE]):
+                if wold3[a] is not None:
+                    diff = Signal(signed(NQ + 3), name=f"diff_{a}")
+                    m.d.comb += diff.eq(wold3[a] - v2[a])
+                    far = Mux(sgn2[a], mfmt.max_code, mfmt.min_code)
+                    m.d.sync += out3[a].eq(Mux(big2[a], far,
+                                               _saturated(diff, _fits(diff, mw), diff[-1], mfmt)))
+            with m.Else():
+                m.d.sync += out3[a].eq(Mux(zero, 0, v2[a]))
+
+        # ---------------- write-back (A+3) ----------------
+        wvalid = p3ctl.valid
+        wsel = Cat(oloc4, p3ctl.jj)
+        upd_write = Signal()
+        for n in out_mems:
+            mem = mems[n]
+            en_bits = []
+            for e in range(mem.elements):
+                dch, ech = [], []
+                for idx, job in enumerate(jobs):
+                    for o in job.outs:
+                        t = T[o.tensor]
+                        if t.memory != n:
+                            continue
+                        s = job.shape
+                        for lc, ro, co in offsets(job, o, t):
+                            r_, c_ = divmod(e, t.grid[1])
+                            i, j = r_ - ro, c_ - co
+                            if 0 <= i < s.pm and 0 <= j < s.pn and e < t.elements:
+                                a = i * s.pn + j
+                                pat = lc | (idx << OLW)
+                                value = (out3[a] > 0) if n.startswith("P") else out3[a][: mem.width]
+                                dch.append((pat, ("a", a, n.startswith("P")), value))
+                                ech.append((pat, ("v", a), vmask3[a]))
+                d = Signal(mem.width, name=f"wd_{n.lower()}_{e}")
+                en = Signal(name=f"we_{n.lower()}_{e}")
+                _select(m, d, wsel, dch, domain="comb")
+                if ech:
+                    _select(m, en, wsel, ech, domain="comb", default=Const(0))
+                en_bits.append((d, en))
+            data = Cat(*(d for d, _ in en_bits))
+            ens = Cat(*(en for _, en in en_bits)) & Cat(*([wvalid] * mem.elements))
+            if n == "W":
+                m.d.comb += upd_write.eq(wvalid)
+                with m.If(ld_wen):
+                    m.d.comb += [wmem.write.addr.eq(ld_waddr),
+                                 wmem.write.data.eq(Cat(*([word[: wmem.width]] * wmem.elements))),
+                                 wmem.write.en.eq(1 << ld_wpos)]
+                with m.Else():
+                    m.d.comb += [wmem.write.addr.eq(oaddr3[n]), wmem.write.data.eq(data),
+                                 wmem.write.en.eq(ens)]
+            else:
+                m.d.comb += [mem.write.addr.eq(oaddr3[n]), mem.write.data.eq(data), mem.write.en.eq(ens)]
+
+        # predictions of the queries, for the response
+        last_q = J - 1
+        lj = jobs[last_q]
+        yout = [[Signal(act.width, name=f"yout_{q}_{o}") for o in range(cfg.n_out)] for q in range(Q)]
+        for q in range(Q):
+            for o in range(cfg.n_out):
+                s = lj.shape
+                a = (o % s.pm) * s.pn + q % s.pn
+                with m.If(wvalid & (p3ctl.jj == last_q) & (p3ctl.m0 == o - o % s.pm)
+                          & (p3ctl.n0 == q - q % s.pn)):
+                    m.d.sync += yout[q][o].eq(out3[a][: act.width])
+
+        # done: the final pass's results are written in A+3 and readable from the next cycle
+        with m.If(wvalid & p3ctl.final):
+            m.d.sync += [done_r.eq(1), busy.eq(0), last_cycles.eq(cycles + 1)]
+        assert sch.tail == write_latency(lj.shape.level) + 1
 
         # response payload: query outputs, sample by sample
         rd = Signal(32)
@@ -627,9 +925,8 @@ class MamlCore(wiring.Component):
             for q in range(Q):
                 for o in range(cfg.n_out):
                     with m.Case(q * cfg.n_out + o):
-                        m.d.comb += rd.eq(Y_out.el(o, q))
+                        m.d.comb += rd.eq(yout[q][o].as_signed())
         m.d.comb += self.rd_data.eq(rd)
-        assert WRITE_DELAY == 8 and TAIL == 8
         return m
 
 

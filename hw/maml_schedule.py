@@ -1,4 +1,4 @@
-"""The MAML engine's static schedule: which matrix jobs run, in what order, how they map to lanes.
+"""The MAML engine's static schedule: jobs, tile shapes, storage grids and the exact timeline.
 
 Pure Python, computed from a :class:`~metafab.reference.config.MamlConfig`;
 the engine (:mod:`metafab.hw.maml_engine`) executes it and the cycle model
@@ -11,165 +11,390 @@ for ``m < M, n < N, r < R``:
 job       meaning                      X(m, r)             Y(r, n)             writes
 ========  ===========================  ==================  ==================  ===========
 forward   ``Z = W_l A_l``              ``W_l[m, r]``       ``A_l[r, n]``       ``A_{l+1}``
-error     ``D_L = lr_eff (Yhat - Y)``  ``lr_eff``          ``e[n]`` (flat)     ``D_L``
+error     ``D_L = lr_eff (Yhat - Y)``  ``lr_eff [m==r]``   ``Yhat - Y [r, n]`` ``D_L``
 backward  ``D_l = W_l^T D_{l+1}``      ``W_l[r, m]``       ``D_{l+1}[r, n]``   ``D_l``
 update    ``W_l -= D_{l+1} A_l^T``     ``D_{l+1}[m, r]``   ``A_l[n, r]``       ``W_l``
 ========  ===========================  ==================  ==================  ===========
 
-The ``M x N`` outputs are flattened row-major (``e = m N + n``) and dealt to
-the ``P`` lanes in *passes*: pass ``t`` gives lane ``p`` the output
-``e = t P + p``, and the lane accumulates it over ``R`` cycles. Lanes are
-idle only in a job's last, partial pass, so the utilisation of a job is
-``M N / (P ceil(M N / P))``. Within a pass the lanes need at most ``S``
-distinct X values (rows ``m0 .. m0+S-1``) and a window of the Y vector
-rotated by ``n0 = t P mod N``.
+**Lane mapping (3-D tiles).** A job has a tile shape ``(pm, pn, pr)``
+(powers of two, ``pm pn pr <= P``). One *issue* (one cycle) covers outputs
+``m0..m0+pm-1`` x ``n0..n0+pn-1`` and reduction indices ``r0..r0+pr-1``:
+lane ``p = ((i pn) + j) pr + k`` multiplies ``X[m0+i, r0+k]`` by
+``Y[r0+k, n0+j]``. An adder tree sums each group of ``pr`` adjacent lanes
+(level ``log2 pr``), and accumulator ``a = i pn + j`` adds the group sum over
+the ``ceil(R / pr)`` issues of a *pass*. A pass ends with one output tile of
+``pm x pn`` values. Jobs of different shapes share the lanes; a job takes
+``ceil(M/pm) ceil(N/pn) ceil(R/pr)`` issue cycles.
+
+**Storage grids.** Every matrix the engine keeps (inputs, activations,
+targets, deltas, weights) is stored in *words* of ``gr x gc`` elements (its
+grid, powers of two): element ``(row, col)`` is in word
+``(row // gr) * ceil(cols / gc) + col // gc`` at position
+``(row % gr) * gc + col % gc``. Every tile a job reads or writes fits in one
+word, so a cycle needs exactly one word of each matrix it touches (one
+memory read port per matrix, no banking conflicts). Grids are the smallest
+that hold every tile accessed (clipped to the matrix size).
+
+**Timeline.** The order of jobs is fixed; a job starts right after the
+previous one unless an element it reads is written too late (the engine's
+issue-to-write latency), or the tree depth drops (accumulator timing), or a
+read and a write would hit the same memory word in the same cycle. The
+timeline is computed here element by element, so a consumer can overlap
+the tail of its producer when the tiles it needs first are ready.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
 
 from metafab.reference.config import MamlConfig
 
 __all__ = [
-    "Job",
-    "Layout",
-    "Schedule",
-    "schedule",
     "FORWARD",
     "ERROR",
     "BACKWARD",
     "UPDATE",
-    "WRITE_DELAY",
-    "TAIL",
+    "Shape",
+    "Access",
+    "Tensor",
+    "Job",
+    "Schedule",
+    "schedule",
+    "ISSUE_TO_READ",
+    "READ_TO_PRODUCT",
+    "POST_STAGES",
+    "write_latency",
+    "aux_read_offset",
+    "accumulate_stage",
+    "product_stage",
 ]
 
 FORWARD, ERROR, BACKWARD, UPDATE = "forward", "error", "backward", "update"
 
-#: A job may issue its first read ``WRITE_DELAY`` cycles after the last issue
-#: of the job that produced its data (the engine's issue-to-write-back depth).
-WRITE_DELAY = 8
-#: Cycles from the last issue of a task to ``done`` (its results written).
-TAIL = 8
+# ---------------------------------------------------------------------------
+# Pipeline timing shared by the engine and the model (cycles after an issue).
+#: the memory addresses of an issue are registered one cycle after it
+ISSUE_TO_READ = 1
+#: products are registered ``READ_TO_PRODUCT`` cycles after the read cycle
+#: (read data, its register, extraction, lane operands, product)
+READ_TO_PRODUCT = 5
+#: post-processing stages between the accumulator and the write port
+POST_STAGES = 3
+
+
+def product_stage() -> int:
+    """Cycle (after the issue) whose register holds the lane products (tree level 0)."""
+    return ISSUE_TO_READ + READ_TO_PRODUCT
+
+
+def accumulate_stage(level: int) -> int:
+    """Cycle (after the issue) in which the accumulators add that issue's tree sums."""
+    return product_stage() + level + 1
+
+
+def write_latency(level: int) -> int:
+    """Cycles from the last issue of a pass to the cycle its output tile is written."""
+    return accumulate_stage(level) + POST_STAGES
+
+
+#: the ReLU mask of a backward pass and the old weights of an update pass are read (address
+#: presented) this many cycles after the pass's sum is complete in its accumulator; their
+#: registered data meets the last post-processing stage
+MASK_READ_AT = 0
+OLDW_READ_AT = 0
+
+
+def aux_read_offset(kind: str, level: int) -> int:
+    """Cycle (after the last issue of a pass) in which its auxiliary tile is read."""
+    return accumulate_stage(level) + (OLDW_READ_AT if kind == UPDATE else MASK_READ_AT)
+
+
+@dataclass(frozen=True, order=True)
+class Shape:
+    """Tile shape of a job: ``pm x pn`` outputs, ``pr`` reduction indices per cycle."""
+
+    pm: int
+    pn: int
+    pr: int
+
+    @property
+    def level(self) -> int:
+        """Adder-tree level the accumulators take (``log2 pr``)."""
+        return self.pr.bit_length() - 1
+
+    @property
+    def outputs(self) -> int:
+        return self.pm * self.pn
+
+
+@dataclass(frozen=True)
+class Access:
+    """One tile of a matrix touched by a job.
+
+    ``tensor`` is the matrix name; ``row``/``col`` name the loop coordinate
+    (``"m"``, ``"n"`` or ``"r"``) that gives the tile's first row/column;
+    ``rows``/``cols`` its size.
+    """
+
+    tensor: str
+    row: str
+    col: str
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A stored matrix: ``rows x cols`` elements of ``width`` bits in words of ``grid``.
+
+    ``const_row``: index of a constant row (the bias input 1.0) held in the
+    memory's initial contents and never written. Weight layers share one
+    memory (``memory == "W"``) from word ``base``, in two copies.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    grid: tuple[int, int]
+    width: int
+    memory: str
+    base: int = 0
+    const_row: int | None = None
+
+    @property
+    def tile_cols(self) -> int:
+        """Words per row of words."""
+        return -(-self.cols // self.grid[1])
+
+    @property
+    def words(self) -> int:
+        return -(-self.rows // self.grid[0]) * self.tile_cols
+
+    @property
+    def elements(self) -> int:
+        """Elements per word."""
+        return self.grid[0] * self.grid[1]
+
+    def word(self, row: int, col: int) -> int:
+        return self.base + (row // self.grid[0]) * self.tile_cols + col // self.grid[1]
+
+    def position(self, row: int, col: int) -> int:
+        return (row % self.grid[0]) * self.grid[1] + col % self.grid[1]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One matrix job (see the module docstring)."""
+    """One matrix job (see the module docstring) with its tile shape and accesses."""
 
     kind: str
     layer: int
     M: int
     N: int
     R: int
-    lanes: int
+    shape: Shape
     query: bool = False
+    x: Access | None = None  # None: the error job's lr_eff identity
+    y: tuple[Access, ...] = ()  # the error job reads Yhat and Y
+    aux: Access | None = None  # old weights (update) or ReLU mask (backward)
+    outs: tuple[Access, ...] = ()  # the output tile (and its ReLU mask bits)
+    # "m": m-tiles advance first (n-tiles outer); "n": n-tiles advance first
+    inner: str = "m"
 
     @property
     def outputs(self) -> int:
         return self.M * self.N
 
     @property
+    def m_tiles(self) -> int:
+        return -(-self.M // self.shape.pm)
+
+    @property
+    def n_tiles(self) -> int:
+        return -(-self.N // self.shape.pn)
+
+    @property
+    def r_tiles(self) -> int:
+        return -(-self.R // self.shape.pr)
+
+    @property
     def passes(self) -> int:
-        return math.ceil(self.outputs / self.lanes)
+        return self.m_tiles * self.n_tiles
 
     @property
     def issue_cycles(self) -> int:
-        return self.passes * self.R
+        return self.passes * self.r_tiles
 
     @property
     def macs(self) -> int:
-        """Useful multiply-accumulates (padding columns of an update excluded by the caller)."""
-        return self.outputs * self.R
-
-    @property
-    def slots(self) -> int:
-        """Distinct X rows a pass can touch: ``min(M, ceil((P-1)/N) + 1)``."""
-        return min(self.M, math.ceil((self.lanes - 1) / self.N) + 1)
+        return self.M * self.N * self.R
 
     @property
     def name(self) -> str:
         tag = "q" if self.query else "s"
         return f"{self.kind}{self.layer}{tag}"
 
-    def reads(self, n_layers: int) -> tuple[str, ...]:
-        """Names of the stores this job reads (for dependency gaps)."""
-        l = self.layer
-        act = ("Xq" if self.query else "X") if l == 0 else f"A{l}"
-        if self.kind == FORWARD:
-            return (f"W{l}", act)
-        if self.kind == ERROR:
-            return ("Yhat", "Y")
-        if self.kind == BACKWARD:
-            return (f"W{l}", f"D{l + 1}", f"A{l}")
-        return (f"D{l + 1}", act, f"W{l}")
+    def passes_in_order(self):
+        """``(m0, n0)`` of every pass, in execution order."""
+        s = self.shape
+        if self.inner == "m":
+            for nt in range(self.n_tiles):
+                for mt in range(self.m_tiles):
+                    yield mt * s.pm, nt * s.pn
+        else:
+            for mt in range(self.m_tiles):
+                for nt in range(self.n_tiles):
+                    yield mt * s.pm, nt * s.pn
 
-    def writes(self, n_layers: int) -> str:
-        """Name of the store this job writes."""
-        l = self.layer
-        if self.kind == FORWARD:
-            if l == n_layers - 1:
-                return "Yout" if self.query else "Yhat"
-            return f"A{l + 1}"
-        if self.kind == ERROR:
-            return f"D{n_layers}"
-        if self.kind == BACKWARD:
-            return f"D{l}"
-        return f"W{l}"
+    def reads(self) -> tuple[Access, ...]:
+        return tuple(a for a in ((self.x,) + self.y) if a is not None)
+
+
+def _p2(x: int) -> int:
+    """Smallest power of two >= x."""
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def _shapes(P: int, M: int, N: int, R: int, acc_cap: int, pr_cap: int):
+    """Candidate tile shapes for an ``M x N x R`` job, fewest cycles first."""
+    out = []
+    top = P.bit_length()
+    for a in range(top):
+        for b in range(top):
+            for c in range(top):
+                pm, pn, pr = 1 << a, 1 << b, 1 << c
+                if pm * pn * pr > P or pm > _p2(M) or pn > _p2(N) or pr > _p2(R):
+                    continue
+                if pm * pn > acc_cap or pr > pr_cap:
+                    continue
+                cycles = -(-M // pm) * -(-N // pn) * -(-R // pr)
+                out.append((cycles, Shape(pm, pn, pr)))
+    out.sort(key=lambda cs: (cs[0], -cs[1].pr, cs[1]))
+    return out
+
+
+# --- job skeletons (kind, layer, dims, accesses as functions of the shape) -------------
+
+
+def _forward(cfg: MamlConfig, l: int, query: bool, s: Shape) -> Job:
+    ly = cfg.layers
+    N = cfg.n_query if query else cfg.k_support
+    return Job(FORWARD, l, ly[l + 1], N, ly[l] + 1, s, query,
+               x=Access(f"W{l}", "m", "r", s.pm, s.pr),
+               y=(Access("Q0" if query and l == 0 else f"A{l}", "r", "n", s.pr, s.pn),),
+               outs=(Access(f"A{l + 1}", "m", "n", s.pm, s.pn),)
+               + ((Access(f"P{l + 1}", "m", "n", s.pm, s.pn),) if l + 1 < cfg.n_layers else ()),
+               inner="m")
+
+
+def _error(cfg: MamlConfig, s: Shape) -> Job:
+    L = cfg.n_layers
+    return Job(ERROR, L, cfg.n_out, cfg.k_support, cfg.n_out, s,
+               x=None,
+               y=(Access(f"A{L}", "r", "n", s.pr, s.pn), Access("Y", "r", "n", s.pr, s.pn)),
+               outs=(Access(f"D{L}", "m", "n", s.pm, s.pn),), inner="m")
+
+
+def _backward(cfg: MamlConfig, l: int, s: Shape) -> Job:
+    ly = cfg.layers
+    return Job(BACKWARD, l, ly[l], cfg.k_support, ly[l + 1], s,
+               x=Access(f"W{l}", "r", "m", s.pr, s.pm),
+               y=(Access(f"D{l + 1}", "r", "n", s.pr, s.pn),),
+               aux=Access(f"P{l}", "m", "n", s.pm, s.pn),
+               outs=(Access(f"D{l}", "m", "n", s.pm, s.pn),), inner="m")
+
+
+def _update(cfg: MamlConfig, l: int, s: Shape) -> Job:
+    ly = cfg.layers
+    return Job(UPDATE, l, ly[l + 1], ly[l] + 1, cfg.k_support, s,
+               x=Access(f"D{l + 1}", "m", "r", s.pm, s.pr),
+               y=(Access(f"A{l}", "n", "r", s.pn, s.pr),),
+               aux=Access(f"W{l}", "m", "n", s.pm, s.pn),
+               outs=(Access(f"W{l}", "m", "n", s.pm, s.pn),), inner="n")
+
+
+def _step_order(cfg: MamlConfig):
+    """``(kind, layer)`` of one inner step, in order.
+
+    Forward through every layer, the output error, then for each layer from
+    the top: ``backward_l`` (reads the old ``W_l``) before ``update_l``.
+    """
+    L = cfg.n_layers
+    order = [(FORWARD, l) for l in range(L)] + [(ERROR, L)]
+    for l in range(L - 1, -1, -1):
+        if l >= 1:
+            order.append((BACKWARD, l))
+        order.append((UPDATE, l))
+    return order
+
+
+def _make(cfg: MamlConfig, kind: str, layer: int, query: bool, s: Shape) -> Job:
+    if kind == FORWARD:
+        return _forward(cfg, layer, query, s)
+    if kind == ERROR:
+        return _error(cfg, s)
+    if kind == BACKWARD:
+        return _backward(cfg, layer, s)
+    return _update(cfg, layer, s)
+
+
+def _dims(cfg: MamlConfig, kind: str, layer: int, query: bool) -> tuple[int, int, int]:
+    j = _make(cfg, kind, layer, query, Shape(1, 1, 1))
+    return j.M, j.N, j.R
+
+
+def _tensor_extents(cfg: MamlConfig) -> dict[str, tuple[int, int, int, int | None]]:
+    """``name -> (rows, cols, width, const_row)`` of every stored matrix.
+
+    ``A0``/``Q0``: support/query inputs; ``A{l}``: activations (support and
+    queries share them; the last one holds the predictions); ``P{l}``: their
+    ReLU masks ``[a > 0]``; ``Y``: targets; ``D{l}``: deltas; ``W{l}``:
+    augmented weights. Activations and inputs carry the bias row 1.0.
+    """
+    L, ly = cfg.n_layers, cfg.layers
+    K, Q = cfg.k_support, cfg.n_query
+    act, grad = cfg.act_fmt.width, cfg.grad_fmt.width
+    out = {"A0": (ly[0] + 1, K, act, ly[0]), "Q0": (ly[0] + 1, Q, act, ly[0])}
+    for l in range(1, L):
+        out[f"A{l}"] = (ly[l] + 1, max(K, Q), act, ly[l])
+        out[f"P{l}"] = (ly[l], K, 1, None)
+    out[f"A{L}"] = (cfg.n_out, max(K, Q), act, None)
+    out["Y"] = (cfg.n_out, K, act, None)
+    for l in range(1, L + 1):
+        out[f"D{l}"] = (ly[l], K, grad, None)
+    for l in range(L):
+        out[f"W{l}"] = (ly[l + 1], ly[l] + 1, cfg.master_fmt.width, None)
+    return out
+
+
+# --- the schedule ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where each layer's augmented weights ``[W | b]`` live in the ``P`` weight banks.
+class Placed:
+    """A job occurrence on the timeline: its gap and first issue cycle."""
 
-    Layer ``l`` is stored row-major with row stride ``stride[l] >= in+1``
-    from flat index ``base[l]`` (a multiple of ``P``); flat index ``e`` is
-    bank ``e mod P``, address ``e div P``. The stride is chosen so that the
-    ``S`` elements of a column segment (a forward job's X values) fall in
-    distinct banks.
-    """
-
-    lanes: int
-    base: tuple[int, ...]
-    stride: tuple[int, ...]
-    rows: tuple[int, ...]
-    cols: tuple[int, ...]
+    job: Job
+    gap: int
+    start: int
 
     @property
-    def words(self) -> int:
-        """Flat size of the banked weight store (a multiple of ``P``)."""
-        return self.base[-1] + _round_up(self.rows[-1] * self.stride[-1], self.lanes)
-
-    @property
-    def depth(self) -> int:
-        """Words per bank."""
-        return self.words // self.lanes
-
-    def flat(self, layer: int, row: int, col: int) -> int:
-        return self.base[layer] + row * self.stride[layer] + col
-
-
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
-
-
-def _conflict_free_stride(cols: int, lanes: int, slots: int) -> int:
-    """Smallest stride >= cols with ``s * stride mod P != 0`` for ``0 < s < slots``."""
-    stride = cols
-    while any((s * stride) % lanes == 0 for s in range(1, slots)):
-        stride += 1
-    return stride
+    def end(self) -> int:
+        """Cycle after its last issue."""
+        return self.start + self.job.issue_cycles
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """The engine's program for one config: the jobs of one inner step and of the queries."""
+    """The engine's program for one config: jobs of one inner step and of the queries."""
 
     config: MamlConfig
-    layout: Layout
     step_jobs: tuple[Job, ...]
     query_jobs: tuple[Job, ...]
+    tensors: dict = field(hash=False, compare=False)
 
     @property
     def lanes(self) -> int:
@@ -179,108 +404,294 @@ class Schedule:
         """All jobs of one task, in order."""
         return list(self.step_jobs) * self.config.steps + list(self.query_jobs)
 
-    @property
-    def max_slots(self) -> int:
-        return max(j.slots for j in self.step_jobs + self.query_jobs)
+    def all_kinds(self) -> list[Job]:
+        """The distinct jobs (one step and the queries), as the engine's job table."""
+        return list(self.step_jobs) + list(self.query_jobs)
 
     @property
-    def max_n(self) -> int:
-        return max(j.N for j in self.step_jobs + self.query_jobs)
+    def accumulators(self) -> int:
+        return max(j.shape.outputs for j in self.all_kinds())
 
     @property
-    def max_passes(self) -> int:
-        return max(j.passes for j in self.step_jobs + self.query_jobs)
-
-    @property
-    def max_r(self) -> int:
-        return max(j.R for j in self.step_jobs + self.query_jobs)
+    def max_level(self) -> int:
+        return max(j.shape.level for j in self.all_kinds())
 
     def useful_macs(self) -> int:
-        """Multiply-accumulates a task needs (without lane padding): ``MamlConfig.useful_macs``."""
+        """Multiply-accumulates a task needs: :meth:`MamlConfig.useful_macs`."""
         return self.config.useful_macs()
 
-    def timeline(self) -> list[tuple[Job, int, int]]:
-        """``(job, gap, first_issue_cycle)`` for every job of a task, in order.
+    # -- timeline ---------------------------------------------------------------
+    @cached_property
+    def _simulated(self) -> tuple[list[Placed], int, int]:
+        """Timeline of ``min(steps, 3)`` steps and the queries; returns (placed, steps simulated, period)."""
+        cfg = self.config
+        S = cfg.steps
+        S_sim = min(S, 3)
+        seq = list(self.step_jobs) * S_sim + list(self.query_jobs)
+        placed = _timeline(seq, self.tensors, self.lanes)
+        ns = len(self.step_jobs)
+        period = 0
+        if S_sim >= 2:
+            period = placed[2 * ns - 1].end - placed[ns - 1].end
+        if S_sim >= 3:
+            g2 = [p.gap for p in placed[ns : 2 * ns]]
+            g3 = [p.gap for p in placed[2 * ns : 3 * ns]]
+            assert g2 == g3, (g2, g3)
+            assert placed[3 * ns - 1].end - placed[2 * ns - 1].end == period
+        return placed, S_sim, period
 
-        A job starts right after the previous one, or later if it reads a
-        store written less than :data:`WRITE_DELAY` cycles before (the gap).
-        """
-        L = self.config.n_layers
-        written: dict[str, int] = {}
-        out = []
-        at = 0
-        for job in self.jobs():
-            start = at
-            for name in job.reads(L):
-                if name in written:
-                    start = max(start, written[name] + WRITE_DELAY)
-            out.append((job, start - at, start))
-            at = start + job.issue_cycles
-            written[job.writes(L)] = at - 1
+    def timeline(self) -> list[Placed]:
+        """Every job occurrence of a task with its gap and first issue cycle (cycle 0 = first possible)."""
+        placed, S_sim, period = self._simulated
+        S = self.config.steps
+        ns = len(self.step_jobs)
+        if S <= S_sim:
+            return placed
+        out = placed[: ns * S_sim]
+        later = placed[ns : 2 * ns]
+        for s in range(S_sim, S):
+            shift = (s - 1) * period
+            out += [Placed(p.job, p.gap, p.start + shift) for p in later]
+        shift = (S - S_sim) * period
+        out += [Placed(p.job, p.gap, p.start + shift) for p in placed[ns * S_sim :]]
         return out
 
     def gaps(self) -> tuple[list[int], list[int], list[int]]:
         """Gaps before each step job in the first step, in later steps, and before each query job."""
-        tl = self.timeline()
-        ns, S = len(self.step_jobs), self.config.steps
-        first = [g for _, g, _ in tl[:ns]] if S >= 1 else [0] * ns
-        later = [g for _, g, _ in tl[ns : 2 * ns]] if S >= 2 else first
-        query = [g for _, g, _ in tl[ns * S :]]
-        # every later step must look like the second one for the engine's two-entry gap table
-        for s in range(2, S):
-            assert [g for _, g, _ in tl[ns * s : ns * (s + 1)]] == later
+        placed, S_sim, _ = self._simulated
+        ns = len(self.step_jobs)
+        first = [p.gap for p in placed[:ns]] if S_sim >= 1 else [0] * ns
+        later = [p.gap for p in placed[ns : 2 * ns]] if S_sim >= 2 else first
+        query = [p.gap for p in placed[ns * S_sim :]]
         return first, later, query
+
+    @property
+    def tail(self) -> int:
+        """Cycles from the last issue of a task to ``done`` (its results written), inclusive of done."""
+        last = self.query_jobs[-1]
+        return write_latency(last.shape.level) + 1
 
     def task_cycles(self) -> int:
         """Cycles of one task from the cycle after ``start`` to ``done`` inclusive."""
-        job, _, start = self.timeline()[-1]
-        return start + job.issue_cycles + TAIL
+        last = self.timeline()[-1]
+        return last.end - 1 + self.tail + 1
+
+
+def _timeline(seq: list[Job], tensors: dict, lanes: int) -> list[Placed]:
+    """Place ``seq`` job by job at the earliest cycle the engine can issue it.
+
+    Rules (the engine checks none of them; it follows the gaps computed here):
+    an element read with its address presented in cycle ``a`` was written
+    (write enable) in a cycle ``< a``; the accumulate stage of an issue comes
+    after that of the previous issue (a lower tree level than the previous
+    job's needs a gap); no memory word is read and written in one cycle.
+    """
+    written = {name: np.full((t.rows, t.cols), -(10**9), dtype=np.int64) for name, t in tensors.items()}
+    wcycles: dict[tuple[str, int], set[int]] = {}  # (memory, word) -> write cycles
+    rcycles: dict[tuple[str, int], set[int]] = {}
+    placed: list[Placed] = []
+    at = 0
+    prev_level = None
+    prev_last = -1
+    for job in seq:
+        s = job.shape
+        lvl = s.level
+        earliest = at
+        if prev_level is not None and lvl < prev_level:
+            earliest = max(earliest, prev_last + 1 + prev_level - lvl)
+        reads, writes = _events(job, tensors)
+        # earliest start from read-after-write
+        need = earliest
+        for cyc, t, r0, c0, rows, cols in reads:
+            w = written[t.name][r0 : r0 + rows, c0 : c0 + cols]
+            if w.size:
+                need = max(need, int(w.max()) + 1 - cyc)
+        # no same-word read and write in one cycle: within the job (a property of its shape) ...
+        own_w = {(t.memory, t.word(r0, c0), cyc) for cyc, t, r0, c0, _, _ in writes}
+        for cyc, t, r0, c0, _, _ in reads:
+            if (t.memory, t.word(r0, c0), cyc) in own_w:
+                raise AssertionError(f"{job.name}: reads and writes one memory word in the same cycle")
+        # ... and against the writes of earlier jobs still in flight
+        start = need
+        while any(start + cyc in wcycles.get((t.memory, t.word(r0, c0)), ())
+                  for cyc, t, r0, c0, _, _ in reads):
+            start += 1
+        for cyc, t, r0, c0, _, _ in reads:
+            rcycles.setdefault((t.memory, t.word(r0, c0)), set()).add(start + cyc)
+        for cyc, t, r0, c0, rows, cols in writes:
+            written[t.name][r0 : r0 + rows, c0 : c0 + cols] = start + cyc
+            key = (t.memory, t.word(r0, c0))
+            wcycles.setdefault(key, set()).add(start + cyc)
+            assert start + cyc not in rcycles.get(key, ()), (job.name, key)
+        placed.append(Placed(job, start - at, start))
+        at = start + job.issue_cycles
+        prev_level, prev_last = lvl, at - 1
+    return placed
+
+
+def _events(job: Job, tensors: dict):
+    """Reads and writes of a job: ``(cycle, tensor, row0, col0, rows, cols)``, cycles after its start.
+
+    A read's cycle is the one in which its address is presented; a write's
+    the one with its write enable. Written tiles are clipped to the job's
+    outputs (the engine masks the rest).
+    """
+    s = job.shape
+    reads, writes = [], []
+    off = 0
+    aux_at = aux_read_offset(job.kind, s.level)
+    for m0, n0 in job.passes_in_order():
+        coord = {"m": m0, "n": n0}
+        for rt in range(job.r_tiles):
+            coord["r"] = rt * s.pr
+            for acc in job.reads():
+                reads.append((off + ISSUE_TO_READ, tensors[acc.tensor], coord[acc.row], coord[acc.col],
+                              acc.rows, acc.cols))
+            off += 1
+        last = off - 1
+        if job.aux is not None:
+            a = job.aux
+            reads.append((last + aux_at, tensors[a.tensor], coord[a.row], coord[a.col], a.rows, a.cols))
+        for o in job.outs:
+            rows = min(o.rows, job.M - m0)
+            cols = min(o.cols, job.N - n0)
+            writes.append((last + write_latency(s.level), tensors[o.tensor], m0, n0, rows, cols))
+    return reads, writes
+
+
+# --- choosing shapes and grids ---------------------------------------------------------
+
+
+def _grids_for(cfg: MamlConfig, jobs: list[Job]) -> dict[str, tuple[int, int]]:
+    """Smallest grid of every matrix that holds every tile the jobs access."""
+    ext = _tensor_extents(cfg)
+    grid = {name: (1, 1) for name in ext}
+    for job in jobs:
+        for acc in job.reads() + tuple(a for a in (job.aux,) + job.outs if a is not None):
+            gr, gc = grid[acc.tensor]
+            grid[acc.tensor] = (max(gr, acc.rows), max(gc, acc.cols))
+    L = cfg.n_layers
+    # a mask store has its activations' grid (written by the same tiles)
+    for l in range(1, L):
+        a, p = grid[f"A{l}"], grid[f"P{l}"]
+        grid[f"A{l}"] = grid[f"P{l}"] = (max(a[0], p[0]), max(a[1], p[1]))
+    # the error job extracts Yhat and Y with one set of positions: same grid
+    a, y = grid[f"A{L}"], grid["Y"]
+    grid[f"A{L}"] = grid["Y"] = (max(a[0], y[0]), max(a[1], y[1]))
+    return grid
+
+
+def _grid_cost(cfg: MamlConfig, grid: dict) -> int:
+    """Bits of all memory words (a proxy for storage width and extraction multiplexers)."""
+    ext = _tensor_extents(cfg)
+    return sum(grid[n][0] * grid[n][1] * ext[n][2] for n in ext)
+
+
+def _choose_shapes(cfg: MamlConfig) -> dict[tuple[str, int, bool], Shape]:
+    """Tile shapes of every job: fewest cycles, then the smallest storage words.
+
+    Jobs are taken largest first; each picks, among its shapes within 1 % (at
+    least 2 cycles) of its fewest cycles, the one that adds the fewest storage
+    word bits and lane multiplexer inputs. No word holds more than ``P``
+    elements. The accumulators are capped at ``P/2`` for ``P > 16`` and the
+    reduction split at 8 lanes (a 3-level adder tree). The error job uses
+    ``pm = pr = 1`` (its ``X`` is ``lr_eff`` on the diagonal).
+    """
+    P = cfg.lanes
+    acc_cap = P if P <= 16 else P // 2
+    pr_cap = 8
+    keys = [(k, l, False) for k, l in _step_order(cfg)] if cfg.steps else []
+    keys += [(FORWARD, l, True) for l in range(cfg.n_layers)]
+    keys.sort(key=lambda key: -math.prod(_dims(cfg, *key)))
+    chosen = _pick(cfg, keys, {}, P, acc_cap, pr_cap, {})
+    # An update whose passes are short would read the old weights of a pass in the cycle it
+    # writes an earlier pass into the same word unless every pass owns its word: then the
+    # layer's forward and backward tiles must fit in the update's tile.
+    caps = {}
+    window = write_latency(0) - aux_read_offset(UPDATE, 0)
+    for (kind, l, _), s in chosen.items():
+        if kind == UPDATE and -(-_dims(cfg, kind, l, False)[2] // s.pr) <= window:
+            caps[l] = (s.pm, s.pn)
+    if caps:
+        keep = {k: s for k, s in chosen.items() if k[0] == UPDATE or k[1] not in caps or k[0] == ERROR}
+        chosen = _pick(cfg, [k for k in keys if k not in keep], keep, P, acc_cap, pr_cap, caps)
+    return chosen
+
+
+def _w_tile(kind: str, s: Shape) -> tuple[int, int] | None:
+    """The ``W`` tile (rows, cols) a job of this kind and shape touches."""
+    if kind == FORWARD:
+        return s.pm, s.pr
+    if kind == BACKWARD:
+        return s.pr, s.pm
+    if kind == UPDATE:
+        return s.pm, s.pn
+    return None
+
+
+def _lane_mux_bits(shapes, P: int, width: int = 18) -> int:
+    """Extra multiplexer input bits the lanes need to take their operands under ``shapes``."""
+    total = 0
+    for p in range(P):
+        xs, ys = set(), set()
+        for s in shapes:
+            if p >= s.pm * s.pn * s.pr:
+                continue
+            i, rest = divmod(p, s.pn * s.pr)
+            j, k = divmod(rest, s.pr)
+            xs.add(i * s.pr + k)
+            ys.add(k * s.pn + j)
+        total += max(0, len(xs) - 1) + max(0, len(ys) - 1)
+    return total * width
+
+
+def _pick(cfg, keys, chosen, P, acc_cap, pr_cap, caps) -> dict:
+    """Choose the shapes of ``keys`` in order (see :func:`_choose_shapes`)."""
+    chosen = dict(chosen)
+    word_cap = max(P, 4)
+    for key in keys:
+        M, N, R = _dims(cfg, *key)
+        cands = _shapes(P, M, N, R, acc_cap, pr_cap)
+        if key[0] == ERROR:
+            cands = [(c, s) for c, s in cands if s.pm == 1 and s.pr == 1]
+        if key[1] in caps and key[0] in (FORWARD, BACKWARD):
+            cr, cc = caps[key[1]]
+            cands = [(c, s) for c, s in cands if _w_tile(key[0], s)[0] <= cr and _w_tile(key[0], s)[1] <= cc]
+        best = None
+        best_pick = None
+        for cycles, s in cands:
+            if best is not None and cycles > best + max(2, best // 100):
+                break
+            trial = dict(chosen)
+            trial[key] = s
+            grids = _grids_for(cfg, [_make(cfg, *k, sh) for k, sh in trial.items()])
+            if max(g[0] * g[1] for g in grids.values()) > word_cap:
+                continue
+            best = cycles if best is None else best
+            cost = (_grid_cost(cfg, grids) + _lane_mux_bits(set(trial.values()), P), cycles, -s.pr)
+            if best_pick is None or cost < best_pick[0]:
+                best_pick = (cost, s)
+        chosen[key] = best_pick[1]
+    return chosen
 
 
 def schedule(cfg: MamlConfig) -> Schedule:
-    """The static schedule of ``cfg``: weight layout and job order.
-
-    One inner step: forward through every layer (``N = K``), the output
-    error, then from the top layer down ``backward_l`` followed by
-    ``update_l`` (an update only writes ``W_l`` after the backward pass
-    through it has read it), and finally ``update_0``. Queries: the forward
-    jobs with ``N = n_query``.
-    """
-    P = cfg.lanes
+    """The static schedule of ``cfg``: job order, tile shapes, storage grids."""
+    shapes = _choose_shapes(cfg)
     L = cfg.n_layers
-    K, Q = cfg.k_support, cfg.n_query
-    layers = cfg.layers
-    rows = tuple(layers[1:])
-    cols = tuple(i + 1 for i in layers[:-1])
-    # Lanes pick their X operand among at most `slot_cap` values per pass. Forward and
-    # backward jobs (N = K or Q) set the cap; an update job has N = the row stride, so a
-    # narrow layer gets its stride padded until its updates fit the cap too. Forward jobs
-    # read a column segment of W: the stride must also keep those reads in distinct banks.
-    slot_cap = max(
-        [8]
-        + [Job(FORWARD, li, rows[li], n, cols[li], P).slots for li in range(L) for n in (K, Q)]
-        + [Job(BACKWARD, li, layers[li], K, rows[li], P).slots for li in range(1, L)]
-    )
-    min_stride = -(-(P - 1) // (slot_cap - 1)) if P > 1 else 1
-    strides = []
-    for li in range(L):
-        s_f = max(Job(FORWARD, li, rows[li], n, cols[li], P).slots for n in (K, Q))
-        strides.append(_conflict_free_stride(max(cols[li], min_stride), P, s_f))
-    bases, at = [], 0
-    for li in range(L):
-        bases.append(at)
-        at += _round_up(rows[li] * strides[li], P)
-    layout = Layout(P, tuple(bases), tuple(strides), rows, cols)
-
-    step: list[Job] = []
-    for li in range(L):
-        step.append(Job(FORWARD, li, rows[li], K, cols[li], P))
-    step.append(Job(ERROR, L, 1, cfg.n_out * K, 1, P))
-    for li in range(L - 1, -1, -1):
-        if li >= 1:
-            step.append(Job(BACKWARD, li, layers[li], K, rows[li], P))
-        step.append(Job(UPDATE, li, rows[li], strides[li], K, P))
-    query = tuple(Job(FORWARD, li, rows[li], Q, cols[li], P, query=True) for li in range(L))
-    sch = Schedule(cfg, layout, tuple(step), query)
-    assert sch.max_slots <= slot_cap, (sch.max_slots, slot_cap)
-    return sch
+    if cfg.steps:
+        step = [_make(cfg, k, l, False, shapes[(k, l, False)]) for k, l in _step_order(cfg)]
+    else:
+        # no inner step runs; one step's job table is still built (never issued)
+        step = [_make(cfg, k, l, False, Shape(1, 1, 1)) for k, l in _step_order(cfg)]
+    query = [_make(cfg, FORWARD, l, True, shapes[(FORWARD, l, True)]) for l in range(L)]
+    grids = _grids_for(cfg, step + query)
+    tensors = {}
+    wbase = 0
+    for name, (rows, cols, width, const_row) in _tensor_extents(cfg).items():
+        memory = "W" if name.startswith("W") else name
+        t = Tensor(name, rows, cols, grids[name], width, memory, wbase if memory == "W" else 0, const_row)
+        if memory == "W":
+            wbase += t.words
+        tensors[name] = t
+    return Schedule(cfg, tuple(step), tuple(query), tensors)

@@ -43,6 +43,17 @@ CONFIGS = {
     "deep-narrow": DEFAULT.replace(layers=[1, 8, 8, 8, 1], lanes=8),
 }
 TASKS = {"default": 6, "steps5": 2, "p1": 1, "p64": 3, "2-32-32-2": 3, "deep-narrow": 4}
+#: small nets that exercise what the configs above do not: P > 16 with few samples (half the
+#: accumulators, ragged tiles), several outputs with more queries than support samples, a
+#: query-only task, a wider master format with truncating rounding points and three steps
+EXTRA = {
+    "p32-k3": MamlConfig(layers=(1, 6, 1), k_support=3, n_query=3, lanes=32),
+    "wide-out": MamlConfig(layers=(2, 9, 5, 3), k_support=5, n_query=7, lanes=8, steps=2),
+    "query-only": MamlConfig(layers=(3, 12, 2), k_support=7, n_query=2, lanes=4, steps=0),
+    "master-trunc": MamlConfig(layers=(1, 20, 20, 1), k_support=6, n_query=9, lanes=32, steps=3,
+                               master_fmt="Q4.16", forward_rounding="truncate",
+                               update_rounding="truncate", weight_read_rounding="half_even"),
+}
 
 
 def weights(cfg: MamlConfig, seed: int = 7, scale: float = 1.0):
@@ -126,6 +137,15 @@ def test_engine_verilator_bit_exact(name):
     assert r["cycles"] == [maml_cycles(cfg).task_cycles] * len(tasks)
 
 
+@pytest.mark.parametrize("name", list(EXTRA))
+def test_engine_verilator_bit_exact_more_shapes(name):
+    cfg = EXTRA[name]
+    tasks = random_tasks(cfg, 3, seed=13)
+    r = run_engine(cfg, weights(cfg, scale=1.5), tasks, sim="verilator", run_name=f"test-{name}")
+    assert r["mismatches"] == 0 and r["tasks"] == 3
+    assert r["cycles"] == [maml_cycles(cfg).task_cycles] * 3
+
+
 def test_engine_saturating_cases_match_reference():
     """Extreme inputs, large weights and a large learning rate: saturation everywhere, still bit-exact."""
     cfg = MamlConfig(layers=(1, 8, 8, 1), k_support=4, n_query=4, lanes=4, steps=2, lr=2.0,
@@ -201,7 +221,48 @@ def test_cycle_model_adds_up_the_schedule():
     for cfg in CONFIGS.values():
         model = maml_cycles(cfg)
         sch = schedule(cfg)
-        issue = sum(j.passes * j.R for j in sch.jobs())
-        assert model.task_cycles == issue + model.gap_cycles + 8
+        issue = sum(j.passes * j.r_tiles for j in sch.jobs())
+        assert model.issue_cycles == issue
+        assert model.task_cycles == issue + model.gap_cycles + model.tail_cycles
+        assert model.tail_cycles == sch.tail
         assert 0 < model.utilisation <= 1
     assert maml_cycles(DEFAULT).utilisation >= 0.85
+
+
+def _random_config(rng) -> MamlConfig:
+    depth = int(rng.integers(1, 4))
+    layers = [int(rng.integers(1, 4))] + [int(rng.integers(1, 20)) for _ in range(depth)]
+    layers.append(int(rng.integers(1, 4)))
+    return MamlConfig(layers=layers, k_support=int(rng.integers(1, 13)), n_query=int(rng.integers(1, 13)),
+                      steps=int(rng.integers(0, 4)), lanes=int(2 ** rng.integers(0, 7)))
+
+
+def _fits(access, tensor) -> bool:
+    return access.rows <= tensor.grid[0] and access.cols <= tensor.grid[1]
+
+
+def test_schedule_invariants_on_random_configs():
+    """Shapes fit the lanes and every tile fits its matrix's word; the timeline adds up.
+
+    The timeline itself asserts that no memory word is read and written in
+    one cycle; here every job's reads come after the writes they depend on.
+    """
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        cfg = _random_config(rng)
+        sch = schedule(cfg)
+        for job in sch.all_kinds():
+            s = job.shape
+            assert s.pm * s.pn * s.pr <= cfg.lanes
+            for acc in job.reads() + job.outs + ((job.aux,) if job.aux else ()):
+                assert _fits(acc, sch.tensors[acc.tensor]), (cfg, job, acc)
+        model = maml_cycles(cfg)
+        assert model.task_cycles == model.issue_cycles + model.gap_cycles + model.tail_cycles
+        assert model.issue_cycles >= -(-cfg.useful_macs() // cfg.lanes)
+        assert 0 < model.utilisation <= 1
+
+
+@pytest.mark.parametrize("lanes,floor", [(16, 0.95), (32, 0.9), (64, 0.85)])
+def test_default_net_utilisation(lanes, floor):
+    """MAC-lane utilisation of the default task (1-40-40-1, K=Q=10, one step) at several P."""
+    assert maml_cycles(DEFAULT.replace(lanes=lanes)).utilisation >= floor
