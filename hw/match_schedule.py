@@ -1,0 +1,107 @@
+"""The static schedule of the similarity engine: pipeline depths and the cycle of every step of a query.
+
+Pure Python (no Amaranth), shared by :mod:`metafab.hw.match_engine`, which
+builds its pipeline from these numbers and asserts them, and by the cycle
+model :mod:`metafab.gen.match_cycles`.
+
+One query, from the cycle ``b`` its first issue happens ("begin"):
+
+* issue ``i = 0 .. V*C - 1`` at ``b + i``: vector ``v = i // C``, chunk
+  ``c = i % C``; every lane bank and query bank reads address ``i`` /
+  ``half * C + c``.
+* dot product of vector ``v`` in its register at ``X_v = b + v*C + C - 1 + DOT_LATENCY``
+  (memory read, products, the adder tree ``TREE_LEVELS_PER_STAGE`` levels
+  per register stage, the chunk accumulator).
+* matching: cosine at ``X_v + SCALE_LATENCY``, exp at ``+ EXP_LATENCY``,
+  added to its class sum at ``X_v + 5`` (sums final at ``F0 = X_last + 6``).
+  proto: logit at ``X_v + 2``, written into the logit buffer; the buffer is
+  copied at ``X_last + 3`` and the exp pass reads entry ``n`` at
+  ``X_last + 4 + n`` (sums final at ``F0 = X_last + N + 6``).
+* finaliser: ``1/T`` from ``F0`` to ``F1 = F0 + RECIP_LATENCY``, captured;
+  then ``N`` cycles from ``F2 = F1 + 1`` scale the class sums into
+  probabilities (``SCALE_LATENCY``) and find the argmax; the result is
+  complete at ``DONE = F2 + N + 3``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metafab.reference.config import MatchConfig
+
+__all__ = [
+    "TREE_LEVELS_PER_STAGE",
+    "SCALE_LATENCY",
+    "EXP_LATENCY",
+    "latency_recip",
+    "MatchTiming",
+    "timing",
+]
+
+#: Adder-tree levels between two pipeline registers.
+TREE_LEVELS_PER_STAGE = 2
+#: :class:`~metafab.hw.match_units.ScaleRound`: product, shift, round and saturate.
+SCALE_LATENCY = 3
+#: :class:`~metafab.hw.match_units.ExpTable`: index, ROM.
+EXP_LATENCY = 2
+#: The query squarer: product, accumulator (the query norm is final this many cycles after its last word).
+SQUARE_LATENCY = 2
+#: Result slots (and query-buffer halves): queries that can be between begin and their response.
+SLOTS = 2
+
+
+def latency_recip(cfg: MatchConfig, kind: str) -> int:
+    """Cycles from input to output of a :class:`~metafab.hw.match_units.RecipUnit`."""
+    method = cfg.recip_method if kind == "recip" else cfg.rsqrt_method
+    if method == "table":
+        return 4
+    return 7 if kind == "recip" else 9
+
+
+@dataclass(frozen=True)
+class MatchTiming:
+    """Pipeline depths and per-query cycle counts of one config (see the module docstring)."""
+
+    config: MatchConfig
+    tree_levels: int
+    tree_stages: int
+    dot_latency: int
+    rsqrt_latency: int
+    recip_latency: int
+    issue_cycles: int
+    begin_delay: int
+    latency: int
+    ii_core: int
+
+    @property
+    def x_last(self) -> int:
+        """Cycle (after begin) of the last vector's dot product in its register."""
+        return self.issue_cycles - 1 + self.dot_latency
+
+    @property
+    def f0(self) -> int:
+        """Cycle (after begin) at which the class sums and their total are final."""
+        n = self.config.n_way
+        return self.x_last + (6 if self.config.mode == "matching" else n + 6)
+
+
+def timing(cfg: MatchConfig) -> MatchTiming:
+    """The schedule of ``cfg``."""
+    P, N, C = cfg.lanes, cfg.n_way, cfg.chunks
+    levels = P.bit_length() - 1
+    stages = -(-levels // TREE_LEVELS_PER_STAGE)
+    dot = 1 + 1 + stages + 1  # memory read, product, tree, accumulator
+    rsq = latency_recip(cfg, "rsqrt")
+    rcp = latency_recip(cfg, "recip")
+    issue = cfg.n_vectors * C
+    if cfg.mode == "matching":
+        # the query's 1/|q| must be in its register when its first dot product is (see match_engine)
+        begin_delay = max(1, SQUARE_LATENCY + 1 + rsq - (C - 1) - dot)
+        f0 = issue - 1 + dot + 6
+    else:
+        begin_delay = 1
+        f0 = issue - 1 + dot + N + 6
+    done = f0 + rcp + 1 + N + 3
+    # the finaliser reads its copy of the class sums for N cycles after 1/T: the next copy must wait
+    ii = max(issue, rcp + N + 1)
+    return MatchTiming(cfg, levels, stages, dot, rsq, rcp, issue, begin_delay, done, ii)
