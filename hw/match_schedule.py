@@ -96,10 +96,10 @@ def timing(cfg: MatchConfig) -> MatchTiming:
     issue = cfg.n_vectors * C
     if cfg.mode == "matching":
         # the query's 1/|q| must be in its register when its first dot product is (see match_engine)
-        begin_delay = max(1, SQUARE_LATENCY + 1 + rsq - (C - 1) - dot)
+        begin_delay = max(2, SQUARE_LATENCY + 1 + rsq - C - dot)
         f0 = issue - 1 + dot + 6
     else:
-        begin_delay = 1
+        begin_delay = 2
         f0 = issue - 1 + dot + N + 6
     done = f0 + rcp + 1 + N + 3
     # the finaliser reads its copy of the class sums for N cycles after 1/T: the next copy must wait

@@ -441,6 +441,9 @@ class MatchConfig(_ConfigBase):
         if self.n_support > 1024:
             raise UserError(f"n_way * k_shot = {self.n_support} support embeddings; "
                             f"at most 1024 are supported")
+        if self.load_words > 0xFFFF:
+            raise UserError(f"the support set is {self.load_words} words (n_way * k_shot * (dim + 1)); "
+                            f"a LOAD packet holds at most 65535")
         for name in ("emb_fmt", "unit_fmt", "proto_fmt", "acc_fmt", "logit_fmt", "exp_fmt", "prob_fmt"):
             object.__setattr__(self, name, _fmt(getattr(self, name)))
         for name in self.ROUNDING_POINTS:
