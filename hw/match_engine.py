@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import reject, saturate, shape_of
 from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend
-from metafab.hw.match_schedule import SLOTS, SQUARE_LATENCY, TREE_LEVELS_PER_STAGE, timing
+from metafab.hw.match_schedule import SQUARE_LATENCY, TREE_LEVELS_PER_STAGE, timing
 from metafab.hw.match_support import SupportBuilder, support_widths
 from metafab.hw.match_units import Argmax, ExpTable, RecipUnit, ScaleRound, round_shift_const
 from metafab.reference.config import MatchConfig
@@ -54,6 +54,11 @@ def _delay(m: Module, value, n: int, name: str):
         m.d.sync += r.eq(out)
         out = r
     return out
+
+
+def _next(ptr, count: int):
+    """``ptr + 1`` modulo ``count``."""
+    return Mux(ptr == count - 1, 0, ptr + 1)
 
 
 def _mux_list(m: Module, index, values, shape, name: str) -> Signal:
@@ -120,6 +125,7 @@ class MatchCore(wiring.Component):
         ef, sf, lf = cfg.emb_fmt, cfg.store_fmt, cfg.logit_fmt
         widths = support_widths(cfg)
         II = tm.ii_core
+        QS, RS = tm.query_slots, tm.result_slots
 
         cycle = Signal(32)  # free-running, for the latency counter
         m.d.sync += cycle.eq(cycle + 1)
@@ -163,11 +169,11 @@ class MatchCore(wiring.Component):
             m.d.comb += [nwp.addr.eq(bld.nw_addr), nwp.data.eq(bld.nw_data), nwp.en.eq(bld.nw_valid)]
             norm_rd = norms.read_port()
 
-        # ---------------- RUN: the query streams into one half of the query buffer ----------------
-        half_w = Signal()  # the half being filled
-        q_full = [Signal(name=f"q_full{h}") for h in range(SLOTS)]
-        q_bad = [Signal(name=f"q_bad{h}") for h in range(SLOTS)]
-        q_wait = [Signal(range(tm.begin_delay + 1), name=f"q_wait{h}") for h in range(SLOTS)]
+        # ---------------- RUN: the query streams into a free slot of the query buffer ----------------
+        half_w = Signal(range(QS))  # the slot being filled
+        q_full = [Signal(name=f"q_full{h}") for h in range(QS)]
+        q_bad = [Signal(name=f"q_bad{h}") for h in range(QS)]
+        q_wait = [Signal(range(tm.begin_delay + 1), name=f"q_wait{h}") for h in range(QS)]
         fill_bad = Signal()
         word = self.wr_data.as_signed()
         q_word = self.wr_valid & op_run
@@ -176,23 +182,23 @@ class MatchCore(wiring.Component):
             m.d.sync += fill_bad.eq(0)
         with m.Elif(q_word):
             m.d.sync += fill_bad.eq(Mux(self.wr_index == 0, 0, fill_bad) | out_of)
-        m.d.comb += self.accept.eq(Mux(half_w, q_full[1], q_full[0]) == 0)
+        m.d.comb += self.accept.eq(_mux_list(m, half_w, q_full, 1, "fill_full") == 0)
 
         q_lane = self.wr_index[:LP] if LP else Const(0, 1)
         q_chunk = self.wr_index >> LP
         q_rd = []
         for lane in range(P):
-            mem = Memory(shape=shape_of(ef), depth=SLOTS * C, init=[0] * (SLOTS * C))
+            mem = Memory(shape=shape_of(ef), depth=QS * C, init=[0] * (QS * C))
             m.submodules[f"qbank{lane}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(Mux(half_w, C, 0) + q_chunk), wp.data.eq(word[: ef.width]),
+            m.d.comb += [wp.addr.eq(half_w * C + q_chunk), wp.data.eq(word[: ef.width]),
                          wp.en.eq(q_word & (q_lane == lane))]
             q_rd.append(rp)
 
         run_start = self.start & (self.start_op == int(Opcode.RUN))
         with m.If(run_start):
-            m.d.sync += half_w.eq(~half_w)
-        for h in range(SLOTS):
+            m.d.sync += half_w.eq(_next(half_w, QS))
+        for h in range(QS):
             with m.If(run_start & (half_w == h)):
                 m.d.sync += [q_full[h].eq(1), q_bad[h].eq(fill_bad), q_wait[h].eq(tm.begin_delay - 2)]
             with m.Elif(q_wait[h] != 0):
@@ -201,43 +207,46 @@ class MatchCore(wiring.Component):
         if matching:
             # |q|^2 (exact) and 1/|q| as (y, k), ready before the query's first dot product
             qsq = Signal(unsigned(2 * ef.width))
-            qs_v, qs_first, qs_last, qs_half = Signal(), Signal(), Signal(), Signal()
+            qs_v, qs_first, qs_last = Signal(), Signal(), Signal()
+            qs_half = Signal.like(half_w)
             val = word[: ef.width].as_signed()
             m.d.sync += [qsq.eq(val * val), qs_v.eq(q_word), qs_first.eq(self.wr_index == 0),
                          qs_last.eq(self.wr_index == D - 1), qs_half.eq(half_w)]
             qn = Signal(unsigned(widths["norm"]))
-            qn_last, qn_half = Signal(), Signal()
+            qn_last = Signal()
+            qn_half = Signal.like(half_w)
             m.d.sync += [qn_last.eq(qs_v & qs_last), qn_half.eq(qs_half)]
             with m.If(qs_v):
                 m.d.sync += qn.eq(Mux(qs_first, 0, qn) + qsq)
             assert SQUARE_LATENCY == 2
-            qrs = RecipUnit(config=cfg, kind="rsqrt", in_width=widths["norm"], tag_width=1)
+            qrs = RecipUnit(config=cfg, kind="rsqrt", in_width=widths["norm"], tag_width=len(half_w))
             m.submodules.qrsqrt = qrs
             assert qrs.LATENCY == tm.rsqrt_latency
             m.d.comb += [qrs.i.valid.eq(qn_last), qrs.i.payload.x.eq(qn), qrs.i.payload.tag.eq(qn_half)]
             KW = len(qrs.o.payload.exp)
-            yq = [Signal(unsigned(H + 1), name=f"yq{h}") for h in range(SLOTS)]
-            kq = [Signal(KW, name=f"kq{h}") for h in range(SLOTS)]
-            for h in range(SLOTS):
+            yq = [Signal(unsigned(H + 1), name=f"yq{h}") for h in range(QS)]
+            kq = [Signal(KW, name=f"kq{h}") for h in range(QS)]
+            for h in range(QS):
                 with m.If(qrs.o.valid & (qrs.o.payload.tag == h)):
                     m.d.sync += [yq[h].eq(qrs.o.payload.y), kq[h].eq(qrs.o.payload.exp)]
 
         # ---------------- begin: the dot-product engine takes the next query ----------------
-        half_r = Signal()  # the half to issue next
-        entry_b = Signal()  # the result slot of the next query
-        inflight = Signal(range(SLOTS + 1))
+        half_r = Signal(range(QS))  # the query slot to issue next
+        entry_b = Signal(range(RS))  # the result slot of the next query
+        inflight = Signal(range(RS + 1))
         since = Signal(range(II + 1), init=II)
         issuing = Signal()
         icount = Signal(range(depth + 1))
         c = Signal(range(C + 1))
         v = Signal(range(V + 1))
-        cur_half, cur_bad, cur_entry = Signal(), Signal(), Signal()
-        begin_time = [Signal(32, name=f"begin_time{e}") for e in range(SLOTS)]
+        cur_half, cur_bad, cur_entry = Signal.like(half_r), Signal(), Signal.like(entry_b)
+        begin_time = [Signal(32, name=f"begin_time{e}") for e in range(RS)]
         ack = self.presult_ack
 
-        ready_q = Mux(half_r, q_full[1] & (q_wait[1] == 0), q_full[0] & (q_wait[0] == 0))
+        ready_q = _mux_list(m, half_r, [f & (w == 0) for f, w in zip(q_full, q_wait, strict=True)], 1,
+                            "next_ready")
         decide = Signal()
-        m.d.comb += decide.eq(ready_q & (since >= II - 1) & (inflight < SLOTS))
+        m.d.comb += decide.eq(ready_q & (since >= II - 1) & (inflight < RS))
         m.d.sync += inflight.eq(inflight + decide - ack)
         last_issue = icount == depth - 1
         with m.If(issuing):
@@ -248,17 +257,17 @@ class MatchCore(wiring.Component):
                 m.d.sync += c.eq(c + 1)
             with m.If(last_issue):
                 m.d.sync += issuing.eq(0)
-                for h in range(SLOTS):
+                for h in range(QS):
                     with m.If(cur_half == h):
                         m.d.sync += q_full[h].eq(0)
         # (after the issue block: a decision in the last issue cycle of a query wins, back to back)
         with m.If(decide):
             m.d.sync += [
                 since.eq(0), issuing.eq(1), icount.eq(0), c.eq(0), v.eq(0),
-                cur_half.eq(half_r), cur_bad.eq(Mux(half_r, q_bad[1], q_bad[0])), cur_entry.eq(entry_b),
-                half_r.eq(~half_r), entry_b.eq(~entry_b),
+                cur_half.eq(half_r), cur_bad.eq(_mux_list(m, half_r, q_bad, 1, "next_bad")),
+                cur_entry.eq(entry_b), half_r.eq(_next(half_r, QS)), entry_b.eq(_next(entry_b, RS)),
             ]
-            for e in range(SLOTS):
+            for e in range(RS):
                 with m.If(entry_b == e):
                     m.d.sync += begin_time[e].eq(cycle + 1)
         with m.Elif(since < II):
@@ -268,15 +277,17 @@ class MatchCore(wiring.Component):
         for rp in lane_rd:
             m.d.comb += [rp.addr.eq(icount[:AW]), rp.en.eq(1)]
         for rp in q_rd:
-            m.d.comb += [rp.addr.eq(Mux(cur_half, C, 0) + c), rp.en.eq(1)]
+            m.d.comb += [rp.addr.eq(cur_half * C + c), rp.en.eq(1)]
         VW = max(1, (V - 1).bit_length())
+        EW, HW = len(entry_b), len(half_r)
         tag0 = Cat(issuing, v[:VW], c == 0, c == C - 1, v == 0, v == V - 1, cur_bad, cur_entry, cur_half)
-        TAG = {"valid": 0, "v": 1, "first_c": 1 + VW, "last_c": 2 + VW, "first_v": 3 + VW,
-               "last_v": 4 + VW, "bad": 5 + VW, "entry": 6 + VW, "half": 7 + VW}
+        TAG = {"valid": (0, 1), "v": (1, VW), "first_c": (1 + VW, 1), "last_c": (2 + VW, 1),
+               "first_v": (3 + VW, 1), "last_v": (4 + VW, 1), "bad": (5 + VW, 1), "entry": (6 + VW, EW),
+               "half": (6 + VW + EW, HW)}
 
         def field(tag, name):
-            lo = TAG[name]
-            return tag[lo: lo + (VW if name == "v" else 1)]
+            lo, w = TAG[name]
+            return tag[lo: lo + w]
 
         # ---------------- stage 1: products ----------------
         pw = ef.width + sf.width
@@ -320,21 +331,22 @@ class MatchCore(wiring.Component):
         assert 1 + 1 + stages + 1 == tm.dot_latency
 
         # ---------------- logits ----------------
-        exp_tag_w = VW + 4  # v, first_v, last_v, bad, entry
+        exp_tag_w = VW + 3 + EW  # v, first_v, last_v, bad, entry
         ex = ExpTable(config=cfg, tag_width=exp_tag_w)
         m.submodules.exp = ex
         one = 1 << lf.frac_bits
         S = [Signal(unsigned(cfg.sum_fmt.width), name=f"csum{n}") for n in range(N)]
         T = Signal(unsigned(cfg.sum_fmt.width), name="total")
         fin_go = Signal()  # the class sums and the total are final (F0)
-        fin_entry, fin_bad = Signal(), Signal()
+        fin_entry, fin_bad = Signal(EW), Signal()
 
         def pack(t):
             return Cat(*(field(t, n) for n in ("v", "first_v", "last_v", "bad", "entry")))
 
         def unpack(t, name):
-            lo = {"v": 0, "first_v": VW, "last_v": VW + 1, "bad": VW + 2, "entry": VW + 3}[name]
-            return t[lo: lo + (VW if name == "v" else 1)]
+            lo, w = {"v": (0, VW), "first_v": (VW, 1), "last_v": (VW + 1, 1), "bad": (VW + 2, 1),
+                     "entry": (VW + 3, EW)}[name]
+            return t[lo: lo + w]
 
         if matching:
             cos = ScaleRound(a_shape=signed(dw), b_shape=unsigned(H + 1),
@@ -345,8 +357,8 @@ class MatchCore(wiring.Component):
             m.d.comb += [
                 cos.i.valid.eq(x_valid),
                 cos.i.payload.a.eq(dot),
-                cos.i.payload.b.eq(Mux(h, yq[1], yq[0])),
-                cos.i.payload.shift.eq(sf.frac_bits + H - lf.frac_bits + Mux(h, kq[1], kq[0])),
+                cos.i.payload.b.eq(_mux_list(m, h, yq, unsigned(H + 1), "yq_cur")),
+                cos.i.payload.shift.eq(sf.frac_bits + H - lf.frac_bits + _mux_list(m, h, kq, KW, "kq_cur")),
                 cos.i.payload.tag.eq(pack(x_tag)),
                 ex.i.valid.eq(cos.o.valid),
                 ex.i.payload.z.eq(cos.o.payload.value - one),
@@ -391,7 +403,7 @@ class MatchCore(wiring.Component):
             xmax_f = Signal(shape_of(lf))
             pass_n = Signal(range(N + 1))
             pass_on = Signal()
-            pass_entry, pass_bad = Signal(), Signal()
+            pass_entry, pass_bad = Signal(EW), Signal()
             copy_entry = _delay(m, unpack(t2, "entry"), 1, "copy_entry")
             copy_bad = _delay(m, unpack(t2, "bad"), 1, "copy_bad")
             with m.If(copy):
@@ -423,19 +435,19 @@ class MatchCore(wiring.Component):
         S_f = [Signal(unsigned(sfw), name=f"csum_f{n}") for n in range(N)]
         with m.If(fin_go):
             m.d.sync += [a.eq(b) for a, b in zip(S_f, S, strict=True)]
-        m.submodules.recip = rcp = RecipUnit(config=cfg, kind="recip", in_width=sfw, tag_width=2)
+        m.submodules.recip = rcp = RecipUnit(config=cfg, kind="recip", in_width=sfw, tag_width=EW + 1)
         assert rcp.LATENCY == tm.recip_latency
         m.d.comb += [rcp.i.valid.eq(fin_go), rcp.i.payload.x.eq(T),
                      rcp.i.payload.tag.eq(Cat(fin_entry, fin_bad))]
         RW = len(rcp.o.payload.exp)
         yT = Signal(unsigned(H + 1))
         LT = Signal(RW)
-        f_entry, f_bad = Signal(), Signal()
+        f_entry, f_bad = Signal(EW), Signal()
         f_n = Signal(range(N + 1))
         f_on = Signal()
         with m.If(rcp.o.valid):
-            m.d.sync += [yT.eq(rcp.o.payload.y), LT.eq(rcp.o.payload.exp), f_entry.eq(rcp.o.payload.tag[0]),
-                         f_bad.eq(rcp.o.payload.tag[1]), f_on.eq(1), f_n.eq(0)]
+            m.d.sync += [yT.eq(rcp.o.payload.y), LT.eq(rcp.o.payload.exp), f_entry.eq(rcp.o.payload.tag[:EW]),
+                         f_bad.eq(rcp.o.payload.tag[EW]), f_on.eq(1), f_n.eq(0)]
         with m.Elif(f_on):
             m.d.sync += f_n.eq(f_n + 1)
             with m.If(f_n == N - 1):
@@ -445,7 +457,7 @@ class MatchCore(wiring.Component):
         NW = max(1, (N - 1).bit_length())
         prob = ScaleRound(a_shape=signed(sfw + 1), b_shape=unsigned(H + 1),
                           shift_width=(H - pf.frac_bits + (1 << RW) - 1).bit_length(), out_fmt=pf,
-                          rounding=cfg.prob_rounding, tag_width=NW + 3)
+                          rounding=cfg.prob_rounding, tag_width=NW + 2 + EW)
         m.submodules.prob = prob
         m.d.comb += [
             prob.i.valid.eq(f_on),
@@ -459,17 +471,17 @@ class MatchCore(wiring.Component):
         m.d.comb += [am.i.valid.eq(f_on), am.i.payload.value.eq(s_n), am.i.payload.first.eq(f_n == 0),
                      am.i.payload.last.eq(f_n == N - 1)]
 
-        # ---------------- results: two slots, sent in order by the front end ----------------
-        probs = [[Signal(shape_of(pf), name=f"prob{e}_{n}") for n in range(N)] for e in range(SLOTS)]
-        pred = [Signal(range(max(2, N)), name=f"pred{e}") for e in range(SLOTS)]
-        res_full = [Signal(name=f"res_full{e}") for e in range(SLOTS)]
-        res_status = [Signal(8, name=f"res_status{e}") for e in range(SLOTS)]
-        rptr = Signal()
+        # ---------------- results: RS slots, sent in order by the front end ----------------
+        probs = [[Signal(shape_of(pf), name=f"prob{e}_{n}") for n in range(N)] for e in range(RS)]
+        pred = [Signal(range(max(2, N)), name=f"pred{e}") for e in range(RS)]
+        res_full = [Signal(name=f"res_full{e}") for e in range(RS)]
+        res_status = [Signal(8, name=f"res_status{e}") for e in range(RS)]
+        rptr = Signal(range(RS))
         last_cycles = Signal(32)
         pt = prob.o.payload.tag
-        p_n, p_last, p_entry, p_bad = pt[:NW], pt[NW], pt[NW + 1], pt[NW + 2]
+        p_n, p_last, p_entry, p_bad = pt[:NW], pt[NW], pt[NW + 1: NW + 1 + EW], pt[NW + 1 + EW]
         with m.If(prob.o.valid):
-            for e in range(SLOTS):
+            for e in range(RS):
                 for n in range(N):
                     with m.If((p_entry == e) & (p_n == n)):
                         m.d.sync += probs[e][n].eq(prob.o.payload.value)
@@ -478,23 +490,23 @@ class MatchCore(wiring.Component):
                                  res_status[e].eq(Mux(p_bad, Status.BAD_VALUE, Status.OK)),
                                  last_cycles.eq(cycle + 1 - begin_time[e])]
         with m.If(am.o.valid):
-            for e in range(SLOTS):
+            for e in range(RS):
                 with m.If(f_entry == e):
                     m.d.sync += pred[e].eq(am.o.payload)
         with m.If(ack):
-            m.d.sync += rptr.eq(~rptr)
-            for e in range(SLOTS):
+            m.d.sync += rptr.eq(_next(rptr, RS))
+            for e in range(RS):
                 with m.If(rptr == e):
                     m.d.sync += res_full[e].eq(0)
         m.d.comb += [
-            self.presult_valid.eq(Mux(rptr, res_full[1], res_full[0])),
-            self.presult_status.eq(Mux(rptr, res_status[1], res_status[0])),
+            self.presult_valid.eq(_mux_list(m, rptr, res_full, 1, "out_full")),
+            self.presult_status.eq(_mux_list(m, rptr, res_status, 8, "out_status")),
             self.last_cycles.eq(last_cycles),
         ]
         rd = Signal(32)
         ext = (lambda x: x.as_signed()) if pf.signed else (lambda x: x)
         with m.Switch(Cat(self.rd_index[: NW + 1], rptr)):
-            for e in range(SLOTS):
+            for e in range(RS):
                 for n in range(N + 1):
                     with m.Case(n | (e << (NW + 1))):
                         m.d.comb += rd.eq(ext(probs[e][n]) if n < N else pred[e])

@@ -30,7 +30,11 @@ from dataclasses import dataclass
 from metafab.reference.config import MatchConfig
 
 __all__ = [
+    "prepare_wait",
+    "prepare_drain",
+    "load_cycles",
     "TREE_LEVELS_PER_STAGE",
+    "MAX_SLOTS",
     "SCALE_LATENCY",
     "EXP_LATENCY",
     "latency_recip",
@@ -46,8 +50,8 @@ SCALE_LATENCY = 3
 EXP_LATENCY = 2
 #: The query squarer: product, accumulator (the query norm is final this many cycles after its last word).
 SQUARE_LATENCY = 2
-#: Result slots (and query-buffer halves): queries that can be between begin and their response.
-SLOTS = 2
+#: Largest number of query-buffer slots / result slots the engine gets.
+MAX_SLOTS = 8
 
 
 def latency_recip(cfg: MatchConfig, kind: str) -> int:
@@ -56,6 +60,21 @@ def latency_recip(cfg: MatchConfig, kind: str) -> int:
     if method == "table":
         return 4
     return 7 if kind == "recip" else 9
+
+
+def prepare_wait(cfg: MatchConfig) -> int:
+    """Cycles the prepare pass of a LOAD waits before it starts (the last row's ``1/|s|``, matching)."""
+    return latency_recip(cfg, "rsqrt") + 4 if cfg.mode == "matching" else 2
+
+
+def prepare_drain(cfg: MatchConfig) -> int:
+    """Cycles the prepare pass waits after its last element (scale, write, the squared norm in proto)."""
+    return 1 + SCALE_LATENCY + (1 if cfg.mode == "matching" else 3)
+
+
+def load_cycles(cfg: MatchConfig) -> int:
+    """From a LOAD's last payload word to its response header: check, wait, one element per cycle, drain."""
+    return prepare_wait(cfg) + cfg.n_vectors * cfg.dim + prepare_drain(cfg) + 5
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,8 @@ class MatchTiming:
     begin_delay: int
     latency: int
     ii_core: int
+    query_slots: int
+    result_slots: int
 
     @property
     def x_last(self) -> int:
@@ -104,4 +125,12 @@ def timing(cfg: MatchConfig) -> MatchTiming:
     done = f0 + rcp + 1 + N + 3
     # the finaliser reads its copy of the class sums for N cycles after 1/T: the next copy must wait
     ii = max(issue, rcp + N + 1)
-    return MatchTiming(cfg, levels, stages, dot, rsq, rcp, issue, begin_delay, done, ii)
+    # slots, so that buffering never sets the pace: the stream rate is one query per
+    # max(ii, D + 2 request cycles, N + 2 response beats) at best
+    rate = max(ii, cfg.dim + 2, N + 2)
+    # a query-buffer slot is busy from its first word to the end of its issue
+    query_slots = min(MAX_SLOTS, max(2, -(-(cfg.dim + begin_delay + issue + 1) // rate)))
+    # a result slot is busy from begin to the cycle after its last response beat
+    result_slots = min(MAX_SLOTS, max(2, -(-(done + N + 3) // rate)))
+    return MatchTiming(cfg, levels, stages, dot, rsq, rcp, issue, begin_delay, done, ii, query_slots,
+                       result_slots)

@@ -28,6 +28,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import reject, shape_of
+from metafab.hw.match_schedule import prepare_drain, prepare_wait
 from metafab.hw.match_units import RecipUnit, ScaleRound
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
@@ -187,7 +188,6 @@ class SupportBuilder(wiring.Component):
             rr = rnorm.read_port()
             m.d.comb += [rw.addr.eq(rs.o.payload.tag), rw.data.eq(Cat(rs.o.payload.y, rs.o.payload.exp)),
                          rw.en.eq(rs.o.valid)]
-            wait_cycles = rs.LATENCY + 4
         else:
             sum_shape = signed(w["sum"])
             stage = Memory(shape=sum_shape, depth=N * D, init=[0] * (N * D))
@@ -216,7 +216,6 @@ class SupportBuilder(wiring.Component):
             crom = Memory(shape=unsigned(H + 1), depth=len(cconst), init=[int(c) for c in cconst])
             m.submodules.count_constants = crom
             cr = crom.read_port()
-            wait_cycles = 2
 
         # ---------------- start: check, then the prepare pass ----------------
         status = Signal(8)
@@ -231,9 +230,9 @@ class SupportBuilder(wiring.Component):
         dd = Signal(range(D + 1))
         vbase = Signal(range(V * C + 1))
         issue = Signal()
+        wait_cycles, DRAIN = prepare_wait(cfg), prepare_drain(cfg)
         wait = Signal(range(wait_cycles + 1))
-        drain = Signal(range(16))
-        DRAIN = 1 + ScaleRound.LATENCY + (3 if not matching else 1)
+        drain = Signal(range(DRAIN + 1))
 
         with m.FSM(name="prepare"):
             with m.State("IDLE"):

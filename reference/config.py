@@ -412,7 +412,7 @@ class MatchConfig(_ConfigBase):
     logit_fmt: QFormat = QFormat(10, 14)
     exp_fmt: QFormat = QFormat(1, 17, signed=False)
     prob_fmt: QFormat = QFormat(1, 15, signed=False)
-    exp_table_bits: int = 10
+    exp_table_bits: int = 12
     exp_range: int | None = None
     recip_method: str = "newton"
     recip_table_bits: int = 8

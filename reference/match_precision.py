@@ -49,7 +49,7 @@ VARIANTS = (
     ("W=12", 12, {}),
     ("W=16", 16, {}),
     ("exp 8 bits", 16, {"exp_table_bits": 8}),
-    ("exp 12 bits", 16, {"exp_table_bits": 12}),
+    ("exp 10 bits", 16, {"exp_table_bits": 10}),
     ("table 1/x", 16, {"recip_method": "table", "rsqrt_method": "table", "recip_table_bits": 10,
                        "rsqrt_table_bits": 10}),
     ("truncate", 16, _TRUNC),
