@@ -48,8 +48,7 @@ MATRIX = [
     for mode in ("matching", "proto")
     for n, k in ((5, 1), (5, 5), (20, 5))
     for p in (1, 16, 64)
-] + [MatchConfig(mode=mode, n_way=3, k_shot=2, dim=10, lanes=p)  # the odd shape
-     for mode in ("matching", "proto") for p in (4, 16)]
+] + [MatchConfig(mode=mode, n_way=3, k_shot=2, dim=10, lanes=4) for mode in ("matching", "proto")]  # odd
 
 
 def _episodes(cfg: MatchConfig, seed: int, *, budget: int = 4_000, features: str = "auto",
@@ -230,15 +229,16 @@ def test_engine_verilator_saturation_and_ties():
     assert r["mismatches"] == 0
 
 
-def test_engine_verilator_proto_saturation_and_ties():
-    cfg = MatchConfig(mode="proto", n_way=20, k_shot=5, dim=64, lanes=16)
-    eps = _episodes(cfg, seed=9, features="extreme", budget=4000)
+@requires_icarus
+def test_engine_icarus_proto_saturation_and_ties():
+    cfg = MatchConfig(mode="proto", n_way=3, k_shot=2, dim=10, lanes=4, logit_fmt="Q6.14")  # +-32
+    eps = _episodes(cfg, seed=9, features="extreme")
     prep = mx.prepare(np.asarray(eps[0]["support"]), np.asarray(eps[0]["labels"]), cfg)
     ro = mx.readout(np.asarray(eps[0]["queries"]), prep, cfg)
     lf = cfg.logit_fmt
     assert np.isin(ro.logits, [lf.min_code, lf.max_code]).any()  # logits saturate
     assert ((ro.sums == ro.sums.max(axis=1, keepdims=True)).sum(axis=1) > 1).any()  # exact ties
-    r = mf.run_engine(cfg, eps, run_name="test-proto-extreme")
+    r = mf.run_engine(cfg, eps, sim="icarus", run_name="test-proto-extreme")
     assert r["mismatches"] == 0 and r["cycles"] == [timing(cfg).latency]
 
 
