@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import reject, saturate, shape_of
 from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend
-from metafab.hw.match_schedule import SQUARE_LATENCY, TREE_LEVELS_PER_STAGE, timing
+from metafab.hw.match_schedule import LOGIT_LATENCY, SQUARE_LATENCY, TREE_LEVELS_PER_STAGE, timing
 from metafab.hw.match_support import SupportBuilder, support_widths
 from metafab.hw.match_units import Argmax, ExpTable, RecipUnit, ScaleRound, round_shift_const
 from metafab.reference.config import MatchConfig
@@ -206,19 +206,23 @@ class MatchCore(wiring.Component):
 
         if matching:
             # |q|^2 (exact) and 1/|q| as (y, k), ready before the query's first dot product
+            val = Signal(shape_of(ef), name="qsq_in")
+            in_v, in_first, in_last = Signal(), Signal(), Signal()
+            in_half = Signal.like(half_w)
+            m.d.sync += [val.eq(word[: ef.width]), in_v.eq(q_word), in_first.eq(self.wr_index == 0),
+                         in_last.eq(self.wr_index == D - 1), in_half.eq(half_w)]
             qsq = Signal(unsigned(2 * ef.width))
             qs_v, qs_first, qs_last = Signal(), Signal(), Signal()
             qs_half = Signal.like(half_w)
-            val = word[: ef.width].as_signed()
-            m.d.sync += [qsq.eq(val * val), qs_v.eq(q_word), qs_first.eq(self.wr_index == 0),
-                         qs_last.eq(self.wr_index == D - 1), qs_half.eq(half_w)]
+            m.d.sync += [qsq.eq(val * val), qs_v.eq(in_v), qs_first.eq(in_first), qs_last.eq(in_last),
+                         qs_half.eq(in_half)]
             qn = Signal(unsigned(widths["norm"]))
             qn_last = Signal()
             qn_half = Signal.like(half_w)
             m.d.sync += [qn_last.eq(qs_v & qs_last), qn_half.eq(qs_half)]
             with m.If(qs_v):
                 m.d.sync += qn.eq(Mux(qs_first, 0, qn) + qsq)
-            assert SQUARE_LATENCY == 2
+            assert SQUARE_LATENCY == 3  # word, product, sum
             qrs = RecipUnit(config=cfg, kind="rsqrt", in_width=widths["norm"], tag_width=len(half_w))
             m.submodules.qrsqrt = qrs
             assert qrs.LATENCY == tm.rsqrt_latency
@@ -289,14 +293,17 @@ class MatchCore(wiring.Component):
             lo, w = TAG[name]
             return tag[lo: lo + w]
 
-        # ---------------- stage 1: products ----------------
+        # ---------------- stage 1: operands, stage 2: products (each DSP between registers) ----------------
         pw = ef.width + sf.width
         prods = []
         for lane in range(P):
+            a = Signal(shape_of(sf), name=f"opa{lane}")
+            b = Signal(shape_of(ef), name=f"opb{lane}")
+            m.d.sync += [a.eq(lane_rd[lane].data), b.eq(q_rd[lane].data)]
             p = Signal(signed(pw), name=f"prod{lane}")
-            m.d.sync += p.eq(lane_rd[lane].data.as_signed() * q_rd[lane].data.as_signed())
+            m.d.sync += p.eq(a * b)
             prods.append(p)
-        tag = _delay(m, tag0, 2, "tag_mul")
+        tag = _delay(m, tag0, 3, "tag_mul")
 
         # ---------------- adder tree, TREE_LEVELS_PER_STAGE levels per register stage ----------------
         level, width, depth_t = prods, pw, 0
@@ -328,7 +335,7 @@ class MatchCore(wiring.Component):
         acc_tag = tag  # the tag entering the accumulator (one cycle before the dot product is ready)
         x_tag = _delay(m, tag, 1, "tag_dot")
         x_valid = field(x_tag, "valid") & field(x_tag, "last_c")
-        assert 1 + 1 + stages + 1 == tm.dot_latency
+        assert 1 + 1 + 1 + stages + 1 == tm.dot_latency
 
         # ---------------- logits ----------------
         exp_tag_w = VW + 3 + EW  # v, first_v, last_v, bad, entry
@@ -365,7 +372,8 @@ class MatchCore(wiring.Component):
                 ex.i.payload.tag.eq(cos.o.payload.tag),
             ]
             # label of the vector, read one cycle before its exp comes out
-            lt = _delay(m, cos.o.payload.tag, 1, "tag_label")
+            assert ex.LATENCY >= 2
+            lt = _delay(m, cos.o.payload.tag, ex.LATENCY - 1, "tag_label")
             m.d.comb += [label_rd.addr.eq(unpack(lt, "v")), label_rd.en.eq(1)]
             et = ex.o.payload.tag
             e = ex.o.payload.e
@@ -384,12 +392,13 @@ class MatchCore(wiring.Component):
             xw = max(dw + 1 + fa - fe - fs, widths["norm"] + 1 + fa - 2 * fs) + 1
             xe = Signal(signed(xw), name="logit_exact")
             m.d.sync += xe.eq((dot << (fa - fe - fs + 1)) - (norm_rd.data << (fa - 2 * fs)))
-            t1 = _delay(m, pack(x_tag), 1, "tag_logit1")
-            v1 = _delay(m, x_valid, 1, "valid_logit1")
+            xr = Signal(signed(xw), name="logit_rounded")
+            m.d.sync += xr.eq(round_shift_const(xe, fa - lf.frac_bits, cfg.logit_rounding))
             logit = Signal(shape_of(lf), name="logit")
-            m.d.sync += logit.eq(saturate(round_shift_const(xe, fa - lf.frac_bits, cfg.logit_rounding), lf))
-            t2 = _delay(m, t1, 1, "tag_logit2")
-            v2 = _delay(m, v1, 1, "valid_logit2")
+            m.d.sync += logit.eq(saturate(xr, lf))
+            assert LOGIT_LATENCY == 3  # exact value, rounding, saturation
+            t2 = _delay(m, pack(x_tag), LOGIT_LATENCY, "tag_logit")
+            v2 = _delay(m, x_valid, LOGIT_LATENCY, "valid_logit")
             xbuf = [Signal(shape_of(lf), name=f"xbuf{n}") for n in range(N)]
             xmax = Signal(shape_of(lf))
             with m.If(v2):
@@ -414,11 +423,16 @@ class MatchCore(wiring.Component):
                 m.d.sync += pass_n.eq(pass_n + 1)
                 with m.If(pass_n == N - 1):
                     m.d.sync += pass_on.eq(0)
-            xn = _mux_list(m, pass_n, xf, shape_of(lf), "xpass")
+            # the pass: one logit per cycle, registered, then its exp
+            xn = Signal(shape_of(lf), name="xpass")
+            xn_on = Signal()
+            xn_tag = Signal(VW + 3 + EW)
+            m.d.sync += [xn.eq(_mux_list(m, pass_n, xf, shape_of(lf), "xpass_mux")), xn_on.eq(pass_on),
+                         xn_tag.eq(Cat(pass_n[:VW], pass_n == 0, pass_n == N - 1, pass_bad, pass_entry))]
             m.d.comb += [
-                ex.i.valid.eq(pass_on),
+                ex.i.valid.eq(xn_on),
                 ex.i.payload.z.eq(xn - xmax_f),
-                ex.i.payload.tag.eq(Cat(pass_n[:VW], pass_n == 0, pass_n == N - 1, pass_bad, pass_entry)),
+                ex.i.payload.tag.eq(xn_tag),
             ]
             et = ex.o.payload.tag
             e = ex.o.payload.e

@@ -44,12 +44,14 @@ __all__ = [
 
 #: Adder-tree levels between two pipeline registers.
 TREE_LEVELS_PER_STAGE = 2
-#: :class:`~metafab.hw.match_units.ScaleRound`: product, shift, round and saturate.
-SCALE_LATENCY = 3
-#: :class:`~metafab.hw.match_units.ExpTable`: index, ROM.
-EXP_LATENCY = 2
-#: The query squarer: product, accumulator (the query norm is final this many cycles after its last word).
-SQUARE_LATENCY = 2
+#: :class:`~metafab.hw.match_units.ScaleRound`: operands, partial products, product, shift, round, saturate.
+SCALE_LATENCY = 6
+#: :class:`~metafab.hw.match_units.ExpTable`: negate, index, ROM, entry.
+EXP_LATENCY = 4
+#: The query squarer: word, product, accumulator (the norm is final this many cycles after the last word).
+SQUARE_LATENCY = 3
+#: Proto logits: ``2 q.p - |p|^2``, rounding, saturation.
+LOGIT_LATENCY = 3
 #: Largest number of query-buffer slots / result slots the engine gets.
 MAX_SLOTS = 8
 
@@ -57,9 +59,10 @@ MAX_SLOTS = 8
 def latency_recip(cfg: MatchConfig, kind: str) -> int:
     """Cycles from input to output of a :class:`~metafab.hw.match_units.RecipUnit`."""
     method = cfg.recip_method if kind == "recip" else cfg.rsqrt_method
+    # leading one, mantissa, ROM, its output; per Newton product 2 stages + 1 to round; output
     if method == "table":
-        return 4
-    return 7 if kind == "recip" else 9
+        return 5
+    return 4 + (5 if kind == "recip" else 8) + 1
 
 
 def prepare_wait(cfg: MatchConfig) -> int:
@@ -69,7 +72,7 @@ def prepare_wait(cfg: MatchConfig) -> int:
 
 def prepare_drain(cfg: MatchConfig) -> int:
     """Cycles the prepare pass waits after its last element (scale, write, the squared norm in proto)."""
-    return 1 + SCALE_LATENCY + (1 if cfg.mode == "matching" else 3)
+    return 1 + SCALE_LATENCY + (1 if cfg.mode == "matching" else 4)
 
 
 def load_cycles(cfg: MatchConfig) -> int:
@@ -102,8 +105,9 @@ class MatchTiming:
     @property
     def f0(self) -> int:
         """Cycle (after begin) at which the class sums and their total are final."""
-        n = self.config.n_way
-        return self.x_last + (6 if self.config.mode == "matching" else n + 6)
+        if self.config.mode == "matching":
+            return self.x_last + SCALE_LATENCY + EXP_LATENCY + 1
+        return self.x_last + LOGIT_LATENCY + EXP_LATENCY + self.config.n_way + 3
 
 
 def timing(cfg: MatchConfig) -> MatchTiming:
@@ -111,18 +115,18 @@ def timing(cfg: MatchConfig) -> MatchTiming:
     P, N, C = cfg.lanes, cfg.n_way, cfg.chunks
     levels = P.bit_length() - 1
     stages = -(-levels // TREE_LEVELS_PER_STAGE)
-    dot = 1 + 1 + stages + 1  # memory read, product, tree, accumulator
+    dot = 1 + 1 + 1 + stages + 1  # memory read, operands, products, tree, accumulator
     rsq = latency_recip(cfg, "rsqrt")
     rcp = latency_recip(cfg, "recip")
     issue = cfg.n_vectors * C
     if cfg.mode == "matching":
         # the query's 1/|q| must be in its register when its first dot product is (see match_engine)
         begin_delay = max(2, SQUARE_LATENCY + 1 + rsq - C - dot)
-        f0 = issue - 1 + dot + 6
+        f0 = issue - 1 + dot + SCALE_LATENCY + EXP_LATENCY + 1
     else:
         begin_delay = 2
-        f0 = issue - 1 + dot + N + 6
-    done = f0 + rcp + 1 + N + 3
+        f0 = issue - 1 + dot + LOGIT_LATENCY + EXP_LATENCY + N + 3
+    done = f0 + rcp + 1 + N + SCALE_LATENCY
     # the finaliser reads its copy of the class sums for N cycles after 1/T: the next copy must wait
     ii = max(issue, rcp + N + 1)
     # slots, so that buffering never sets the pace: the stream rate is one query per

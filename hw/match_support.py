@@ -166,12 +166,17 @@ class SupportBuilder(wiring.Component):
             m.d.comb += [sw.addr.eq(waddr), sw.data.eq(word[: ef.width]), sw.en.eq(is_value)]
 
             # squared norm of each row (exact) and its inverse square root
+            # (the word is registered before the multiplier: the DSP sits between two registers)
+            val = Signal(shape_of(ef), name="sq_in")
+            in_valid, in_first, in_last = Signal(), Signal(), Signal()
+            in_j = Signal.like(j_r)
+            m.d.sync += [val.eq(word[: ef.width]), in_valid.eq(is_value), in_first.eq(d == 1),
+                         in_last.eq(d == D), in_j.eq(j)]
             sq = Signal(unsigned(2 * ef.width), name="sq")
             sq_valid, sq_first, sq_last = Signal(), Signal(), Signal()
             sq_j = Signal.like(j_r)
-            val = word[: ef.width].as_signed()
-            m.d.sync += [sq.eq(val * val), sq_valid.eq(is_value), sq_first.eq(d == 1), sq_last.eq(d == D),
-                         sq_j.eq(j)]
+            m.d.sync += [sq.eq(val * val), sq_valid.eq(in_valid), sq_first.eq(in_first), sq_last.eq(in_last),
+                         sq_j.eq(in_j)]
             ns = Signal(unsigned(w["norm"]), name="row_norm")
             ns_valid, ns_last = Signal(), Signal()
             ns_j = Signal.like(j_r)

@@ -65,8 +65,11 @@ def round_parts(value, shift) -> tuple[Value, Value]:
     v2 = Cat(Const(0, 1), v)
     v2 = v2.as_signed() if v.shape().signed else v2
     t = v2 >> shift
-    mask = ((Const(1, 1) << shift) - 1)[: len(v2)]
-    sticky = (v2.as_unsigned() & mask) != 0
+    shift = Value.cast(shift)
+    # bit i of the dropped part is below the shift: a thermometer mask (bits that shift can reach)
+    reach = min(len(v2), 1 << len(shift))
+    mask = Cat(*(shift > i for i in range(reach)))
+    sticky = (v2.as_unsigned()[:reach] & mask) != 0
     return t, sticky
 
 
@@ -92,13 +95,65 @@ def round_shift_var(value, shift, rounding: Rounding) -> Value:
 
 
 def priority_bit_length(x: Value, m: Module, name: str) -> Signal:
-    """A Signal with ``bit_length(x)`` of an unsigned value (0 for 0): a priority encoder."""
+    """A Signal with ``bit_length(x)`` of an unsigned value (0 for 0): a log-depth priority encoder.
+
+    ``bit_length(hi:lo) = any(hi) ? half + bit_length(hi) : bit_length(lo)``, recursively, so the
+    depth grows with ``log2`` of the width, not with the width.
+    """
     x = Value.cast(x).as_unsigned()
+    width = 1 << max(0, (len(x) - 1).bit_length())
+    xp = Cat(x, Const(0, width - len(x))) if width > len(x) else x
+
+    def rec(v: Value) -> tuple[Value, Value]:  # (any bit set, bit_length)
+        if len(v) == 1:
+            return v[0], v[0]
+        half = len(v) // 2
+        any_lo, bl_lo = rec(v[:half])
+        any_hi, bl_hi = rec(v[half:])
+        return any_lo | any_hi, Mux(any_hi, half + bl_hi, bl_lo)
+
     out = Signal(range(len(x) + 1), name=name)
-    for i in range(len(x)):  # the last (highest) set bit wins
-        with m.If(x[i]):
-            m.d.comb += out.eq(i + 1)
+    m.d.comb += out.eq(rec(xp)[1])
     return out
+
+
+#: Widest unsigned multiplier operand of one DSP block (ECP5 ``MULT18X18D``).
+DSP_WIDTH = 18
+
+
+def split_product(st: "_Stage", a: Value, b: Value, name: str) -> tuple[Signal, int]:
+    """``a * b`` in two pipeline stages of ``st``: DSP-sized partial products, then their sum.
+
+    ``b`` is unsigned, at most :data:`DSP_WIDTH` bits; ``a`` is cut into unsigned
+    ``DSP_WIDTH``-bit chunks, each multiplied by ``b`` in its own DSP block and
+    registered; the next stage adds them up (a signed ``a`` is its unsigned bits
+    minus ``b << len(a)`` when negative). Every DSP sits between two registers.
+    Returns the product (registered, after ``st.next()`` twice: the caller
+    re-registers what it carries) and its width.
+    """
+    a, b = Value.cast(a), Value.cast(b)
+    assert not b.shape().signed and len(b) <= DSP_WIDTH, b.shape()
+    au = a.as_unsigned()
+    wa, wb = len(a), len(b)
+    pps = []
+    for k in range(0, wa, DSP_WIDTH):
+        chunk = au[k: k + DSP_WIDTH]
+        pps.append((k, st.reg(f"{name}_pp{k // DSP_WIDTH}", chunk * b)))
+    neg = st.reg(f"{name}_neg", a.as_signed()[-1]) if a.shape().signed else None
+    bb = st.reg(f"{name}_b", b) if a.shape().signed else None
+    return pps, (neg, bb, wa, wb)
+
+
+def split_product_sum(st: "_Stage", parts, name: str) -> Signal:
+    """The second stage of :func:`split_product`: the registered sum of the partial products."""
+    pps, (neg, bb, wa, wb) = parts
+    total = sum(pp << k for k, pp in pps)
+    if neg is not None:
+        total = total.as_signed() - Mux(neg, bb << wa, 0)
+        shape = signed(wa + wb + 1)
+    else:
+        shape = unsigned(wa + wb)
+    return st.reg(name, total, shape)
 
 
 class _Stage:
@@ -130,7 +185,10 @@ def _tagged(fields: dict, tag_width: int) -> data.StructLayout:
 
 
 class ScaleRound(wiring.Component):
-    """``saturate(round(a * b * 2**-shift), out_fmt)`` per beat, three pipeline stages.
+    """``saturate(round(a * b * 2**-shift), out_fmt)`` per beat, six pipeline stages.
+
+    Operands; DSP-sized partial products (``b`` unsigned, at most 18 bits); their
+    sum; barrel shift and the dropped-bits mask; rounding; saturation.
 
     Parameters
     ----------
@@ -167,17 +225,31 @@ class ScaleRound(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         st = _Stage(m, self.i.valid, "sr")
-        p = st.reg("prod", self.i.payload.a * self.i.payload.b)
+        # 1: operands
+        a = st.reg("a", self.i.payload.a)
+        b = st.reg("b", self.i.payload.b)
         sh = st.reg("shift", self.i.payload.shift)
         tag = st.reg("tag", self.i.payload.tag)
         st.next()
+        # 2, 3: the product, DSP-sized partial products then their sum
+        parts = split_product(st, a, b, "p")
+        sh, tag = st.reg("shift", sh), st.reg("tag", tag)
+        st.next()
+        p = split_product_sum(st, parts, "prod")
+        sh, tag = st.reg("shift", sh), st.reg("tag", tag)
+        st.next()
+        # 4: barrel shift, and the mask of the dropped bits
         t_, sticky_ = round_parts(p, sh)
         t = st.reg("t", t_)
         sticky = st.reg("sticky", sticky_)
         tag = st.reg("tag", tag)
         st.next()
-        out = st.reg("value", saturate(round_finish(t, sticky, self._rounding), self._out_fmt),
-                     shape_of(self._out_fmt))
+        # 5: round
+        r = st.reg("rounded", round_finish(t, sticky, self._rounding))
+        tag = st.reg("tag", tag)
+        st.next()
+        # 6: saturate
+        out = st.reg("value", saturate(r, self._out_fmt), shape_of(self._out_fmt))
         tag = st.reg("tag", tag)
         st.next()
         assert st.depth == self.LATENCY
@@ -242,83 +314,77 @@ class RecipUnit(wiring.Component):
         offset = 1 << (B - 2) if rsq else 1 << (B - 1)
         g = 2 if rsq else 1  # the mantissa lies in [2**H, 2**(H+g))
         mw = H + g
+        mant = QFormat(1, H, signed=False)
 
         st = _Stage(m, self.i.valid, "rc")
         x0 = self.i.payload.x
-        # 1: leading one
+        # 1: leading one (a log-depth priority encoder)
         bl = priority_bit_length(x0, m, "rc0_bitlen")
         x1 = st.reg("x", x0)
-        zero1 = st.reg("zero", bl == 0)
+        zero = st.reg("zero", bl == 0)
         l_ = Mux(bl == 0, 0, bl - 1)
-        e1 = st.reg("exp", l_ >> 1 if rsq else l_, unsigned(self._exp_width))
+        e = st.reg("exp", l_ >> 1 if rsq else l_, unsigned(self._exp_width))
         tag = st.reg("tag", self.i.payload.tag)
         st.next()
-        # 2: mantissa m = floor(x * 2**(H - shift)), shift = 2k (rsqrt) or L (recip)
-        shift = (e1 << 1) if rsq else e1
+        # 2: mantissa m = floor(x * 2**(H - shift)), shift = 2k (rsqrt) or L (recip): a barrel shifter
+        shift = (e << 1) if rsq else e
         wide = Cat(Const(0, H), x1)
-        m2 = st.reg("mant", (wide >> shift)[:mw], unsigned(mw))
-        e2 = st.reg("exp", e1)
-        zero2 = st.reg("zero", zero1)
-        tag = st.reg("tag", tag)
-        st.next()
-        # 3: table read (a ROM, one cycle)
-        rom = Memory(shape=unsigned(H + 1), depth=len(table), init=[int(v) for v in table])
-        m.submodules.rom = rom
-        rp = rom.read_port()
-        idx = (m2 >> (mw - B)) - offset
-        m.d.comb += [rp.addr.eq(idx[: max(1, (len(table) - 1).bit_length())]), rp.en.eq(1)]
-        m3 = st.reg("mant", m2)
-        e3 = st.reg("exp", e2)
-        zero3 = st.reg("zero", zero2)
-        tag = st.reg("tag", tag)
-        st.next()
-        y0 = rp.data
+        mm = st.reg("mant", (wide >> shift)[:mw], unsigned(mw))
 
         def carry(*vals):
             return [st.reg(f"c{n}", v) for n, v in enumerate(vals)]
+
+        e, zero, tag = carry(e, zero, tag)
+        st.next()
+        # 3: table read (a ROM), 4: its output registered
+        rom = Memory(shape=unsigned(H + 1), depth=len(table), init=[int(v) for v in table])
+        m.submodules.rom = rom
+        rp = rom.read_port()
+        idx = (mm >> (mw - B)) - offset
+        m.d.comb += [rp.addr.eq(idx[: max(1, (len(table) - 1).bit_length())]), rp.en.eq(1)]
+        mm, e, zero, tag = carry(mm, e, zero, tag)
+        st.next()
+        y0 = st.reg("y0", rp.data)
+        mm, e, zero, tag = carry(mm, e, zero, tag)
+        st.next()
+
+        def product(a, b, name, *vals):
+            """a * b over two stages (split_product), carrying ``vals`` along."""
+            parts = split_product(st, a, b, name)
+            vals = carry(*vals)
+            st.next()
+            p = split_product_sum(st, parts, name)
+            vals = carry(*vals)
+            st.next()
+            return p, vals
 
         if self.method == "table":
             y = y0
         elif not rsq:
             # y = y0 (2 - m y0): t = round(m y0 2**-H); y = round(y0 (2**(H+1) - t) 2**-H)
-            p = st.reg("p1", m3 * y0)
-            y0r, e, zero, tag = carry(y0, e3, zero3, tag)
+            p1, (y0, e, zero, tag) = product(mm, y0, "p1", y0, e, zero, tag)
+            t2 = st.reg("t2", (1 << (H + 1)) - round_shift_const(p1, H, rnd), unsigned(H + 2))
+            y0, e, zero, tag = carry(y0, e, zero, tag)
             st.next()
-            t = round_shift_const(p, H, rnd)
-            t2 = st.reg("t2", (1 << (H + 1)) - t, signed(H + 3))
-            y0r, e, zero, tag = carry(y0r, e, zero, tag)
-            st.next()
-            p2 = st.reg("p2", y0r * t2)
-            e, zero, tag = carry(e, zero, tag)
-            st.next()
+            p2, (e, zero, tag) = product(t2, y0, "p2", e, zero, tag)
             y = round_shift_const(p2, H, rnd)
-            e3, zero3 = e, zero
         else:
             # y = y0 (3 - m y0^2) / 2: a = round(y0^2 2**-H); b = round(m a 2**-H);
             # y = round(y0 (3 * 2**H - b) 2**-(H+1))
-            p = st.reg("p1", y0 * y0)
-            y0r, mr, e, zero, tag = carry(y0, m3, e3, zero3, tag)
+            p1, (y0, mm, e, zero, tag) = product(y0, y0, "p1", y0, mm, e, zero, tag)
+            a = st.reg("a", round_shift_const(p1, H, rnd), unsigned(H + 2))
+            y0, mm, e, zero, tag = carry(y0, mm, e, zero, tag)
             st.next()
-            a = st.reg("a", round_shift_const(p, H, rnd), unsigned(H + 2))
-            y0r, mr, e, zero, tag = carry(y0r, mr, e, zero, tag)
+            p2, (y0, e, zero, tag) = product(mm, a[:DSP_WIDTH], "p2", y0, e, zero, tag)
+            c = st.reg("c", (3 << H) - round_shift_const(p2, H, rnd), unsigned(H + 2))
+            y0, e, zero, tag = carry(y0, e, zero, tag)
             st.next()
-            p = st.reg("p2", mr * a)
-            y0r, e, zero, tag = carry(y0r, e, zero, tag)
-            st.next()
-            b = round_shift_const(p, H, rnd)
-            c = st.reg("c", (3 << H) - b, signed(H + 4))
-            y0r, e, zero, tag = carry(y0r, e, zero, tag)
-            st.next()
-            p3 = st.reg("p3", y0r * c)
-            e, zero, tag = carry(e, zero, tag)
-            st.next()
+            p3, (e, zero, tag) = product(c, y0, "p3", e, zero, tag)
             y = round_shift_const(p3, H + 1, rnd)
-            e3, zero3 = e, zero
-        # output register: saturate to UQ1.H, zero input gives (0, 0)
-        mant = QFormat(1, H, signed=False)
-        y_out = st.reg("y", Mux(zero3, 0, saturate(y.as_signed() if y.shape().signed else y, mant)),
+        # last: saturate to UQ1.H; a zero input gives (0, 0)
+        y_out = st.reg("y", Mux(zero, 0, saturate(y.as_signed() if y.shape().signed else y, mant)),
                        unsigned(H + 1))
-        e_out = st.reg("exp", Mux(zero3, 0, e3), unsigned(self._exp_width))
+        e_out = st.reg("exp", Mux(zero, 0, e), unsigned(self._exp_width))
         tag = st.reg("tag", tag)
         st.next()
         assert st.depth == self.LATENCY, (st.depth, self.LATENCY)
@@ -330,10 +396,10 @@ class RecipUnit(wiring.Component):
 class ExpTable(wiring.Component):
     """``e = exp(z)`` for ``logit_fmt`` codes ``z`` through the exp table, two pipeline stages.
 
-    Stage 1 registers the table index ``round(-z * 2**(B - r))`` (the
-    ``exp_index`` rounding) clamped at 0 and whether it lies inside the
-    table; stage 2 reads the ROM; the output is the entry, or 0 outside the
-    table. Matches :func:`metafab.reference.match_fixed.exp_lookup`.
+    Stages: ``-z``; the table index ``round(-z * 2**(B - r))`` (the
+    ``exp_index`` rounding) clamped at 0 and whether it lies inside the table;
+    the ROM; the entry, or 0 outside the table, registered. Matches
+    :func:`metafab.reference.match_fixed.exp_lookup`.
     """
 
     LATENCY = EXP_LATENCY
@@ -355,23 +421,30 @@ class ExpTable(wiring.Component):
         n = len(table)
         B = cfg.exp_table_bits
         shift = cfg.logit_fmt.frac_bits - cfg.exp_shift_bits
-        neg = Signal(signed(cfg.logit_fmt.width + 2))
-        m.d.comb += neg.eq(-self.i.payload.z)
-        idx = round_shift_const(neg, shift, cfg.exp_index_rounding)
         st = _Stage(m, self.i.valid, "ex")
-        inside = st.reg("inside", idx < n)
-        idx1 = st.reg("idx", Mux(idx < 0, 0, idx)[:B], unsigned(B))
+        # 1: -z
+        neg = st.reg("neg", -self.i.payload.z, signed(cfg.logit_fmt.width + 2))
         tag = st.reg("tag", self.i.payload.tag)
         st.next()
+        # 2: the table index (exp_index rounding), clamped at 0, and whether it is inside the table
+        idx = round_shift_const(neg, shift, cfg.exp_index_rounding)
+        inside = st.reg("inside", idx < n)
+        idx = st.reg("idx", Mux(idx < 0, 0, idx)[:B], unsigned(B))
+        tag = st.reg("tag", tag)
+        st.next()
+        # 3: the ROM; 4: the entry (or 0 outside the table), registered
         rom = Memory(shape=shape_of(cfg.exp_fmt), depth=n, init=[int(v) for v in table])
         m.submodules.rom = rom
         rp = rom.read_port()
-        m.d.comb += [rp.addr.eq(idx1), rp.en.eq(1)]
-        inside2 = st.reg("inside", inside)
+        m.d.comb += [rp.addr.eq(idx), rp.en.eq(1)]
+        inside = st.reg("inside", inside)
         tag = st.reg("tag", tag)
         st.next()
-        m.d.comb += [self.o.valid.eq(st.valid), self.o.payload.e.eq(Mux(inside2, rp.data, 0)),
-                     self.o.payload.tag.eq(tag)]
+        e = st.reg("e", Mux(inside, rp.data, 0), shape_of(cfg.exp_fmt))
+        tag = st.reg("tag", tag)
+        st.next()
+        assert st.depth == self.LATENCY
+        m.d.comb += [self.o.valid.eq(st.valid), self.o.payload.e.eq(e), self.o.payload.tag.eq(tag)]
         return m
 
 

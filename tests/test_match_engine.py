@@ -25,7 +25,7 @@ from amaranth.sim import Simulator
 from metafab.gen import match_flow as mf
 from metafab.gen.match_cycles import match_cycles, stream_timeline
 from metafab.hw.match_engine import MatchEngine
-from metafab.hw.match_schedule import timing
+from metafab.hw.match_schedule import EXP_LATENCY, LOGIT_LATENCY, SCALE_LATENCY, timing
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
 from metafab.reference.errors import UserError
@@ -141,8 +141,11 @@ def test_cycle_model_formulas():
     for cfg in MATRIX:
         tm = timing(cfg)
         N, VC = cfg.n_way, cfg.n_vectors * cfg.chunks
-        tail = 6 if cfg.mode == "matching" else N + 6
-        assert tm.latency == VC - 1 + tm.dot_latency + tail + tm.recip_latency + 1 + N + 3
+        if cfg.mode == "matching":
+            tail = SCALE_LATENCY + EXP_LATENCY + 1
+        else:
+            tail = LOGIT_LATENCY + EXP_LATENCY + N + 3
+        assert tm.latency == VC - 1 + tm.dot_latency + tail + tm.recip_latency + 1 + N + SCALE_LATENCY
         model = match_cycles(cfg)
         assert model.ii >= max(tm.ii_core, cfg.dim + 2, N + 2)
         # the slots are sized so that buffering never sets the pace
