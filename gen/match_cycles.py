@@ -4,8 +4,8 @@ The core's schedule is static (:mod:`metafab.hw.match_schedule`): a query
 that begins at cycle ``b`` (its first issue) has its result ready at
 ``b + latency`` with ::
 
-    latency = V*C + DOT + 6 + R + N + 4          (matching)
-    latency = V*C + DOT + N + 6 + R + N + 4      (proto: the exp pass over the N logits)
+    latency = V*C + DOT + R + N + 17             (matching)
+    latency = V*C + DOT + R + 2N + 16            (proto: the exp pass over the N logits)
 
 (``V`` stored vectors, ``C = ceil(D/P)`` cycles per dot product, ``DOT`` the
 dot-product pipeline depth, ``R`` the reciprocal's); this is what the engine's

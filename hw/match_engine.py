@@ -27,7 +27,13 @@ from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import reject, saturate, shape_of
 from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend
-from metafab.hw.match_schedule import LOGIT_LATENCY, SQUARE_LATENCY, TREE_LEVELS_PER_STAGE, timing
+from metafab.hw.match_schedule import (
+    INPUT_DELAY,
+    LOGIT_LATENCY,
+    SQUARE_LATENCY,
+    TREE_LEVELS_PER_STAGE,
+    timing,
+)
 from metafab.hw.match_support import SupportBuilder, support_widths
 from metafab.hw.match_units import Argmax, ExpTable, RecipUnit, ScaleRound, round_shift_const
 from metafab.reference.config import MatchConfig
@@ -130,16 +136,25 @@ class MatchCore(wiring.Component):
         cycle = Signal(32)  # free-running, for the latency counter
         m.d.sync += cycle.eq(cycle + 1)
 
+        # ---------------- the front end's words and pulses, registered once ----------------
+        # (they fan out to every bank's write enable; INPUT_DELAY in the schedule)
+        wr_valid, wr_op, wr_index, wr_data = Signal(), Signal(8), Signal(16), Signal(32)
+        abort, start, start_op = Signal(), Signal(), Signal(8)
+        m.d.sync += [wr_valid.eq(self.wr_valid), wr_op.eq(self.wr_op), wr_index.eq(self.wr_index),
+                     wr_data.eq(self.wr_data), abort.eq(self.abort), start.eq(self.start),
+                     start_op.eq(self.start_op)]
+        assert INPUT_DELAY == 1
+
         # ---------------- LOAD: the support builder ----------------
         m.submodules.builder = bld = SupportBuilder(config=cfg)
-        op_load = self.wr_op == int(Opcode.LOAD)
-        op_run = self.wr_op == int(Opcode.RUN)
+        op_load = wr_op == int(Opcode.LOAD)
+        op_run = wr_op == int(Opcode.RUN)
         m.d.comb += [
-            bld.load_valid.eq(self.wr_valid & op_load),
-            bld.load_index.eq(self.wr_index),
-            bld.load_data.eq(self.wr_data),
-            bld.abort.eq(self.abort & op_load),
-            bld.start.eq(self.start & (self.start_op == int(Opcode.LOAD))),
+            bld.load_valid.eq(wr_valid & op_load),
+            bld.load_index.eq(wr_index),
+            bld.load_data.eq(wr_data),
+            bld.abort.eq(abort & op_load),
+            bld.start.eq(start & (start_op == int(Opcode.LOAD))),
             self.done.eq(bld.done),
             self.done_status.eq(bld.status),
         ]
@@ -175,17 +190,17 @@ class MatchCore(wiring.Component):
         q_bad = [Signal(name=f"q_bad{h}") for h in range(QS)]
         q_wait = [Signal(range(tm.begin_delay + 1), name=f"q_wait{h}") for h in range(QS)]
         fill_bad = Signal()
-        word = self.wr_data.as_signed()
-        q_word = self.wr_valid & op_run
+        word = wr_data.as_signed()
+        q_word = wr_valid & op_run
         out_of = (word < ef.min_code) | (word > ef.max_code)
-        with m.If(self.abort & op_run):
+        with m.If(abort & op_run):
             m.d.sync += fill_bad.eq(0)
         with m.Elif(q_word):
-            m.d.sync += fill_bad.eq(Mux(self.wr_index == 0, 0, fill_bad) | out_of)
+            m.d.sync += fill_bad.eq(Mux(wr_index == 0, 0, fill_bad) | out_of)
         m.d.comb += self.accept.eq(_mux_list(m, half_w, q_full, 1, "fill_full") == 0)
 
-        q_lane = self.wr_index[:LP] if LP else Const(0, 1)
-        q_chunk = self.wr_index >> LP
+        q_lane = wr_index[:LP] if LP else Const(0, 1)
+        q_chunk = wr_index >> LP
         q_rd = []
         for lane in range(P):
             mem = Memory(shape=shape_of(ef), depth=QS * C, init=[0] * (QS * C))
@@ -195,12 +210,15 @@ class MatchCore(wiring.Component):
                          wp.en.eq(q_word & (q_lane == lane))]
             q_rd.append(rp)
 
-        run_start = self.start & (self.start_op == int(Opcode.RUN))
+        run_start = start & (start_op == int(Opcode.RUN))
         with m.If(run_start):
             m.d.sync += half_w.eq(_next(half_w, QS))
         for h in range(QS):
             with m.If(run_start & (half_w == h)):
-                m.d.sync += [q_full[h].eq(1), q_bad[h].eq(fill_bad), q_wait[h].eq(tm.begin_delay - 2)]
+                # begin = start + begin_delay: the start pulse came INPUT_DELAY late, and the
+                # decision takes two cycles (this register, the decision register)
+                wait = tm.begin_delay - INPUT_DELAY - 2
+                m.d.sync += [q_full[h].eq(1), q_bad[h].eq(fill_bad), q_wait[h].eq(wait)]
             with m.Elif(q_wait[h] != 0):
                 m.d.sync += q_wait[h].eq(q_wait[h] - 1)
 
@@ -209,8 +227,8 @@ class MatchCore(wiring.Component):
             val = Signal(shape_of(ef), name="qsq_in")
             in_v, in_first, in_last = Signal(), Signal(), Signal()
             in_half = Signal.like(half_w)
-            m.d.sync += [val.eq(word[: ef.width]), in_v.eq(q_word), in_first.eq(self.wr_index == 0),
-                         in_last.eq(self.wr_index == D - 1), in_half.eq(half_w)]
+            m.d.sync += [val.eq(word[: ef.width]), in_v.eq(q_word), in_first.eq(wr_index == 0),
+                         in_last.eq(wr_index == D - 1), in_half.eq(half_w)]
             qsq = Signal(unsigned(2 * ef.width))
             qs_v, qs_first, qs_last = Signal(), Signal(), Signal()
             qs_half = Signal.like(half_w)

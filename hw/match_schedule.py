@@ -12,15 +12,16 @@ One query, from the cycle ``b`` its first issue happens ("begin"):
 * dot product of vector ``v`` in its register at ``X_v = b + v*C + C - 1 + DOT_LATENCY``
   (memory read, products, the adder tree ``TREE_LEVELS_PER_STAGE`` levels
   per register stage, the chunk accumulator).
-* matching: cosine at ``X_v + SCALE_LATENCY``, exp at ``+ EXP_LATENCY``,
-  added to its class sum at ``X_v + 5`` (sums final at ``F0 = X_last + 6``).
-  proto: logit at ``X_v + 2``, written into the logit buffer; the buffer is
-  copied at ``X_last + 3`` and the exp pass reads entry ``n`` at
-  ``X_last + 4 + n`` (sums final at ``F0 = X_last + N + 6``).
-* finaliser: ``1/T`` from ``F0`` to ``F1 = F0 + RECIP_LATENCY``, captured;
+* matching: cosine at ``X_v + SCALE_LATENCY`` (``S``), its exp ``EXP_LATENCY``
+  (``E``) later, added to its class sum (sums final at ``F0 = X_last + S + E + 1``).
+  proto: logit at ``X_v + LOGIT_LATENCY`` (``L``), written into the logit
+  buffer; the buffer is copied at ``X_last + L + 1`` and the exp pass takes
+  entry ``n`` at ``X_last + L + 2 + n`` (registered, then its exp; sums final
+  at ``F0 = X_last + L + E + N + 3``).
+* finaliser: ``1/T`` from ``F0`` to ``F1 = F0 + RECIP`` (``R``), captured;
   then ``N`` cycles from ``F2 = F1 + 1`` scale the class sums into
-  probabilities (``SCALE_LATENCY``) and find the argmax; the result is
-  complete at ``DONE = F2 + N + 3``.
+  probabilities (``S`` stages) and find the argmax; the result is complete
+  at ``DONE = F2 + N + S``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "prepare_drain",
     "load_cycles",
     "TREE_LEVELS_PER_STAGE",
+    "INPUT_DELAY",
     "MAX_SLOTS",
     "SCALE_LATENCY",
     "EXP_LATENCY",
@@ -52,6 +54,8 @@ EXP_LATENCY = 4
 SQUARE_LATENCY = 3
 #: Proto logits: ``2 q.p - |p|^2``, rounding, saturation.
 LOGIT_LATENCY = 3
+#: The core registers the front end's words and pulses once before using them.
+INPUT_DELAY = 1
 #: Largest number of query-buffer slots / result slots the engine gets.
 MAX_SLOTS = 8
 
@@ -77,7 +81,7 @@ def prepare_drain(cfg: MatchConfig) -> int:
 
 def load_cycles(cfg: MatchConfig) -> int:
     """From a LOAD's last payload word to its response header: check, wait, one element per cycle, drain."""
-    return prepare_wait(cfg) + cfg.n_vectors * cfg.dim + prepare_drain(cfg) + 5
+    return INPUT_DELAY + prepare_wait(cfg) + cfg.n_vectors * cfg.dim + prepare_drain(cfg) + 5
 
 
 @dataclass(frozen=True)
@@ -121,10 +125,10 @@ def timing(cfg: MatchConfig) -> MatchTiming:
     issue = cfg.n_vectors * C
     if cfg.mode == "matching":
         # the query's 1/|q| must be in its register when its first dot product is (see match_engine)
-        begin_delay = max(2, SQUARE_LATENCY + 1 + rsq - C - dot)
+        begin_delay = INPUT_DELAY + max(2, SQUARE_LATENCY + 1 + rsq - C - dot)
         f0 = issue - 1 + dot + SCALE_LATENCY + EXP_LATENCY + 1
     else:
-        begin_delay = 2
+        begin_delay = INPUT_DELAY + 2
         f0 = issue - 1 + dot + LOGIT_LATENCY + EXP_LATENCY + N + 3
     done = f0 + rcp + 1 + N + SCALE_LATENCY
     # the finaliser reads its copy of the class sums for N cycles after 1/T: the next copy must wait

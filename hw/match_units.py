@@ -394,7 +394,7 @@ class RecipUnit(wiring.Component):
 
 
 class ExpTable(wiring.Component):
-    """``e = exp(z)`` for ``logit_fmt`` codes ``z`` through the exp table, two pipeline stages.
+    """``e = exp(z)`` for ``logit_fmt`` codes ``z`` through the exp table, four pipeline stages.
 
     Stages: ``-z``; the table index ``round(-z * 2**(B - r))`` (the
     ``exp_index`` rounding) clamped at 0 and whether it lies inside the table;
