@@ -35,7 +35,8 @@ while the next one streams in. Extra core signals:
 ``presult_valid, presult_status`` (in)
     the oldest started pipelined request has its result ready, with this
     status (a level, held until acknowledged); its payload is read through
-    ``rd_index`` / ``rd_data`` like any response.
+    ``rd_index`` / ``rd_data`` like any response (one word ahead of the one
+    on the stream; ``rd_index`` may run one past the last word).
 ``presult_ack`` (out)
     pulse: that response has been sent; the core drops the result.
 
@@ -147,6 +148,10 @@ class PacketFrontend(wiring.Component):
         resp_len = Signal(16)
         resp_idx = Signal(16)
         delivered = Signal()  # some payload words of this request reached the core
+        # op == STATUS, registered (op is stable from the cycle after HEADER; RESPOND_DATA comes
+        # at least three cycles later): keeps the compare off the response word's path
+        op_is_status = Signal()
+        m.d.sync += op_is_status.eq(op == int(Opcode.STATUS))
         # pipelined requests started and not yet answered (always 0 without a pipelined opcode)
         outstanding = Signal(8)
         pipe_inc, pipe_dec = Signal(), Signal()
@@ -321,7 +326,7 @@ class PacketFrontend(wiring.Component):
 
             with m.State("RESPOND_DATA"):
                 value = Signal(32)
-                with m.If(op == int(Opcode.STATUS)):
+                with m.If(op_is_status):
                     with m.Switch(resp_idx):
                         for k, v in enumerate(status_words.values()):
                             with m.Case(k):
@@ -344,8 +349,14 @@ class PacketFrontend(wiring.Component):
         return m
 
     def _pipelined_sender(self, m, spec: OpSpec, outstanding, pipe_dec, runs, errors, last_error):
-        """Send the responses of pipelined requests, oldest first, as the core finishes them."""
-        idx = Signal(16)
+        """Send the responses of pipelined requests, oldest first, as the core finishes them.
+
+        Each payload word is fetched into a register the cycle before it is
+        offered (``rd_index`` runs one word ahead), so the core's result
+        multiplexer is not on the output's path.
+        """
+        idx = Signal(16)  # the word being offered
+        word = Signal(32)  # its value
         ok = self.presult_status == Status.OK
         length = Signal(16)
         m.d.comb += length.eq(Mux(ok, spec.resp_len, 0))
@@ -363,12 +374,13 @@ class PacketFrontend(wiring.Component):
                 # outstanding != 0 here: the main FSM is not answering anything (ordering rule)
                 with m.If(self.presult_valid & (outstanding != 0)):
                     m.d.comb += [
+                        self.rd_index.eq(0),
                         self.o.valid.eq(1),
                         self.o.payload.data.eq((MAGIC << 24) | (self.presult_status << 16) | length),
                         self.o.payload.last.eq(length == 0),
                     ]
                     with m.If(self.o.ready):
-                        m.d.sync += idx.eq(0)
+                        m.d.sync += [idx.eq(0), word.eq(self.rd_data)]
                         with m.If(length == 0):
                             finished()
                         with m.Else():
@@ -376,13 +388,13 @@ class PacketFrontend(wiring.Component):
             with m.State("DATA"):
                 final = idx == length - 1
                 m.d.comb += [
-                    self.rd_index.eq(idx),
+                    self.rd_index.eq(idx + 1),
                     self.o.valid.eq(1),
-                    self.o.payload.data.eq(self.rd_data),
+                    self.o.payload.data.eq(word),
                     self.o.payload.last.eq(final),
                 ]
                 with m.If(self.o.ready):
-                    m.d.sync += idx.eq(idx + 1)
+                    m.d.sync += [idx.eq(idx + 1), word.eq(self.rd_data)]
                     with m.If(final):
                         finished()
                         m.next = "HEAD"
