@@ -503,6 +503,14 @@ class MatchConfig(_ConfigBase):
         if self.acc_fmt.frac_bits < need:
             raise UserError(f"acc_fmt {self.acc_fmt} has {self.acc_fmt.frac_bits} fraction bits; "
                             f"the products need {need}")
+        # the cosine scaling multiplies an exact dot product by a mantissa: numpy's int64 must hold it
+        cos_bits = ((self.dim * (-self.emb_fmt.min_code) * (-self.unit_fmt.min_code)).bit_length()
+                    + self.mant_bits + 1)
+        if cos_bits > 62:
+            raise UserError(
+                f"emb_fmt {self.emb_fmt}, unit_fmt {self.unit_fmt} and mant_bits {self.mant_bits} make the "
+                f"cosine scaling a {cos_bits}-bit product for dim {self.dim}; at most 62 bits are supported"
+            )
         worst = self.acc_worst_case()
         if worst > self.acc_fmt.max_code:
             need_int = self.acc_fmt.int_bits + (worst.bit_length() - (self.acc_fmt.width - 1))
