@@ -33,6 +33,10 @@ def register(sub):
 
 
 def run(args) -> int:
+    if args.engine == "match":  # the similarity engine (metafab.gen.match_cli)
+        from metafab.gen.match_cli import build
+
+        return build(args)
     from metafab.gen.boards import get_board
     from metafab.gen.maml_flow import maml_build
 

@@ -26,6 +26,10 @@ def register(sub):
 
 
 def run(args) -> int:
+    if args.engine == "match":  # the similarity engine (metafab.gen.match_cli)
+        from metafab.gen.match_cli import generate
+
+        return generate(args)
     import sys
 
     from metafab.gen.maml_flow import TOPLEVEL, engine_verilog, initial_params, weight_words

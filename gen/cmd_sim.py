@@ -25,10 +25,16 @@ def register(sub):
                    help="initial weights (default: shipped when the layers allow, else random)")
     p.add_argument("--waves", action="store_true", help="record a waveform in the run's build folder")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--features", default="auto", choices=("auto", "embedding", "pixels", "random", "extreme"),
+                   help="match: query/support embeddings (default: the shipped digits embedding when D=64)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.engine == "match":  # the similarity engine (metafab.gen.match_cli); --tasks counts episodes
+        from metafab.gen.match_cli import sim
+
+        return sim(args)
     from metafab.gen.maml_flow import initial_params, random_tasks, run_engine, sinusoid_batch
     from metafab.reference import fixed as fx
     from metafab.reference import maml_fixed as mf

@@ -97,6 +97,11 @@ def register(subparsers) -> None:
     prec.add_argument("--json", action="store_true", help="print one JSON document")
     prec.set_defaults(func=run)
 
+    # the similarity engine's study lives in its own module (its own run function)
+    from metafab.gen.cmd_match_study import register_study as _register_match_study
+
+    _register_match_study(targets)
+
 
 def _weights(path, shipped: str) -> weights.Weights:
     return weights.load_shipped(shipped) if path is None else weights.load(path)

@@ -27,10 +27,16 @@ def register(sub):
     p.add_argument("--weights", choices=("auto", "shipped", "random"), default="auto",
                    help="initial weights (default: shipped when the layers allow, else random)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--features", default="auto", choices=("auto", "embedding", "pixels", "random", "extreme"),
+                   help="match: query/support embeddings (default: the shipped digits embedding when D=64)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.engine == "match":  # the similarity engine (metafab.gen.match_cli); --queries N to run
+        from metafab.gen.match_cli import verify
+
+        return verify(args)
     from metafab.gen.maml_flow import verify
 
     cfg = maml_config(args)

@@ -2,7 +2,9 @@
 
 A design is an engine name plus its config object. Every command runs with
 no arguments beyond the engine: ``maml`` is the shipped meta-trained
-1-40-40-1 sinusoid net, K=10, one inner step, 10 queries, 16 lanes.
+1-40-40-1 sinusoid net, K=10, one inner step, 10 queries, 16 lanes;
+``match`` is the similarity engine for 5-way 5-shot digits episodes, D=64,
+matching (cosine) read-out, 64 lanes.
 
 A TOML file may hold the fields at top level or under a table named after
 the engine (``[maml]``); ``--set key=value`` overrides single fields (values
@@ -16,12 +18,12 @@ import argparse
 import tomllib
 from pathlib import Path
 
-from metafab.reference.config import MamlConfig
+from metafab.reference.config import MamlConfig, MatchConfig
 from metafab.reference.errors import UserError
 
-__all__ = ["ENGINES", "add_design_args", "maml_config", "parse_sets", "read_toml"]
+__all__ = ["ENGINES", "add_design_args", "maml_config", "match_config", "parse_sets", "read_toml"]
 
-ENGINES = ("maml",)
+ENGINES = ("maml", "match")
 
 
 def read_toml(path: str | Path, engine: str) -> dict:
@@ -71,6 +73,12 @@ def add_design_args(p: argparse.ArgumentParser):
     g.add_argument("--steps", type=int, metavar="S", help="MAML: inner SGD steps")
     g.add_argument("--lanes", type=int, metavar="P", help="parallel MAC lanes (a power of two)")
     g.add_argument("--lr", type=float, help="MAML: inner learning rate")
+    # --- the similarity engine (match) ---
+    g.add_argument("--mode", choices=("matching", "proto"),
+                   help="match: cosine attention over the support set, or squared Euclidean to prototypes")
+    g.add_argument("--ways", type=int, metavar="N", help="match: classes per episode")
+    g.add_argument("--shots", type=int, metavar="K", help="match: support embeddings per class")
+    g.add_argument("--dim", type=int, metavar="D", help="match: embedding dimension")
 
 
 def maml_config(args) -> MamlConfig:
@@ -94,3 +102,31 @@ def maml_config(args) -> MamlConfig:
         return MamlConfig.from_dict(fields)
     except TypeError as exc:
         raise UserError(f"invalid MAML config: {exc}") from None
+
+
+#: MAML-only flags (``--queries`` is not one: for ``match`` it is the number of queries to run).
+_MAML_FLAGS = {"layers": "--layers", "k_support": "--k-support", "steps": "--steps", "lr": "--lr"}
+
+
+def match_config(args) -> MatchConfig:
+    """The similarity-engine config the command line describes (built-in default, then file, then flags)."""
+    for dest, flag in _MAML_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            raise UserError(f"{flag} is a MAML option; the match engine takes --mode, --ways, --shots, "
+                            f"--dim, --lanes")
+    fields: dict = {}
+    if getattr(args, "config", None):
+        fields.update(read_toml(args.config, "match"))
+    flags = {
+        "mode": getattr(args, "mode", None),
+        "n_way": getattr(args, "ways", None),
+        "k_shot": getattr(args, "shots", None),
+        "dim": getattr(args, "dim", None),
+        "lanes": getattr(args, "lanes", None),
+    }
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    fields.update(parse_sets(getattr(args, "set", None)))
+    try:
+        return MatchConfig.from_dict(fields)
+    except TypeError as exc:
+        raise UserError(f"invalid match config: {exc}") from None

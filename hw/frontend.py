@@ -23,6 +23,28 @@ Core interface (directions from the front end's side):
     the front end reads the response payload word by word (combinationally).
 ``last_cycles`` (in)
     the core's cycle count of its last run, for the STATUS response.
+
+Pipelined requests (an opcode whose :class:`OpSpec` has ``pipelined=True``;
+at most one such opcode): the front end does not wait for the core to
+finish one before it takes the next, so the core can work on one request
+while the next one streams in. Extra core signals:
+
+``accept`` (in)
+    the core can take the payload (and the start) of a new pipelined
+    request; payload words wait (``i.ready`` low) while it is low.
+``presult_valid, presult_status`` (in)
+    the oldest started pipelined request has its result ready, with this
+    status (a level, held until acknowledged); its payload is read through
+    ``rd_index`` / ``rd_data`` like any response (one word ahead of the one
+    on the stream; ``rd_index`` may run one past the last word).
+``presult_ack`` (out)
+    pulse: that response has been sent; the core drops the result.
+
+Responses keep the order of the requests: a request that is not the
+pipelined opcode (STATUS, LOAD, a malformed packet) waits until every
+started pipelined request has been answered; a malformed pipelined request
+is answered after them too. Cores without a pipelined opcode leave the
+three signals unconnected (the front end then behaves as if they were 0).
 """
 
 from dataclasses import dataclass
@@ -48,7 +70,9 @@ class OpSpec:
     ``req_len`` payload words in, ``resp_len`` payload words out;
     ``needs_loaded``: refused with NOT_LOADED before a successful LOAD;
     ``loads``: a successful run of it sets the loaded flag (a malformed one
-    clears it); ``counts_run``: counted in the ``runs`` counter.
+    clears it); ``counts_run``: counted in the ``runs`` counter;
+    ``pipelined``: started without waiting for the previous request's
+    response (see the module docstring).
     """
 
     req_len: int
@@ -56,6 +80,7 @@ class OpSpec:
     needs_loaded: bool = False
     loads: bool = False
     counts_run: bool = False
+    pipelined: bool = False
 
 
 class PacketFrontend(wiring.Component):
@@ -74,7 +99,11 @@ class PacketFrontend(wiring.Component):
         for op, spec in ops.items():
             if not (0 < spec.req_len + 1 <= 0x10000 and 0 <= spec.resp_len <= 0xFFFF):
                 reject(self, UserError(f"opcode {op}: packet lengths {spec} exceed 16 bits"))
+        piped = [op for op, spec in ops.items() if spec.pipelined]
+        if len(piped) > 1 or any(ops[op].loads for op in piped):
+            reject(self, UserError(f"at most one opcode may be pipelined, and not a loading one: {ops!r}"))
         self._ops = dict(ops)
+        self._piped = piped[0] if piped else None
         super().__init__(
             {
                 "i": In(stream.Signature(WORD_LAYOUT)),
@@ -91,6 +120,10 @@ class PacketFrontend(wiring.Component):
                 "rd_index": Out(16),
                 "rd_data": In(32),
                 "last_cycles": In(32),
+                "accept": In(1),
+                "presult_valid": In(1),
+                "presult_status": In(8),
+                "presult_ack": Out(1),
             }
         )
 
@@ -101,6 +134,7 @@ class PacketFrontend(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ops = self._ops
+        piped = self._piped
 
         op = Signal(8)
         length = Signal(16)
@@ -114,6 +148,19 @@ class PacketFrontend(wiring.Component):
         resp_len = Signal(16)
         resp_idx = Signal(16)
         delivered = Signal()  # some payload words of this request reached the core
+        # op == STATUS, registered (op is stable from the cycle after HEADER; RESPOND_DATA comes
+        # at least three cycles later): keeps the compare off the response word's path
+        op_is_status = Signal()
+        m.d.sync += op_is_status.eq(op == int(Opcode.STATUS))
+        # pipelined requests started and not yet answered (always 0 without a pipelined opcode)
+        outstanding = Signal(8)
+        pipe_inc, pipe_dec = Signal(), Signal()
+        idle_pipe = Signal()  # no pipelined request is waiting for its response
+        if piped is not None:
+            m.d.comb += idle_pipe.eq(outstanding == 0)
+            m.d.sync += outstanding.eq(outstanding + pipe_inc - pipe_dec)
+        else:
+            m.d.comb += idle_pipe.eq(1)
 
         word = self.i.payload.data
         last = self.i.payload.last
@@ -149,8 +196,14 @@ class PacketFrontend(wiring.Component):
 
         with m.FSM():
             with m.State("HEADER"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
+                # a request other than the pipelined opcode waits until every pipelined one is answered
+                take_header = Signal()
+                if piped is not None:
+                    m.d.comb += take_header.eq(idle_pipe | ((h_magic == MAGIC) & (h_op == int(piped))))
+                else:
+                    m.d.comb += take_header.eq(1)
+                m.d.comb += self.i.ready.eq(take_header)
+                with m.If(self.i.valid & take_header):
                     m.d.sync += [op.eq(h_op), length.eq(h_len), index.eq(0), delivered.eq(0)]
                     known = Signal()
                     exp_len = Signal(16)
@@ -188,8 +241,14 @@ class PacketFrontend(wiring.Component):
                         m.next = "PAYLOAD"
 
             with m.State("PAYLOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
+                # payload of a pipelined request flows only while the core can take it
+                take_word = Signal()
+                if piped is not None:
+                    m.d.comb += take_word.eq((op != int(piped)) | self.accept)
+                else:
+                    m.d.comb += take_word.eq(1)
+                m.d.comb += self.i.ready.eq(take_word)
+                with m.If(self.i.valid & take_word):
                     final = index == length - 1
                     with m.If(final & ~last):
                         # one word too many: this one is not delivered
@@ -209,6 +268,12 @@ class PacketFrontend(wiring.Component):
                     m.d.sync += [resp_status.eq(Status.OK), resp_len.eq(len(STATUS_FIELDS)),
                                  resp_idx.eq(0)]
                     m.next = "RESPOND"
+                if piped is not None:
+                    with m.Elif(op == int(piped)):
+                        # started, answered later by the pipelined sender; take the next header now
+                        with m.If(self.accept):
+                            m.d.comb += [self.start.eq(1), pipe_inc.eq(1)]
+                            m.next = "HEADER"
                 with m.Else():
                     m.d.comb += self.start.eq(1)
                     m.next = "WAIT"
@@ -237,13 +302,15 @@ class PacketFrontend(wiring.Component):
 
             with m.State("ERROR"):
                 # a malformed request: count it, forget a half-loaded state, answer with its status
-                m.d.sync += [errors.eq(errors + 1), last_error.eq(err), resp_status.eq(err),
-                             resp_len.eq(0), resp_idx.eq(0)]
-                for code, spec in ops.items():
-                    if spec.loads:
-                        with m.If((op == int(code)) & delivered):
-                            m.d.sync += loaded.eq(0)
-                m.next = "RESPOND"
+                # (after the answers of the pipelined requests started before it)
+                with m.If(idle_pipe):
+                    m.d.sync += [errors.eq(errors + 1), last_error.eq(err), resp_status.eq(err),
+                                 resp_len.eq(0), resp_idx.eq(0)]
+                    for code, spec in ops.items():
+                        if spec.loads:
+                            with m.If((op == int(code)) & delivered):
+                                m.d.sync += loaded.eq(0)
+                    m.next = "RESPOND"
 
             with m.State("RESPOND"):
                 m.d.comb += [
@@ -259,7 +326,7 @@ class PacketFrontend(wiring.Component):
 
             with m.State("RESPOND_DATA"):
                 value = Signal(32)
-                with m.If(op == int(Opcode.STATUS)):
+                with m.If(op_is_status):
                     with m.Switch(resp_idx):
                         for k, v in enumerate(status_words.values()):
                             with m.Case(k):
@@ -276,4 +343,58 @@ class PacketFrontend(wiring.Component):
                     m.d.sync += resp_idx.eq(resp_idx + 1)
                     with m.If(final):
                         m.next = "HEADER"
+
+        if piped is not None:
+            self._pipelined_sender(m, ops[piped], outstanding, pipe_dec, runs, errors, last_error)
         return m
+
+    def _pipelined_sender(self, m, spec: OpSpec, outstanding, pipe_dec, runs, errors, last_error):
+        """Send the responses of pipelined requests, oldest first, as the core finishes them.
+
+        Each payload word is fetched into a register the cycle before it is
+        offered (``rd_index`` runs one word ahead), so the core's result
+        multiplexer is not on the output's path.
+        """
+        idx = Signal(16)  # the word being offered
+        word = Signal(32)  # its value
+        ok = self.presult_status == Status.OK
+        length = Signal(16)
+        m.d.comb += length.eq(Mux(ok, spec.resp_len, 0))
+
+        def finished():
+            m.d.comb += [self.presult_ack.eq(1), pipe_dec.eq(1)]
+            with m.If(ok):
+                if spec.counts_run:
+                    m.d.sync += runs.eq(runs + 1)
+            with m.Else():
+                m.d.sync += [errors.eq(errors + 1), last_error.eq(self.presult_status)]
+
+        with m.FSM(name="pipe"):
+            with m.State("HEAD"):
+                # outstanding != 0 here: the main FSM is not answering anything (ordering rule)
+                with m.If(self.presult_valid & (outstanding != 0)):
+                    m.d.comb += [
+                        self.rd_index.eq(0),
+                        self.o.valid.eq(1),
+                        self.o.payload.data.eq((MAGIC << 24) | (self.presult_status << 16) | length),
+                        self.o.payload.last.eq(length == 0),
+                    ]
+                    with m.If(self.o.ready):
+                        m.d.sync += [idx.eq(0), word.eq(self.rd_data)]
+                        with m.If(length == 0):
+                            finished()
+                        with m.Else():
+                            m.next = "DATA"
+            with m.State("DATA"):
+                final = idx == length - 1
+                m.d.comb += [
+                    self.rd_index.eq(idx + 1),
+                    self.o.valid.eq(1),
+                    self.o.payload.data.eq(word),
+                    self.o.payload.last.eq(final),
+                ]
+                with m.If(self.o.ready):
+                    m.d.sync += [idx.eq(idx + 1), word.eq(self.rd_data)]
+                    with m.If(final):
+                        finished()
+                        m.next = "HEAD"

@@ -24,7 +24,7 @@ from metafab.reference.fixed import (
     product_format,
 )
 
-__all__ = ["MacLaneConfig", "MamlConfig", "config_digest"]
+__all__ = ["MacLaneConfig", "MamlConfig", "MatchConfig", "config_digest"]
 
 
 def _fmt(v) -> QFormat:
@@ -330,3 +330,270 @@ class MamlConfig(_ConfigBase):
         back = sum(o * i for i, o in zip(self.layers[1:-1], self.layers[2:], strict=True))
         per_sample = 2 * self.n_params + back + self.n_out
         return self.steps * self.k_support * per_sample + self.n_query * self.n_params
+
+
+#: Read-out modes of the similarity engine.
+MATCH_MODES = ("matching", "proto")
+#: Ways to compute a reciprocal / inverse square root (see ``docs/fixed_point.md``).
+RECIP_METHODS = ("table", "newton")
+
+
+def _choice(name: str, value, valid) -> str:
+    if value not in valid:
+        raise UserError(f"{name} {value!r} is not one of: {', '.join(valid)}")
+    return value
+
+
+@dataclass(frozen=True)
+class MatchConfig(_ConfigBase):
+    """The similarity engine (Matching / Prototypical Networks read-out) and its fixed-point model.
+
+    A support set of ``n_way * k_shot`` embeddings of dimension ``dim`` with
+    labels is loaded once; each query embedding is then scored against it.
+    ``mode="matching"``: softmax over the cosine similarities to every
+    support embedding, summed per class (Vinyals et al. 2016).
+    ``mode="proto"``: softmax over minus the squared Euclidean distances to
+    the ``n_way`` class prototypes (class means), computed on chip as
+    ``2 q.p - |p|^2`` (Snell et al. 2017). Every step, rounding point and
+    approximation is in ``docs/fixed_point.md`` ("Similarity read-out").
+
+    Parameters
+    ----------
+    mode : str
+        ``"matching"`` (cosine attention) or ``"proto"`` (squared Euclidean to prototypes).
+    n_way, k_shot, dim : int
+        Classes ``N``, support embeddings per class ``K`` (the support set has
+        ``M = N K`` rows; labels are free, each class needs at least one row),
+        embedding dimension ``D``.
+    lanes : int
+        Parallel multipliers ``P`` of the dot products: a power of two, 1..256.
+    emb_fmt : QFormat
+        Support and query embeddings, as they arrive (signed).
+    unit_fmt : QFormat
+        Normalised support embeddings ``s / |s|`` (matching; signed, needs 2 integer bits for 1.0).
+    proto_fmt : QFormat
+        Class prototypes (proto; signed).
+    acc_fmt : QFormat
+        Exact dot products and squared norms; must hold the worst case (checked), so it never wraps.
+    logit_fmt : QFormat
+        Softmax inputs: cosines (matching) or ``2 q.p - |p|^2`` (proto).
+    exp_fmt : QFormat
+        Exp-table entries (unsigned, holds 1.0).
+    prob_fmt : QFormat
+        The class probabilities the engine outputs.
+    exp_table_bits : int
+        The exp table has ``2**exp_table_bits`` entries spread over ``[-exp_range, 0]``.
+    exp_range : int or None
+        Power of two: softmax inputs more than ``exp_range`` below the reference
+        (1.0 in matching, the largest logit in proto) give 0. ``None`` (default):
+        2 for matching (cosines span ``[-1, 1]``), 8 for proto.
+    recip_method, rsqrt_method : str
+        ``"table"`` (a table of ``2**bits`` entries on the normalised
+        mantissa) or ``"newton"`` (the table, then one Newton-Raphson step).
+    recip_table_bits, rsqrt_table_bits : int
+        Index bits of the two tables.
+    mant_bits : int
+        Fraction bits ``H`` of reciprocal / inverse-square-root mantissas and of the ``1/k`` constants.
+    unit_rounding, prototype_rounding, logit_rounding : str
+        Rounding at the named points of the same names (see ``docs/fixed_point.md``),
+    exp_index_rounding, prob_rounding, newton_rounding : str
+        Rounding at each named point, ``"half_even"`` or ``"truncate"``.
+    """
+
+    mode: str = "matching"
+    n_way: int = 5
+    k_shot: int = 5
+    dim: int = 64
+    lanes: int = 64
+    emb_fmt: QFormat = QFormat(4, 12)
+    unit_fmt: QFormat = QFormat(2, 14)
+    proto_fmt: QFormat = QFormat(4, 12)
+    acc_fmt: QFormat = QFormat(20, 26)
+    logit_fmt: QFormat = QFormat(10, 14)
+    exp_fmt: QFormat = QFormat(1, 17, signed=False)
+    prob_fmt: QFormat = QFormat(1, 15, signed=False)
+    exp_table_bits: int = 12
+    exp_range: int | None = None
+    recip_method: str = "newton"
+    recip_table_bits: int = 8
+    rsqrt_method: str = "newton"
+    rsqrt_table_bits: int = 8
+    mant_bits: int = 17
+    unit_rounding: Rounding = Rounding.HALF_EVEN
+    prototype_rounding: Rounding = Rounding.HALF_EVEN
+    logit_rounding: Rounding = Rounding.HALF_EVEN
+    exp_index_rounding: Rounding = Rounding.HALF_EVEN
+    prob_rounding: Rounding = Rounding.HALF_EVEN
+    newton_rounding: Rounding = Rounding.HALF_EVEN
+
+    #: The rounding-point fields, in the order of the computation.
+    ROUNDING_POINTS = ("unit_rounding", "prototype_rounding", "logit_rounding", "exp_index_rounding",
+                       "prob_rounding", "newton_rounding")
+
+    def __post_init__(self):
+        _choice("mode", self.mode, MATCH_MODES)
+        _check_int("n_way", self.n_way, 1, 64)
+        _check_int("k_shot", self.k_shot, 1, 1024)
+        _check_int("dim", self.dim, 1, 1024)
+        _check_int("lanes", self.lanes, 1, 256)
+        if self.lanes & (self.lanes - 1):
+            raise UserError(f"lanes must be a power of two (1, 2, 4, ..., 256), got {self.lanes}")
+        if self.n_support > 1024:
+            raise UserError(f"n_way * k_shot = {self.n_support} support embeddings; "
+                            f"at most 1024 are supported")
+        if self.load_words > 0xFFFF:
+            raise UserError(f"the support set is {self.load_words} words (n_way * k_shot * (dim + 1)); "
+                            f"a LOAD packet holds at most 65535")
+        for name in ("emb_fmt", "unit_fmt", "proto_fmt", "acc_fmt", "logit_fmt", "exp_fmt", "prob_fmt"):
+            object.__setattr__(self, name, _fmt(getattr(self, name)))
+        for name in self.ROUNDING_POINTS:
+            r = Rounding.parse(getattr(self, name))
+            if r is Rounding.STOCHASTIC:
+                raise UserError(f"{name}: the similarity engine rounds with 'half_even' or 'truncate', "
+                                f"not 'stochastic'")
+            object.__setattr__(self, name, r)
+        _choice("recip_method", self.recip_method, RECIP_METHODS)
+        _choice("rsqrt_method", self.rsqrt_method, RECIP_METHODS)
+        _check_int("exp_table_bits", self.exp_table_bits, 1, 16)
+        _check_int("recip_table_bits", self.recip_table_bits, 2, 14)
+        _check_int("rsqrt_table_bits", self.rsqrt_table_bits, 3, 14)
+        _check_int("mant_bits", self.mant_bits, 8, 24)
+        if self.exp_range is not None:
+            _check_int("exp_range", self.exp_range, 1, 1 << 12)
+            if self.exp_range & (self.exp_range - 1):
+                raise UserError(f"exp_range must be a power of two (1, 2, 4, ...), got {self.exp_range}")
+        for name in ("emb_fmt", "unit_fmt", "proto_fmt", "acc_fmt", "logit_fmt"):
+            if not getattr(self, name).signed:
+                raise UserError(f"{name} must be signed, got {getattr(self, name)}")
+        for name in ("emb_fmt", "unit_fmt", "proto_fmt"):
+            f = getattr(self, name)
+            if f.width > 25:
+                raise UserError(f"{name} {f} is {f.width} bits; multiplier operands are at most 25 bits")
+        if self.exp_fmt.signed or self.exp_fmt.max_value < 1.0:
+            raise UserError(f"exp_fmt must be unsigned and hold 1.0 (e.g. UQ1.17), got {self.exp_fmt}")
+        if self.exp_fmt.width > 24:
+            raise UserError(f"exp_fmt {self.exp_fmt} is wider than 24 bits")
+        if self.prob_fmt.width > 32:
+            raise UserError(f"prob_fmt {self.prob_fmt} must fit a 32-bit word")
+        if self.unit_fmt.max_value < 1.0:
+            raise UserError(f"unit_fmt {self.unit_fmt} cannot hold 1.0; it needs at least 2 integer bits")
+        if self.logit_fmt.max_value < 1.0:
+            raise UserError(f"logit_fmt {self.logit_fmt} cannot hold 1.0; it needs at least 2 integer bits")
+        H = self.mant_bits
+        checks = (
+            ("unit_fmt", self.unit_fmt.frac_bits, H, "mant_bits"),
+            ("prob_fmt", self.prob_fmt.frac_bits, H, "mant_bits"),
+            ("proto_fmt", self.proto_fmt.frac_bits, self.emb_fmt.frac_bits + H,
+             "emb_fmt fraction bits + mant_bits"),
+            ("logit_fmt", self.logit_fmt.frac_bits, self.unit_fmt.frac_bits + H,
+             "unit_fmt fraction bits + mant_bits"),
+            ("logit_fmt", self.logit_fmt.frac_bits, self.acc_fmt.frac_bits, "acc_fmt fraction bits"),
+        )
+        for name, frac, limit, what in checks:
+            if frac > limit:
+                raise UserError(f"{name} has {frac} fraction bits; at most {limit} ({what}) are computed")
+        if self.logit_fmt.frac_bits < self.exp_shift_bits:
+            raise UserError(
+                f"logit_fmt {self.logit_fmt} has {self.logit_fmt.frac_bits} fraction bits; the exp table "
+                f"step 2**-{self.exp_shift_bits} (exp_range {self.exp_span}, {self.exp_table_bits} "
+                f"index bits) needs at least {self.exp_shift_bits}"
+            )
+        fe, fu, fp = self.emb_fmt.frac_bits, self.unit_fmt.frac_bits, self.proto_fmt.frac_bits
+        need = max(fe + fu, fe + fp, 2 * fe, 2 * fp)
+        if self.acc_fmt.frac_bits < need:
+            raise UserError(f"acc_fmt {self.acc_fmt} has {self.acc_fmt.frac_bits} fraction bits; "
+                            f"the products need {need}")
+        # the cosine scaling multiplies an exact dot product by a mantissa: numpy's int64 must hold it
+        cos_bits = ((self.dim * (-self.emb_fmt.min_code) * (-self.unit_fmt.min_code)).bit_length()
+                    + self.mant_bits + 1)
+        if cos_bits > 62:
+            raise UserError(
+                f"emb_fmt {self.emb_fmt}, unit_fmt {self.unit_fmt} and mant_bits {self.mant_bits} make the "
+                f"cosine scaling a {cos_bits}-bit product for dim {self.dim}; at most 62 bits are supported"
+            )
+        worst = self.acc_worst_case()
+        if worst > self.acc_fmt.max_code:
+            need_int = self.acc_fmt.int_bits + (worst.bit_length() - (self.acc_fmt.width - 1))
+            raise UserError(
+                f"acc_fmt {self.acc_fmt} can overflow for dim {self.dim}: the worst-case dot product or "
+                f"squared norm needs Q{need_int}.{self.acc_fmt.frac_bits}"
+            )
+
+    # --- derived sizes -----------------------------------------------------
+    @property
+    def n_support(self) -> int:
+        """Support embeddings ``M = n_way * k_shot``."""
+        return self.n_way * self.k_shot
+
+    @property
+    def n_vectors(self) -> int:
+        """Vectors the engine stores and scores per query: ``M`` (matching) or ``N`` prototypes."""
+        return self.n_support if self.mode == "matching" else self.n_way
+
+    @property
+    def chunks(self) -> int:
+        """Cycles of the ``P`` lanes per dot product, ``ceil(D / P)``."""
+        return -(-self.dim // self.lanes)
+
+    @property
+    def store_fmt(self) -> QFormat:
+        """Format of the stored vectors: ``unit_fmt`` (matching) or ``proto_fmt`` (proto)."""
+        return self.unit_fmt if self.mode == "matching" else self.proto_fmt
+
+    @property
+    def exp_span(self) -> int:
+        """The exp table's input range ``[-exp_span, 0]``: ``exp_range``, or the mode's default."""
+        if self.exp_range is not None:
+            return self.exp_range
+        return 2 if self.mode == "matching" else 8
+
+    @property
+    def exp_shift_bits(self) -> int:
+        """``log2`` of the exp-table steps per unit: ``exp_table_bits - log2(exp_span)``."""
+        return self.exp_table_bits - (self.exp_span.bit_length() - 1)
+
+    @property
+    def mant_fmt(self) -> QFormat:
+        """``UQ1.H``: reciprocal and inverse-square-root mantissas, the ``1/k`` constants."""
+        return QFormat(1, self.mant_bits, signed=False)
+
+    @property
+    def sum_fmt(self) -> QFormat:
+        """Exact sums of up to ``M`` exp-table entries (class sums and their total)."""
+        return QFormat(self.exp_fmt.int_bits + self.n_support.bit_length(), self.exp_fmt.frac_bits,
+                       signed=False)
+
+    @property
+    def load_words(self) -> int:
+        """LOAD payload: per support row its label, then its ``D`` codes."""
+        return self.n_support * (self.dim + 1)
+
+    @property
+    def query_words(self) -> int:
+        """RUN payload: the ``D`` codes of one query."""
+        return self.dim
+
+    @property
+    def result_words(self) -> int:
+        """RUN response payload: ``N`` probabilities, then the winning class."""
+        return self.n_way + 1
+
+    @property
+    def name(self) -> str:
+        return f"match-{self.mode}-{self.n_way}w{self.k_shot}s-d{self.dim}-p{self.lanes}"
+
+    def acc_worst_case(self) -> int:
+        """The largest magnitude (in ``acc_fmt`` codes) of any exact dot, squared norm or proto logit."""
+        fa = self.acc_fmt.frac_bits
+        e, u, p = self.emb_fmt, self.unit_fmt, self.proto_fmt
+
+        def prod(a: QFormat, b: QFormat) -> int:
+            return (-a.min_code) * (-b.min_code) << (fa - a.frac_bits - b.frac_bits)
+
+        dots = self.dim * max(prod(e, u), prod(e, p), prod(e, e), prod(p, p))
+        logit = self.dim * (2 * prod(e, p) + prod(p, p))
+        return max(dots, logit if self.mode == "proto" else 0)
+
+    def useful_macs(self) -> int:
+        """Multiply-accumulates of the dot products of one query: ``n_vectors * D``."""
+        return self.n_vectors * self.dim

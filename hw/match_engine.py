@@ -1,0 +1,588 @@
+"""The similarity engine: Matching / Prototypical Networks read-out in hardware.
+
+:class:`MatchEngine` = :class:`~metafab.hw.frontend.PacketFrontend` +
+:class:`MatchCore`. The core computes exactly
+:mod:`metafab.reference.match_fixed` for its :class:`MatchConfig`;
+architecture and schedule in ``docs/match_engine.md``, the cycle of every
+step in :mod:`metafab.hw.match_schedule`.
+
+* LOAD: :class:`~metafab.hw.match_support.SupportBuilder` checks the support
+  set and writes the unit rows (matching) or the prototypes and their squared
+  norms (proto) into ``P`` lane banks (element ``d`` of vector ``v`` in bank
+  ``d % P`` at ``v*C + d//P``), the labels into the label memory.
+* RUN (pipelined): the query streams into one half of a double-buffered
+  query memory (banked like the vectors) while a squarer sums ``|q|^2``; the
+  dot-product engine then reads all ``P`` banks at one address per cycle,
+  ``V*C`` cycles per query; ``P`` products, an adder tree and an accumulator
+  give one exact dot product per vector. The read-out tail (cosine scaling or
+  ``2 q.p - |p|^2``, exp table, class sums, reciprocal, probabilities, argmax)
+  is a fixed pipeline behind it. Two queries can be in the engine at once,
+  and the next one streams in while they compute.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from metafab.hw.fixed import reject, saturate, shape_of
+from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend
+from metafab.hw.match_schedule import (
+    INPUT_DELAY,
+    LOGIT_LATENCY,
+    SQUARE_LATENCY,
+    TREE_LEVELS_PER_STAGE,
+    timing,
+)
+from metafab.hw.match_support import SupportBuilder, support_widths
+from metafab.hw.match_units import Argmax, ExpTable, RecipUnit, ScaleRound, round_shift_const
+from metafab.reference.config import MatchConfig
+from metafab.reference.errors import UserError
+from metafab.reference.protocol import Opcode, Status
+
+__all__ = ["MatchCore", "MatchEngine", "match_ops"]
+
+
+def match_ops(cfg: MatchConfig) -> dict:
+    """The opcodes of the similarity engine and their packet lengths (see ``docs/protocol.md``)."""
+    return {
+        Opcode.LOAD: OpSpec(req_len=cfg.load_words, resp_len=0, loads=True),
+        Opcode.RUN: OpSpec(req_len=cfg.query_words, resp_len=cfg.result_words, needs_loaded=True,
+                           counts_run=True, pipelined=True),
+    }
+
+
+def _delay(m: Module, value, n: int, name: str):
+    """``value`` delayed by ``n`` register stages."""
+    out = Value.cast(value)
+    for k in range(n):
+        r = Signal(out.shape(), name=f"{name}_d{k + 1}")
+        m.d.sync += r.eq(out)
+        out = r
+    return out
+
+
+def _next(ptr, count: int):
+    """``ptr + 1`` modulo ``count``."""
+    return Mux(ptr == count - 1, 0, ptr + 1)
+
+
+def _mux_list(m: Module, index, values, shape, name: str) -> Signal:
+    """``values[index]`` as a Signal (a case statement: one multiplexer)."""
+    out = Signal(shape, name=name)
+    with m.Switch(index):
+        for i, v in enumerate(values):
+            with m.Case(i):
+                m.d.comb += out.eq(v)
+    return out
+
+
+class MatchCore(wiring.Component):
+    """The compute core: support builder, lane banks, query buffer, dot-product engine, read-out tail.
+
+    Its interface is the front end's core interface, with the pipelined-request
+    signals (see :mod:`metafab.hw.frontend`).
+
+    Parameters
+    ----------
+    config : MatchConfig
+    """
+
+    def __init__(self, *, config: MatchConfig):
+        if not isinstance(config, MatchConfig):
+            reject(self, TypeError(f"config must be a MatchConfig, got {config!r}"))
+        self._cfg = config
+        self._tm = timing(config)
+        super().__init__({
+            "wr_valid": In(1),
+            "wr_op": In(8),
+            "wr_index": In(16),
+            "wr_data": In(32),
+            "abort": In(1),
+            "start": In(1),
+            "start_op": In(8),
+            "done": Out(1),
+            "done_status": Out(8),
+            "rd_index": In(16),
+            "rd_data": Out(32),
+            "last_cycles": Out(32),
+            "accept": Out(1),
+            "presult_valid": Out(1),
+            "presult_status": Out(8),
+            "presult_ack": In(1),
+        })
+
+    @property
+    def config(self) -> MatchConfig:
+        return self._cfg
+
+    @property
+    def timing(self):
+        return self._tm
+
+    def elaborate(self, platform):  # noqa: C901 - one datapath, read top to bottom
+        cfg, tm = self._cfg, self._tm
+        m = Module()
+        matching = cfg.mode == "matching"
+        N, M, D, P = cfg.n_way, cfg.n_support, cfg.dim, cfg.lanes
+        C, V = cfg.chunks, cfg.n_vectors
+        LP = P.bit_length() - 1
+        H = cfg.mant_bits
+        ef, sf, lf = cfg.emb_fmt, cfg.store_fmt, cfg.logit_fmt
+        widths = support_widths(cfg)
+        II = tm.ii_core
+        QS, RS = tm.query_slots, tm.result_slots
+
+        cycle = Signal(32)  # free-running, for the latency counter
+        m.d.sync += cycle.eq(cycle + 1)
+
+        # ---------------- the front end's words and pulses, registered once ----------------
+        # (they fan out to every bank's write enable; INPUT_DELAY in the schedule)
+        wr_valid, wr_op, wr_index, wr_data = Signal(), Signal(8), Signal(16), Signal(32)
+        abort, start, start_op = Signal(), Signal(), Signal(8)
+        m.d.sync += [wr_valid.eq(self.wr_valid), wr_op.eq(self.wr_op), wr_index.eq(self.wr_index),
+                     wr_data.eq(self.wr_data), abort.eq(self.abort), start.eq(self.start),
+                     start_op.eq(self.start_op)]
+        assert INPUT_DELAY == 1
+
+        # ---------------- LOAD: the support builder ----------------
+        m.submodules.builder = bld = SupportBuilder(config=cfg)
+        op_load = wr_op == int(Opcode.LOAD)
+        op_run = wr_op == int(Opcode.RUN)
+        m.d.comb += [
+            bld.load_valid.eq(wr_valid & op_load),
+            bld.load_index.eq(wr_index),
+            bld.load_data.eq(wr_data),
+            bld.abort.eq(abort & op_load),
+            bld.start.eq(start & (start_op == int(Opcode.LOAD))),
+            self.done.eq(bld.done),
+            self.done_status.eq(bld.status),
+        ]
+
+        # lane banks: element d of vector v in bank d % P at address v*C + d//P
+        depth = V * C
+        AW = max(1, (depth - 1).bit_length())
+        lane_rd = []
+        for lane in range(P):
+            mem = Memory(shape=shape_of(sf), depth=depth, init=[0] * depth)
+            m.submodules[f"bank{lane}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(bld.bw_addr), wp.data.eq(bld.bw_data),
+                         wp.en.eq(bld.bw_valid & (bld.bw_lane == lane))]
+            lane_rd.append(rp)
+
+        if matching:
+            labels = Memory(shape=range(max(2, N)), depth=M, init=[0] * M)
+            m.submodules.labels = labels
+            lwp = labels.write_port()
+            m.d.comb += [lwp.addr.eq(bld.lw_addr), lwp.data.eq(bld.lw_data), lwp.en.eq(bld.lw_valid)]
+            label_rd = labels.read_port()
+        else:
+            norms = Memory(shape=unsigned(widths["norm"]), depth=N, init=[0] * N)
+            m.submodules.norms = norms
+            nwp = norms.write_port()
+            m.d.comb += [nwp.addr.eq(bld.nw_addr), nwp.data.eq(bld.nw_data), nwp.en.eq(bld.nw_valid)]
+            norm_rd = norms.read_port()
+
+        # ---------------- RUN: the query streams into a free slot of the query buffer ----------------
+        half_w = Signal(range(QS))  # the slot being filled
+        q_full = [Signal(name=f"q_full{h}") for h in range(QS)]
+        q_bad = [Signal(name=f"q_bad{h}") for h in range(QS)]
+        q_wait = [Signal(range(tm.begin_delay + 1), name=f"q_wait{h}") for h in range(QS)]
+        fill_bad = Signal()
+        word = wr_data.as_signed()
+        q_word = wr_valid & op_run
+        out_of = (word < ef.min_code) | (word > ef.max_code)
+        with m.If(abort & op_run):
+            m.d.sync += fill_bad.eq(0)
+        with m.Elif(q_word):
+            m.d.sync += fill_bad.eq(Mux(wr_index == 0, 0, fill_bad) | out_of)
+        m.d.comb += self.accept.eq(_mux_list(m, half_w, q_full, 1, "fill_full") == 0)
+
+        q_lane = wr_index[:LP] if LP else Const(0, 1)
+        q_chunk = wr_index >> LP
+        q_rd = []
+        for lane in range(P):
+            mem = Memory(shape=shape_of(ef), depth=QS * C, init=[0] * (QS * C))
+            m.submodules[f"qbank{lane}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(half_w * C + q_chunk), wp.data.eq(word[: ef.width]),
+                         wp.en.eq(q_word & (q_lane == lane))]
+            q_rd.append(rp)
+
+        run_start = start & (start_op == int(Opcode.RUN))
+        with m.If(run_start):
+            m.d.sync += half_w.eq(_next(half_w, QS))
+        for h in range(QS):
+            with m.If(run_start & (half_w == h)):
+                # begin = start + begin_delay: the start pulse came INPUT_DELAY late, and the
+                # decision takes two cycles (this register, the decision register)
+                wait = tm.begin_delay - INPUT_DELAY - 2
+                m.d.sync += [q_full[h].eq(1), q_bad[h].eq(fill_bad), q_wait[h].eq(wait)]
+            with m.Elif(q_wait[h] != 0):
+                m.d.sync += q_wait[h].eq(q_wait[h] - 1)
+
+        if matching:
+            # |q|^2 (exact) and 1/|q| as (y, k), ready before the query's first dot product
+            val = Signal(shape_of(ef), name="qsq_in")
+            in_v, in_first, in_last = Signal(), Signal(), Signal()
+            in_half = Signal.like(half_w)
+            m.d.sync += [val.eq(word[: ef.width]), in_v.eq(q_word), in_first.eq(wr_index == 0),
+                         in_last.eq(wr_index == D - 1), in_half.eq(half_w)]
+            qsq = Signal(unsigned(2 * ef.width))
+            qs_v, qs_first, qs_last = Signal(), Signal(), Signal()
+            qs_half = Signal.like(half_w)
+            m.d.sync += [qsq.eq(val * val), qs_v.eq(in_v), qs_first.eq(in_first), qs_last.eq(in_last),
+                         qs_half.eq(in_half)]
+            qn = Signal(unsigned(widths["norm"]))
+            qn_last = Signal()
+            qn_half = Signal.like(half_w)
+            m.d.sync += [qn_last.eq(qs_v & qs_last), qn_half.eq(qs_half)]
+            with m.If(qs_v):
+                m.d.sync += qn.eq(Mux(qs_first, 0, qn) + qsq)
+            assert SQUARE_LATENCY == 3  # word, product, sum
+            qrs = RecipUnit(config=cfg, kind="rsqrt", in_width=widths["norm"], tag_width=len(half_w))
+            m.submodules.qrsqrt = qrs
+            assert qrs.LATENCY == tm.rsqrt_latency
+            m.d.comb += [qrs.i.valid.eq(qn_last), qrs.i.payload.x.eq(qn), qrs.i.payload.tag.eq(qn_half)]
+            KW = len(qrs.o.payload.exp)
+            yq = [Signal(unsigned(H + 1), name=f"yq{h}") for h in range(QS)]
+            kq = [Signal(KW, name=f"kq{h}") for h in range(QS)]
+            for h in range(QS):
+                with m.If(qrs.o.valid & (qrs.o.payload.tag == h)):
+                    m.d.sync += [yq[h].eq(qrs.o.payload.y), kq[h].eq(qrs.o.payload.exp)]
+
+        # ---------------- begin: the dot-product engine takes the next query ----------------
+        half_r = Signal(range(QS))  # the query slot to issue next
+        entry_b = Signal(range(RS))  # the result slot of the next query
+        inflight = Signal(range(RS + 1))
+        since = Signal(range(II + 1), init=II)
+        issuing = Signal()
+        icount = Signal(range(depth + 1))
+        c = Signal(range(C + 1))
+        v = Signal(range(V + 1))
+        cur_half, cur_bad, cur_entry = Signal.like(half_r), Signal(), Signal.like(entry_b)
+        begin_time = [Signal(32, name=f"begin_time{e}") for e in range(RS)]
+        ack = self.presult_ack
+
+        ready_q = _mux_list(m, half_r, [f & (w == 0) for f, w in zip(q_full, q_wait, strict=True)], 1,
+                            "next_ready")
+        decide = Signal()
+        m.d.comb += decide.eq(ready_q & (since >= II - 1) & (inflight < RS))
+        m.d.sync += inflight.eq(inflight + decide - ack)
+        last_issue = icount == depth - 1
+        with m.If(issuing):
+            m.d.sync += icount.eq(icount + 1)
+            with m.If(c == C - 1):
+                m.d.sync += [c.eq(0), v.eq(v + 1)]
+            with m.Else():
+                m.d.sync += c.eq(c + 1)
+            with m.If(last_issue):
+                m.d.sync += issuing.eq(0)
+                for h in range(QS):
+                    with m.If(cur_half == h):
+                        m.d.sync += q_full[h].eq(0)
+        # (after the issue block: a decision in the last issue cycle of a query wins, back to back)
+        with m.If(decide):
+            m.d.sync += [
+                since.eq(0), issuing.eq(1), icount.eq(0), c.eq(0), v.eq(0),
+                cur_half.eq(half_r), cur_bad.eq(_mux_list(m, half_r, q_bad, 1, "next_bad")),
+                cur_entry.eq(entry_b), half_r.eq(_next(half_r, QS)), entry_b.eq(_next(entry_b, RS)),
+            ]
+            for e in range(RS):
+                with m.If(entry_b == e):
+                    m.d.sync += begin_time[e].eq(cycle + 1)
+        with m.Elif(since < II):
+            m.d.sync += since.eq(since + 1)
+
+        # ---------------- stage 0: read every lane at one address ----------------
+        for rp in lane_rd:
+            m.d.comb += [rp.addr.eq(icount[:AW]), rp.en.eq(1)]
+        for rp in q_rd:
+            m.d.comb += [rp.addr.eq(cur_half * C + c), rp.en.eq(1)]
+        VW = max(1, (V - 1).bit_length())
+        EW, HW = len(entry_b), len(half_r)
+        tag0 = Cat(issuing, v[:VW], c == 0, c == C - 1, v == 0, v == V - 1, cur_bad, cur_entry, cur_half)
+        TAG = {"valid": (0, 1), "v": (1, VW), "first_c": (1 + VW, 1), "last_c": (2 + VW, 1),
+               "first_v": (3 + VW, 1), "last_v": (4 + VW, 1), "bad": (5 + VW, 1), "entry": (6 + VW, EW),
+               "half": (6 + VW + EW, HW)}
+
+        def field(tag, name):
+            lo, w = TAG[name]
+            return tag[lo: lo + w]
+
+        # ---------------- stage 1: operands, stage 2: products (each DSP between registers) ----------------
+        pw = ef.width + sf.width
+        prods = []
+        for lane in range(P):
+            a = Signal(shape_of(sf), name=f"opa{lane}")
+            b = Signal(shape_of(ef), name=f"opb{lane}")
+            m.d.sync += [a.eq(lane_rd[lane].data), b.eq(q_rd[lane].data)]
+            p = Signal(signed(pw), name=f"prod{lane}")
+            m.d.sync += p.eq(a * b)
+            prods.append(p)
+        tag = _delay(m, tag0, 3, "tag_mul")
+
+        # ---------------- adder tree, TREE_LEVELS_PER_STAGE levels per register stage ----------------
+        level, width, depth_t = prods, pw, 0
+        stages = 0
+        while len(level) > 1:
+            width += 1
+            depth_t += 1
+            regd = depth_t % TREE_LEVELS_PER_STAGE == 0 or len(level) == 2
+            nxt = []
+            for i in range(0, len(level), 2):
+                s = Signal(signed(width), name=f"tree{depth_t}_{i // 2}")
+                if regd:
+                    m.d.sync += s.eq(level[i] + level[i + 1])
+                else:
+                    m.d.comb += s.eq(level[i] + level[i + 1])
+                nxt.append(s)
+            level = nxt
+            if regd:
+                stages += 1
+                tag = _delay(m, tag, 1, f"tag_tree{stages}")
+        assert stages == tm.tree_stages
+        tree_out = level[0]
+
+        # ---------------- accumulator over the C chunks of a vector ----------------
+        dw = pw + D.bit_length()
+        dot = Signal(signed(dw))
+        with m.If(field(tag, "valid")):
+            m.d.sync += dot.eq(Mux(field(tag, "first_c"), 0, dot) + tree_out)
+        acc_tag = tag  # the tag entering the accumulator (one cycle before the dot product is ready)
+        x_tag = _delay(m, tag, 1, "tag_dot")
+        x_valid = field(x_tag, "valid") & field(x_tag, "last_c")
+        assert 1 + 1 + 1 + stages + 1 == tm.dot_latency
+
+        # ---------------- logits ----------------
+        exp_tag_w = VW + 3 + EW  # v, first_v, last_v, bad, entry
+        ex = ExpTable(config=cfg, tag_width=exp_tag_w)
+        m.submodules.exp = ex
+        one = 1 << lf.frac_bits
+        S = [Signal(unsigned(cfg.sum_fmt.width), name=f"csum{n}") for n in range(N)]
+        T = Signal(unsigned(cfg.sum_fmt.width), name="total")
+        fin_go = Signal()  # the class sums and the total are final (F0)
+        fin_entry, fin_bad = Signal(EW), Signal()
+
+        def pack(t):
+            return Cat(*(field(t, n) for n in ("v", "first_v", "last_v", "bad", "entry")))
+
+        def unpack(t, name):
+            lo, w = {"v": (0, VW), "first_v": (VW, 1), "last_v": (VW + 1, 1), "bad": (VW + 2, 1),
+                     "entry": (VW + 3, EW)}[name]
+            return t[lo: lo + w]
+
+        if matching:
+            cos = ScaleRound(a_shape=signed(dw), b_shape=unsigned(H + 1),
+                             shift_width=(sf.frac_bits + H - lf.frac_bits + (1 << KW) - 1).bit_length(),
+                             out_fmt=lf, rounding=cfg.logit_rounding, tag_width=exp_tag_w)
+            m.submodules.cosine = cos
+            h = field(x_tag, "half")
+            m.d.comb += [
+                cos.i.valid.eq(x_valid),
+                cos.i.payload.a.eq(dot),
+                cos.i.payload.b.eq(_mux_list(m, h, yq, unsigned(H + 1), "yq_cur")),
+                cos.i.payload.shift.eq(sf.frac_bits + H - lf.frac_bits + _mux_list(m, h, kq, KW, "kq_cur")),
+                cos.i.payload.tag.eq(pack(x_tag)),
+                ex.i.valid.eq(cos.o.valid),
+                ex.i.payload.z.eq(cos.o.payload.value - one),
+                ex.i.payload.tag.eq(cos.o.payload.tag),
+            ]
+            # label of the vector, read one cycle before its exp comes out
+            assert ex.LATENCY >= 2
+            lt = _delay(m, cos.o.payload.tag, ex.LATENCY - 1, "tag_label")
+            m.d.comb += [label_rd.addr.eq(unpack(lt, "v")), label_rd.en.eq(1)]
+            et = ex.o.payload.tag
+            e = ex.o.payload.e
+            with m.If(ex.o.valid):
+                first = unpack(et, "first_v")
+                for n in range(N):
+                    hit = label_rd.data == n
+                    m.d.sync += S[n].eq(Mux(first, 0, S[n]) + Mux(hit, e, 0))
+                m.d.sync += T.eq(Mux(first, 0, T) + e)
+            m.d.sync += [fin_go.eq(ex.o.valid & unpack(et, "last_v")), fin_entry.eq(unpack(et, "entry")),
+                         fin_bad.eq(unpack(et, "bad"))]
+        else:
+            fa = cfg.acc_fmt.frac_bits
+            fe, fs = ef.frac_bits, sf.frac_bits
+            m.d.comb += [norm_rd.addr.eq(field(acc_tag, "v")), norm_rd.en.eq(1)]
+            xw = max(dw + 1 + fa - fe - fs, widths["norm"] + 1 + fa - 2 * fs) + 1
+            xe = Signal(signed(xw), name="logit_exact")
+            m.d.sync += xe.eq((dot << (fa - fe - fs + 1)) - (norm_rd.data << (fa - 2 * fs)))
+            xr = Signal(signed(xw), name="logit_rounded")
+            m.d.sync += xr.eq(round_shift_const(xe, fa - lf.frac_bits, cfg.logit_rounding))
+            logit = Signal(shape_of(lf), name="logit")
+            m.d.sync += logit.eq(saturate(xr, lf))
+            assert LOGIT_LATENCY == 3  # exact value, rounding, saturation
+            t2 = _delay(m, pack(x_tag), LOGIT_LATENCY, "tag_logit")
+            v2 = _delay(m, x_valid, LOGIT_LATENCY, "valid_logit")
+            xbuf = [Signal(shape_of(lf), name=f"xbuf{n}") for n in range(N)]
+            xmax = Signal(shape_of(lf))
+            with m.If(v2):
+                for n in range(N):
+                    with m.If(unpack(t2, "v") == n):
+                        m.d.sync += xbuf[n].eq(logit)
+                m.d.sync += xmax.eq(Mux(unpack(t2, "first_v") | (logit > xmax), logit, xmax))
+            copy = Signal()
+            m.d.sync += copy.eq(v2 & unpack(t2, "last_v"))
+            xf = [Signal(shape_of(lf), name=f"xf{n}") for n in range(N)]
+            xmax_f = Signal(shape_of(lf))
+            pass_n = Signal(range(N + 1))
+            pass_on = Signal()
+            pass_entry, pass_bad = Signal(EW), Signal()
+            copy_entry = _delay(m, unpack(t2, "entry"), 1, "copy_entry")
+            copy_bad = _delay(m, unpack(t2, "bad"), 1, "copy_bad")
+            with m.If(copy):
+                m.d.sync += [x.eq(b) for x, b in zip(xf, xbuf, strict=True)]
+                m.d.sync += [xmax_f.eq(xmax), pass_on.eq(1), pass_n.eq(0), pass_entry.eq(copy_entry),
+                             pass_bad.eq(copy_bad)]
+            with m.Elif(pass_on):
+                m.d.sync += pass_n.eq(pass_n + 1)
+                with m.If(pass_n == N - 1):
+                    m.d.sync += pass_on.eq(0)
+            # the pass: one logit per cycle, registered, then its exp
+            xn = Signal(shape_of(lf), name="xpass")
+            xn_on = Signal()
+            xn_tag = Signal(VW + 3 + EW)
+            m.d.sync += [xn.eq(_mux_list(m, pass_n, xf, shape_of(lf), "xpass_mux")), xn_on.eq(pass_on),
+                         xn_tag.eq(Cat(pass_n[:VW], pass_n == 0, pass_n == N - 1, pass_bad, pass_entry))]
+            m.d.comb += [
+                ex.i.valid.eq(xn_on),
+                ex.i.payload.z.eq(xn - xmax_f),
+                ex.i.payload.tag.eq(xn_tag),
+            ]
+            et = ex.o.payload.tag
+            e = ex.o.payload.e
+            with m.If(ex.o.valid):
+                for n in range(N):
+                    with m.If(unpack(et, "v") == n):
+                        m.d.sync += S[n].eq(e)
+                m.d.sync += T.eq(Mux(unpack(et, "first_v"), 0, T) + e)
+            m.d.sync += [fin_go.eq(ex.o.valid & unpack(et, "last_v")), fin_entry.eq(unpack(et, "entry")),
+                         fin_bad.eq(unpack(et, "bad"))]
+
+        # ---------------- finaliser: 1/T, probabilities, argmax ----------------
+        sfw = cfg.sum_fmt.width
+        S_f = [Signal(unsigned(sfw), name=f"csum_f{n}") for n in range(N)]
+        with m.If(fin_go):
+            m.d.sync += [a.eq(b) for a, b in zip(S_f, S, strict=True)]
+        m.submodules.recip = rcp = RecipUnit(config=cfg, kind="recip", in_width=sfw, tag_width=EW + 1)
+        assert rcp.LATENCY == tm.recip_latency
+        m.d.comb += [rcp.i.valid.eq(fin_go), rcp.i.payload.x.eq(T),
+                     rcp.i.payload.tag.eq(Cat(fin_entry, fin_bad))]
+        RW = len(rcp.o.payload.exp)
+        yT = Signal(unsigned(H + 1))
+        LT = Signal(RW)
+        f_entry, f_bad = Signal(EW), Signal()
+        f_n = Signal(range(N + 1))
+        f_on = Signal()
+        with m.If(rcp.o.valid):
+            m.d.sync += [yT.eq(rcp.o.payload.y), LT.eq(rcp.o.payload.exp), f_entry.eq(rcp.o.payload.tag[:EW]),
+                         f_bad.eq(rcp.o.payload.tag[EW]), f_on.eq(1), f_n.eq(0)]
+        with m.Elif(f_on):
+            m.d.sync += f_n.eq(f_n + 1)
+            with m.If(f_n == N - 1):
+                m.d.sync += f_on.eq(0)
+        s_n = _mux_list(m, f_n, S_f, unsigned(sfw), "csum_pass")
+        pf = cfg.prob_fmt
+        NW = max(1, (N - 1).bit_length())
+        prob = ScaleRound(a_shape=signed(sfw + 1), b_shape=unsigned(H + 1),
+                          shift_width=(H - pf.frac_bits + (1 << RW) - 1).bit_length(), out_fmt=pf,
+                          rounding=cfg.prob_rounding, tag_width=NW + 2 + EW)
+        m.submodules.prob = prob
+        m.d.comb += [
+            prob.i.valid.eq(f_on),
+            prob.i.payload.a.eq(s_n),
+            prob.i.payload.b.eq(yT),
+            prob.i.payload.shift.eq(H - pf.frac_bits + LT),
+            prob.i.payload.tag.eq(Cat(f_n[:NW], f_n == N - 1, f_entry, f_bad)),
+        ]
+        am = Argmax(width=sfw, count=N)
+        m.submodules.argmax = am
+        m.d.comb += [am.i.valid.eq(f_on), am.i.payload.value.eq(s_n), am.i.payload.first.eq(f_n == 0),
+                     am.i.payload.last.eq(f_n == N - 1)]
+
+        # ---------------- results: RS slots, sent in order by the front end ----------------
+        probs = [[Signal(shape_of(pf), name=f"prob{e}_{n}") for n in range(N)] for e in range(RS)]
+        pred = [Signal(range(max(2, N)), name=f"pred{e}") for e in range(RS)]
+        res_full = [Signal(name=f"res_full{e}") for e in range(RS)]
+        res_status = [Signal(8, name=f"res_status{e}") for e in range(RS)]
+        rptr = Signal(range(RS))
+        last_cycles = Signal(32)
+        pt = prob.o.payload.tag
+        p_n, p_last, p_entry, p_bad = pt[:NW], pt[NW], pt[NW + 1: NW + 1 + EW], pt[NW + 1 + EW]
+        with m.If(prob.o.valid):
+            for e in range(RS):
+                for n in range(N):
+                    with m.If((p_entry == e) & (p_n == n)):
+                        m.d.sync += probs[e][n].eq(prob.o.payload.value)
+                with m.If((p_entry == e) & p_last):
+                    m.d.sync += [res_full[e].eq(1),
+                                 res_status[e].eq(Mux(p_bad, Status.BAD_VALUE, Status.OK)),
+                                 last_cycles.eq(cycle + 1 - begin_time[e])]
+        with m.If(am.o.valid):
+            for e in range(RS):
+                with m.If(f_entry == e):
+                    m.d.sync += pred[e].eq(am.o.payload)
+        with m.If(ack):
+            m.d.sync += rptr.eq(_next(rptr, RS))
+            for e in range(RS):
+                with m.If(rptr == e):
+                    m.d.sync += res_full[e].eq(0)
+        m.d.comb += [
+            self.presult_valid.eq(_mux_list(m, rptr, res_full, 1, "out_full")),
+            self.presult_status.eq(_mux_list(m, rptr, res_status, 8, "out_status")),
+            self.last_cycles.eq(last_cycles),
+        ]
+        rd = Signal(32)
+        ext = (lambda x: x.as_signed()) if pf.signed else (lambda x: x)
+        with m.Switch(Cat(self.rd_index[: NW + 1], rptr)):
+            for e in range(RS):
+                for n in range(N + 1):
+                    with m.Case(n | (e << (NW + 1))):
+                        m.d.comb += rd.eq(ext(probs[e][n]) if n < N else pred[e])
+        m.d.comb += self.rd_data.eq(rd)
+        return m
+
+
+class MatchEngine(wiring.Component):
+    """The similarity engine behind the packet protocol: ports ``i`` and ``o`` (32-bit words + last).
+
+    Parameters
+    ----------
+    config : MatchConfig
+    """
+
+    def __init__(self, *, config: MatchConfig):
+        if not isinstance(config, MatchConfig):
+            reject(self, TypeError(f"config must be a MatchConfig, got {config!r}"))
+        self._cfg = config
+        try:
+            self._core = MatchCore(config=config)
+            self._front = PacketFrontend(ops=match_ops(config))
+        except (UserError, TypeError) as exc:
+            reject(self, exc)
+        super().__init__({"i": In(stream.Signature(WORD_LAYOUT)), "o": Out(stream.Signature(WORD_LAYOUT))})
+
+    @property
+    def config(self) -> MatchConfig:
+        return self._cfg
+
+    @property
+    def timing(self):
+        return self._core.timing
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.front = front = self._front
+        m.submodules.core = core = self._core
+        wiring.connect(m, wiring.flipped(self.i), front.i)
+        wiring.connect(m, front.o, wiring.flipped(self.o))
+        for name in ("wr_valid", "wr_op", "wr_index", "wr_data", "abort", "start", "start_op", "rd_index",
+                     "presult_ack"):
+            m.d.comb += getattr(core, name).eq(getattr(front, name))
+        for name in ("done", "done_status", "rd_data", "last_cycles", "accept", "presult_valid",
+                     "presult_status"):
+            m.d.comb += getattr(front, name).eq(getattr(core, name))
+        return m
