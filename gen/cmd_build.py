@@ -13,18 +13,19 @@ HELP = "synthesise, place and route an engine for a board; report utilisation, F
 
 def register(sub):
     p = sub.add_parser("build", help=HELP, description=HELP + ". The bitstream is the board top: the "
-                       "engine behind the board's USB-UART with its weights preloaded (metafab run talks to "
+                       "engine behind the board's USB-UART with its weights (maml) or one digits episode's support set "
+                       "(match) preloaded (metafab run talks to "
                        "it); --top harness measures the engine alone.")
     p.add_argument("engine", choices=ENGINES, help="which engine")
     add_design_args(p)
     p.add_argument("--board", required=True, metavar="NAME",
                    help=f"target board: {', '.join(board_names())}")
     p.add_argument("--top", choices=("uart", "harness"), default="uart",
-                   help="uart: the board top to program (USB-UART bridge, engine, preloaded weights; "
+                   help="uart: the board top to program (USB-UART bridge, engine, preloaded weights or support set; "
                    "default); harness: the engine alone behind a serial measurement harness")
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate of the board top (default 115200)")
     p.add_argument("--weights", choices=("auto", "shipped", "random"), default="auto",
-                   help="weights preloaded into the board top (default: shipped when the layers allow)")
+                   help="maml: weights preloaded into the board top (default: shipped when the layers allow)")
     p.add_argument("--target-mhz", type=float, default=None,
                    help="clock constraint for place and route (default: above what the family reaches)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")

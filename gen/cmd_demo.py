@@ -23,6 +23,7 @@ def register(sub):
     p = sub.add_parser("demo", help=HELP, description=HELP + " (generate, verify in Verilator, build for the "
                        f"{BOARD}).")
     p.add_argument("--tasks", type=int, default=100, help="MAML tasks to verify (default 100)")
+    p.add_argument("--queries", type=int, default=200, help="similarity-engine queries to verify (default 200)")
     p.add_argument("--board", default=BOARD, help=f"board to build for (default {BOARD})")
     p.add_argument("--skip-build", action="store_true", help="skip synthesis and place and route")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -57,43 +58,65 @@ class _Background:
 
 
 def run(args) -> int:
-    from metafab.gen.maml_flow import TOPLEVEL, engine_verilog, verify
-    from metafab.reference.config import MamlConfig
+    from metafab.gen import maml_flow, match_flow
+    from metafab.reference.config import MamlConfig, MatchConfig
     from metafab.reference.errors import UserError
     from metafab.sim.runner import build_root
 
     if args.tasks < 1:
         raise UserError(f"--tasks must be at least 1, got {args.tasks}")
+    if args.queries < 1:
+        raise UserError(f"--queries must be at least 1, got {args.queries}")
     t0 = time.perf_counter()
     root = build_root() / "demo"
-    cfg = MamlConfig()
-    doc: dict = {"board": args.board, "maml": {}}
-    _say(f"MAML engine {cfg.name}: generating")
-    (root / "maml").mkdir(parents=True, exist_ok=True)
-    (root / "maml" / f"{TOPLEVEL}.v").write_text(engine_verilog(cfg))
-    build = None
-    if not args.skip_build:
-        _say(f"MAML engine: building the board top for {args.board} in the background "
-             f"(log: {root / 'maml_build.log'})")
-        build = _Background(["build", "maml", "--board", args.board], root / "maml_build.log")
-    doc["maml"]["verify"] = verify(cfg, tasks=args.tasks, sim="verilator", seed=0, progress=_say)
-    if build is not None:
-        _say("MAML engine: waiting for the board build")
-        doc["maml"]["build"] = build.result()
+    cfg, mcfg = MamlConfig(), MatchConfig()
+    doc: dict = {"board": args.board, "maml": {}, "match": {}}
+    builds = {}
+
+    def generate(engine, c, flow):
+        _say(f"{engine} engine {c.name}: generating Verilog")
+        (root / engine).mkdir(parents=True, exist_ok=True)
+        (root / engine / f"{flow.TOPLEVEL}.v").write_text(flow.engine_verilog(c))
+        if not args.skip_build:
+            _say(f"{engine} engine: building the board top for {args.board} in the background "
+                 f"(log: {root / f'{engine}_build.log'})")
+            builds[engine] = _Background(["build", engine, "--board", args.board], root / f"{engine}_build.log")
+
+    generate("maml", cfg, maml_flow)
+    doc["maml"]["verify"] = maml_flow.verify(cfg, tasks=args.tasks, sim="verilator", seed=0, progress=_say)
+    generate("match", mcfg, match_flow)
+    doc["match"]["verify"] = match_flow.verify(mcfg, queries=args.queries, sim="verilator", seed=0,
+                                               features="auto", progress=_say)
+    for engine, b in builds.items():
+        _say(f"{engine} engine: waiting for the board build")
+        doc[engine]["build"] = b.result()
     doc["seconds"] = time.perf_counter() - t0
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True, default=str))
     else:
         print(table(doc))
-    v = doc["maml"]["verify"]
-    return 0 if v["mismatches"] == 0 and v["cycles_match_model"] else 1
+    v, m = doc["maml"]["verify"], doc["match"]["verify"]
+    ok = v["mismatches"] == 0 and v["cycles_match_model"]
+    ok = ok and m["mismatches"] == 0 and m["rtl_equals_fixed"] and m["cycles_match_model"]
+    return 0 if ok else 1
+
+
+def _build_rows(b: dict, latency) -> list[tuple[str, str]]:
+    if not b:
+        return []
+    if "error" in b:
+        return [("board build", f"failed: {b['error']} (log {b.get('log')})")]
+    return [
+        (f"{b['board']} ({b['device']})", f"Fmax {b['fmax_mhz']:.1f} MHz; LUT {b['lut']}, FF {b['ff']}, "
+                                           f"DSP {b['dsp']}, BRAM {b['bram']}"),
+        *latency(b),
+    ]
 
 
 def table(doc: dict) -> str:
-    from metafab.gen.anchors import ANCHOR_SOURCE, MAML_SINUSOID_US
+    from metafab.gen.anchors import ANCHOR_SOURCE, MAML_SINUSOID_US, MATCHING_D64_US
 
     v = doc["maml"]["verify"]
-    b = doc["maml"].get("build") or {}
     rows = [
         ("design", v["design"]),
         ("initial weights", v["weights"]),
@@ -105,20 +128,44 @@ def table(doc: dict) -> str:
     if "mse_ratio" in v:
         rows.append(("query MSE fixed / float64", f"{v['mse_fixed']:.4f} / {v['mse_float64']:.4f} "
                                                    f"= {v['mse_ratio']:.4f}"))
-    if b and "error" not in b:
-        rows += [
-            (f"{b['board']} ({b['device']})", f"Fmax {b['fmax_mhz']:.1f} MHz; LUT {b['lut']}, FF {b['ff']}, "
-                                               f"DSP {b['dsp']}, BRAM {b['bram']}"),
-            ("batch-1 latency at Fmax", f"{b['latency_us']:.1f} us"),
-        ]
-    elif b:
-        rows.append(("board build", f"failed: {b['error']} (log {b.get('log')})"))
+    rows += _build_rows(doc["maml"].get("build") or {},
+                        lambda b: [("batch-1 latency at Fmax", f"{b['latency_us']:.2f} us per task")])
     anchor = MAML_SINUSOID_US[1]
     rows.append(("H100, PyTorch CUDA graph", f"{anchor['h100_cuda_graph']} us"))
     rows.append(("numpy float64 on a host CPU", f"{anchor['numpy_f64_host_cpu']} us"))
-    width = max(len(k) for k, _ in rows)
-    lines = ["", "metafab demo: MAML adaptation engine", "=" * 78]
-    lines += [f"{k:<{width}}  {val}" for k, val in rows]
+    lines = _section("metafab demo: MAML adaptation engine", rows)
+
+    m = doc["match"].get("verify")
+    if m:
+        a = m["accuracy"]
+        rows = [
+            ("design", m["design"]),
+            ("features", m["features"]),
+            ("queries verified (Verilator)", f"{m['queries']} in {m['episodes']} episodes "
+                                             f"({m['output_words']} output words)"),
+            ("mismatching output words", str(m["mismatches"])),
+            ("accuracy RTL / fixed / float64", f"{100 * a['rtl']:.2f} / {100 * a['fixed']:.2f} / "
+                                               f"{100 * a['float64']:.2f} %"),
+            ("latency per query", f"{m['latency_model']} cycles modelled, "
+                                  f"{', '.join(map(str, m['latency_measured']))} measured"),
+            ("initiation interval", f"{m['ii_model']} cycles modelled, {m['ii_measured']} measured"),
+        ]
+
+        def match_latency(b):
+            us = b.get("latency_us") or {}
+            return [("latency per query at Fmax", f"{us.get('compute', 0):.3f} us; one query every "
+                                                  f"{us.get('ii', 0):.3f} us")]
+
+        rows += _build_rows(doc["match"].get("build") or {}, match_latency)
+        anchor = MATCHING_D64_US.get((5, 5))
+        if anchor:
+            rows.append(("H100, PyTorch CUDA graph", f"{anchor['h100_cuda_graph']} us"))
+        lines += _section("metafab demo: similarity engine (Matching Networks)", rows)
     lines.append(f"(GPU and CPU figures: {ANCHOR_SOURCE})")
     lines.append(f"total {doc['seconds']:.0f} s")
     return "\n".join(lines)
+
+
+def _section(title: str, rows) -> list[str]:
+    width = max(len(k) for k, _ in rows)
+    return ["", title, "=" * 78] + [f"{k:<{width}}  {val}" for k, val in rows]

@@ -26,7 +26,8 @@ from metafab.reference.protocol import (
     words_to_bytes,
 )
 
-__all__ = ["request_bytes", "decode_bytes", "Host", "open_serial", "maml_load_payload", "maml_run_payload"]
+__all__ = ["request_bytes", "decode_bytes", "Host", "open_serial", "maml_load_payload", "maml_run_payload",
+           "match_load_payload", "match_run_payload"]
 
 
 def request_bytes(opcode: int, payload=()) -> bytes:
@@ -52,6 +53,20 @@ def maml_run_payload(xs, ys, xq) -> list[int]:
     xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in (xs, ys, xq))
     support = np.concatenate([xs, ys], axis=1).reshape(-1)
     return to_words(np.concatenate([support, xq.reshape(-1)]))
+
+
+def match_load_payload(support, labels) -> list[int]:
+    """LOAD payload words of a support set: per support row its label, then its ``D`` emb_fmt codes."""
+    out = []
+    for row, lab in zip(np.asarray(support, dtype=np.int64), np.asarray(labels, dtype=np.int64), strict=True):
+        out.append(int(lab))
+        out += to_words(row)
+    return out
+
+
+def match_run_payload(query) -> list[int]:
+    """RUN payload words of one query: its ``D`` emb_fmt codes."""
+    return to_words(np.asarray(query, dtype=np.int64).reshape(-1))
 
 
 class Host:

@@ -53,10 +53,11 @@ def match_manifest(cfg, toplevel: str) -> dict:
 
 
 def generate(args) -> int:
-    """Verilog, manifest and an example LOAD/RUN payload (one digits or random episode)."""
+    """Verilog, AXI-Stream wrapper, FuseSoC core, manifest and an example LOAD/RUN payload (one episode)."""
+    from metafab.gen.host import match_load_payload as load_payload
     from metafab.gen.manifest import dumps
     from metafab.gen.match_flow import TOPLEVEL, engine_verilog, episode_codes, make_episodes
-    from metafab.sim.benches.match import load_payload
+    from metafab.gen.wrappers import axis_wrapper, fusesoc_core
     from metafab.sim.runner import build_root
 
     cfg = match_config(args)
@@ -74,7 +75,12 @@ def generate(args) -> int:
     words = load_payload(ep["support"], ep["labels"])
     (out / "load.hex").write_text("".join(f"{w & 0xFFFFFFFF:08x}\n" for w in words))
     (out / "query.hex").write_text("".join(f"{int(w) & 0xFFFFFFFF:08x}\n" for w in ep["queries"][0]))
-    for name in (f"{TOPLEVEL}.v", "manifest.json", "load.hex", "query.hex"):
+    wrapper, text = axis_wrapper(engine="match", toplevel=TOPLEVEL, design=cfg.name)
+    (out / f"{wrapper}.v").write_text(text)
+    core = fusesoc_core(design=cfg.name, verilog=f"{TOPLEVEL}.v", wrapper_file=f"{wrapper}.v", wrapper=wrapper,
+                        description=f"metafab similarity engine {cfg.name} with an AXI-Stream wrapper")
+    (out / f"{cfg.name}.core").write_text(core)
+    for name in (f"{TOPLEVEL}.v", f"{wrapper}.v", f"{cfg.name}.core", "manifest.json", "load.hex", "query.hex"):
         print(out / name)
     return 0
 
@@ -178,7 +184,8 @@ def build(args) -> int:
 
     board = get_board(args.board)
     cfg = match_config(args)
-    r = match_build(cfg, board.name, target_mhz=args.target_mhz, seed=args.seed, progress=_progress)
+    r = match_build(cfg, board.name, top=args.top, baud=args.baud, target_mhz=args.target_mhz, seed=args.seed,
+                    progress=_progress)
     if args.json:
         print(json.dumps(r, indent=2, sort_keys=True, default=str))
     else:

@@ -321,19 +321,44 @@ def verify(
     return report
 
 
-def match_build(cfg: MatchConfig, board: str, *, target_mhz=None, seed: int = 1, progress=None) -> dict:
-    """Synthesis, place and route of the engine for ``board``, with the latencies at the achieved Fmax."""
-    from metafab.gen.anchors import MATCHING_D64_US
-    from metafab.gen.flow import build
-    from metafab.hw.match_engine import MatchEngine
+def match_build(cfg: MatchConfig, board: str, *, top: str = "uart", baud: int = 115200, seed: int = 1,
+                target_mhz=None, support_seed: int = 0, progress=None) -> dict:
+    """Synthesis, place and route of the engine for ``board``, with the latencies at the achieved Fmax.
 
-    name = f"match_{cfg.mode}_{cfg.n_way}w{cfg.k_shot}s_d{cfg.dim}_p{cfg.lanes}"
-    r = build(MatchEngine(config=cfg), board, name=name, target_mhz=target_mhz, seed=seed, progress=progress)
+    ``top="uart"``: the board top (USB-UART bridge, the engine, and one
+    episode's support set preloaded from a ROM, so the board answers queries
+    at once; ``metafab run match`` may LOAD another); its bitstream is the one
+    to program. ``top="harness"``: the engine alone behind the serial
+    measurement harness, for the engine's own resources and Fmax.
+    """
+    from metafab.gen.anchors import MATCHING_D64_US
+    from metafab.gen.flow import build, build_board_top
+    from metafab.gen.host import match_load_payload
+    from metafab.hw.board_top import BoardTop
+    from metafab.hw.match_engine import MatchEngine
+    from metafab.reference.protocol import Opcode, encode_request
+
+    if top not in ("uart", "harness"):
+        raise UserError(f"unknown top {top!r}; valid: uart, harness")
+    name = f"match_{cfg.mode}_{cfg.n_way}w{cfg.k_shot}s_d{cfg.dim}_p{cfg.lanes}_{top}"
+    preloaded = None
+    if top == "harness":
+        r = build(MatchEngine(config=cfg), board, name=name, target_mhz=target_mhz, seed=seed, progress=progress)
+    else:
+        eps, preloaded = make_episodes(cfg, 1, support_seed, "auto", n_query=1)
+        (ep,) = episode_codes(cfg, eps)
+        preload = encode_request(Opcode.LOAD, match_load_payload(ep["support"], ep["labels"]))
+        board_top = BoardTop(MatchEngine(config=cfg), baud=baud, preload=preload)
+        r = build_board_top(board_top, board, clock=board_top.clock, name=name, target_mhz=target_mhz,
+                            seed=seed, progress=progress)
     model = match_cycles(cfg)
     anchor = MATCHING_D64_US.get((cfg.n_way, cfg.k_shot)) if cfg.dim == 64 else None
     r.update(
         design=cfg.name,
         config=cfg.to_dict(),
+        top=top,
+        baud=baud if top == "uart" else None,
+        preloaded_support=preloaded,
         cycles=model.to_dict(),
         latency_us=model.latency_us(r["fmax_mhz"]) if r.get("fmax_mhz") else None,
         anchor=dict(anchor) if anchor else None,

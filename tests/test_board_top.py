@@ -7,13 +7,24 @@ import pytest
 from amaranth.sim import Simulator
 
 from metafab.gen.export import to_verilog
-from metafab.gen.host import Host, decode_bytes, maml_load_payload, maml_run_payload, request_bytes
+from metafab.gen.host import (
+    Host,
+    decode_bytes,
+    maml_load_payload,
+    maml_run_payload,
+    match_load_payload,
+    match_run_payload,
+    request_bytes,
+)
 from metafab.gen.maml_flow import random_params, random_tasks
+from metafab.gen.match_flow import episode_codes, make_episodes
 from metafab.hw.board_top import UartEngineTop, uart_divisor
 from metafab.hw.maml_engine import MamlEngine
+from metafab.hw.match_engine import MatchEngine
 from metafab.hw.uart import UartBridge
 from metafab.reference import maml_fixed as mf
-from metafab.reference.config import MamlConfig
+from metafab.reference import match_fixed as mx
+from metafab.reference.config import MamlConfig, MatchConfig
 from metafab.reference.errors import UserError
 from metafab.reference.protocol import STATUS_FIELDS, Opcode, Status, encode_request, from_words
 from metafab.sim.runner import run_bench
@@ -178,3 +189,61 @@ def test_axi_stream_wrapper_with_cocotbext_axi():
         want = mf.run_task(wq, *(np.array(a) for a in t), CFG).y_query.reshape(-1)
         assert from_words(x.payload).tolist() == want.tolist()
     assert dict(zip(STATUS_FIELDS, resp[3].payload, strict=True))["runs"] == 2
+
+
+MATCH_CFG = MatchConfig(n_way=3, k_shot=2, dim=10, lanes=2)
+
+
+def _match_episode(seed):
+    eps, _ = make_episodes(MATCH_CFG, 1, seed, "random", n_query=1)
+    return episode_codes(MATCH_CFG, eps)[0]
+
+
+def _match_want(ep):
+    sup, lab = np.asarray(ep["support"]), np.asarray(ep["labels"])
+    ro = mx.readout(np.asarray(ep["queries"]), mx.prepare(sup, lab, MATCH_CFG), MATCH_CFG)
+    return [mx.result_words(p, c) for p, c in zip(ro.probs, ro.pred, strict=True)]
+
+
+def test_match_board_top_answers_the_host_driver_bytes():
+    """The similarity engine behind the UART bridge: a query before LOAD, two support sets, their queries."""
+    eps = [_match_episode(1), _match_episode(2)]
+    requests = [request_bytes(Opcode.RUN, match_run_payload(eps[0]["queries"][0]))]
+    for ep in eps:
+        requests.append(request_bytes(Opcode.LOAD, match_load_payload(ep["support"], ep["labels"])))
+        requests += [request_bytes(Opcode.RUN, match_run_payload(q)) for q in ep["queries"]]
+    requests.append(request_bytes(Opcode.STATUS))
+    resp = _board_bench(UartEngineTop(MatchEngine(config=MATCH_CFG), clock_hz=CLOCK_HZ, baud=BAUD), requests,
+                        "test-board-match")
+    n = MATCH_CFG.n_way
+    assert [r.status for r in resp] == [Status.NOT_LOADED] + [Status.OK] * (2 * (n + 1) + 1)
+    got = [list(from_words(r.payload)) for r in resp[1:-1] if r.payload]
+    assert got == _match_want(eps[0]) + _match_want(eps[1])
+    st = dict(zip(STATUS_FIELDS, resp[-1].payload, strict=True))
+    assert st["runs"] == 2 * n and st["errors"] == 1 and st["loaded"] == 1
+
+
+def test_match_board_top_with_a_preloaded_support_set():
+    ep = _match_episode(3)
+    preload = encode_request(Opcode.LOAD, match_load_payload(ep["support"], ep["labels"]))
+    top = UartEngineTop(MatchEngine(config=MATCH_CFG), clock_hz=CLOCK_HZ, baud=BAUD, preload=preload)
+    resp = _board_bench(top, [request_bytes(Opcode.RUN, match_run_payload(q)) for q in ep["queries"]],
+                        "test-board-match-preload")
+    assert [list(from_words(r.payload)) for r in resp] == _match_want(ep)
+
+
+def test_match_axi_stream_wrapper_with_cocotbext_axi():
+    """The similarity engine's generated AXI-Stream wrapper, driven by the standard bus model."""
+    from metafab.gen.wrappers import axis_wrapper
+
+    ep = _match_episode(4)
+    wrapper, text = axis_wrapper(engine="match", toplevel="match_engine", design=MATCH_CFG.name)
+    verilog = to_verilog(MatchEngine(config=MATCH_CFG), "match_engine") + "\n" + text
+    requests = [request_bytes(Opcode.LOAD, match_load_payload(ep["support"], ep["labels"]))]
+    requests += [request_bytes(Opcode.RUN, match_run_payload(q)) for q in ep["queries"]]
+    sim = "icarus" if find_icarus().found else "verilator"
+    r = run_bench(verilog=verilog, toplevel=wrapper, bench="metafab.sim.benches.axis",
+                  params={"requests": [q.hex() for q in requests], "seed": 5}, sim=sim, run_name="test-axis-match")
+    resp = [decode_bytes(bytes.fromhex(h)) for h in r.data["responses"]]
+    assert [x.status for x in resp] == [Status.OK] * len(requests)
+    assert [list(from_words(x.payload)) for x in resp[1:]] == _match_want(ep)

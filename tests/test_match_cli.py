@@ -25,7 +25,8 @@ def test_generate_match_is_deterministic(capsys, tmp_path):
         code, _, err = run_cli(capsys, "generate", "match", "--mode", "proto", *SMALL, "-o", str(d))
         assert code == 0, err
     files = sorted(p.name for p in a.iterdir())
-    assert files == ["load.hex", "manifest.json", "match_engine.v", "query.hex"]
+    assert files == ["load.hex", "manifest.json", "match-proto-3w2s-d10-p4.core", "match_engine.v",
+                     "match_engine_axis.v", "query.hex"]
     for name in files:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     man = json.loads((a / "manifest.json").read_text())
@@ -35,6 +36,10 @@ def test_generate_match_is_deterministic(capsys, tmp_path):
     assert len((a / "load.hex").read_text().split()) == 6 * 11
     assert man["cycles"]["latency"] > man["cycles"]["issue_cycles"]
     assert "module match_engine" in (a / "match_engine.v").read_text()
+    wrapper = (a / "match_engine_axis.v").read_text()
+    assert "module match_engine_axis" in wrapper and "match_engine engine (" in wrapper
+    core = (a / "match-proto-3w2s-d10-p4.core").read_text()
+    assert "match_engine.v" in core and "match_engine_axis.v" in core and "toplevel: match_engine_axis" in core
 
 
 @pytest.mark.parametrize(

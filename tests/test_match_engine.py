@@ -23,6 +23,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from metafab.gen import match_flow as mf
+from metafab.gen.host import match_load_payload as load_payload
 from metafab.gen.match_cycles import match_cycles, stream_timeline
 from metafab.hw.match_engine import MatchEngine
 from metafab.hw.match_schedule import EXP_LATENCY, LOGIT_LATENCY, SCALE_LATENCY, timing
@@ -37,7 +38,6 @@ from metafab.reference.protocol import (
     encode_request,
     from_words,
 )
-from metafab.sim.benches.match import load_payload
 from metafab.sim.runner import SimulationFailed
 
 from .conftest import requires_icarus

@@ -42,6 +42,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
+from metafab.gen.host import match_load_payload as load_payload
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
 from metafab.reference.protocol import (
@@ -70,13 +71,6 @@ def _write(result: dict):
             json.dump(result, f, sort_keys=True)
 
 
-def load_payload(support, labels) -> list[int]:
-    """The LOAD payload: per support row its label, then its ``D`` codes."""
-    out = []
-    for row, lab in zip(np.asarray(support, dtype=np.int64), np.asarray(labels, dtype=np.int64), strict=True):
-        out.append(int(lab))
-        out += to_words(row)
-    return out
 
 
 def _high(h) -> bool:

@@ -1,0 +1,165 @@
+"""``metafab run``: the real command over a real serial port (a pseudo-terminal) to a software board.
+
+The board here answers with the bit-exact reference model (the RTL behind
+the same bytes is checked in tests/test_board_top.py); these tests check the
+command itself: what it sends, that it checks every answer, its output and
+its exit status, and its errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import threading
+
+import numpy as np
+import pytest
+
+from metafab.gen.cli import main
+from metafab.gen.host import maml_load_payload
+from metafab.gen.maml_flow import initial_params
+from metafab.reference import maml_fixed as mf
+from metafab.reference import match_fixed as mx
+from metafab.reference.config import MamlConfig, MatchConfig
+from metafab.reference.protocol import (
+    STATUS_FIELDS,
+    ByteParser,
+    Opcode,
+    Status,
+    from_words,
+    header,
+    to_words,
+    words_to_bytes,
+)
+
+pytest.importorskip("serial", reason="pyserial is needed for metafab run")
+
+MAML_ARGS = ["--layers", "1-6-1", "--lanes", "2", "--k-support", "3", "--queries", "2"]
+MAML_CFG = MamlConfig(layers=(1, 6, 1), k_support=3, n_query=2, lanes=2)
+MATCH_ARGS = ["--ways", "3", "--shots", "2", "--dim", "10", "--lanes", "2"]
+MATCH_CFG = MatchConfig(n_way=3, k_shot=2, dim=10, lanes=2)
+
+
+class SoftBoard:
+    """Serves the protocol on a pty's master side, answering with the reference model."""
+
+    def __init__(self, engine: str, cfg, *, corrupt: bool = False, silent: bool = False):
+        self.engine, self.cfg, self.corrupt, self.silent = engine, cfg, corrupt, silent
+        self.master, slave = os.openpty()
+        self.port = os.ttyname(slave)
+        self._slave = slave  # kept open so the pty stays alive between opens
+        self.loaded = None
+        self.requests: list[int] = []
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        os.close(self.master)
+        os.close(self._slave)
+
+    def _serve(self):
+        parser = ByteParser()
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                data = os.read(self.master, 4096)
+            except OSError:
+                return
+            for packet in [] if self.silent else parser.feed(data):
+                status, payload = self._answer(packet[0] >> 16 & 0xFF, packet[1:])
+                os.write(self.master, words_to_bytes([header(status, len(payload))] + payload))
+
+    def _answer(self, opcode, payload):
+        self.requests.append(opcode)
+        cfg = self.cfg
+        if opcode == Opcode.STATUS:
+            return Status.OK, [7, self.runs, 0, 0, int(self.loaded is not None), 1]
+        if opcode == Opcode.LOAD:
+            self.loaded = list(payload)
+            return Status.OK, []
+        if opcode != Opcode.RUN or self.loaded is None:
+            return Status.NOT_LOADED, []
+        self.runs += 1
+        if self.engine == "maml":
+            wq = self._maml_weights(from_words(self.loaded))
+            x = from_words(payload)
+            k, ni, no = cfg.k_support, cfg.n_in, cfg.n_out
+            sup = x[: k * (ni + no)].reshape(k, ni + no)
+            out = mf.run_task(wq, sup[:, :ni], sup[:, ni:], x[k * (ni + no):].reshape(-1, ni), cfg).y_query
+            words = to_words(out.reshape(-1))
+        else:
+            rows = from_words(self.loaded).reshape(-1, cfg.dim + 1)
+            prep = mx.prepare(rows[:, 1:], rows[:, 0], cfg)
+            ro = mx.readout(from_words(payload), prep, cfg)
+            words = to_words(mx.result_words(ro.probs[0], ro.pred[0]))
+        if self.corrupt:
+            words[-1] ^= 1
+        return Status.OK, words
+
+    def _maml_weights(self, flat):
+        out, at = [], 0
+        for w in mf.quantize_params(initial_params(self.cfg, "random", 0)[0], self.cfg):
+            n = np.asarray(w).size
+            out.append(flat[at:at + n].reshape(np.asarray(w).shape))
+            at += n
+        return out
+
+
+def test_run_maml_over_a_serial_port(capsys):
+    with SoftBoard("maml", MAML_CFG) as board:
+        code = main(["run", "maml", *MAML_ARGS, "--port", board.port, "--weights", "random", "--tasks", "2",
+                     "--timeout", "5", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert board.requests == [Opcode.LOAD, Opcode.RUN, Opcode.STATUS, Opcode.RUN, Opcode.STATUS, Opcode.STATUS]
+    wq = mf.quantize_params(initial_params(MAML_CFG, "random", 0)[0], MAML_CFG)
+    assert board.loaded == maml_load_payload(wq)
+    assert [r["mismatches"] for r in out["results"]] == [0, 0]
+    assert len(out["results"][0]["outputs"]) == MAML_CFG.n_query * MAML_CFG.n_out
+    assert out["status"] == dict(zip(STATUS_FIELDS, [7, 2, 0, 0, 1, 1], strict=True))
+
+
+def test_run_match_loads_each_episode_and_checks_every_query(capsys):
+    with SoftBoard("match", MATCH_CFG) as board:
+        code = main(["run", "match", *MATCH_ARGS, "--port", board.port, "--tasks", "2", "--timeout", "5"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert board.requests.count(Opcode.LOAD) == 2 and board.requests.count(Opcode.RUN) == 2 * MATCH_CFG.n_way
+    assert len(board.loaded) == MATCH_CFG.n_way * MATCH_CFG.k_shot * (MATCH_CFG.dim + 1)
+    assert "episode 1 query 2: class" in out and "mismatches 0" in out and "accuracy" in out
+
+
+def test_run_reports_wrong_answers(capsys):
+    with SoftBoard("match", MATCH_CFG, corrupt=True) as board:
+        code = main(["run", "match", *MATCH_ARGS, "--port", board.port, "--tasks", "1", "--timeout", "5",
+                     "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["mismatches"] == MATCH_CFG.n_way
+    with SoftBoard("maml", MAML_CFG, corrupt=True) as board:
+        code = main(["run", "maml", *MAML_ARGS, "--port", board.port, "--weights", "random", "--tasks", "1",
+                     "--timeout", "5"])
+    assert code == 1 and "1 mismatches" in capsys.readouterr().out
+
+
+def test_run_errors_are_one_line(tmp_path, capsys):
+    assert main(["run", "maml", "--port", str(tmp_path / "no-such-port")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open serial port" in err and "Traceback" not in err
+    bad = tmp_path / "eps.json"
+    bad.write_text(json.dumps([{"support": [[0.0] * 10] * 6, "labels": [0, 1, 2, 0, 1, 7], "queries": [[0] * 10]}]))
+    with SoftBoard("match", MATCH_CFG) as board:
+        assert main(["run", "match", *MATCH_ARGS, "--port", board.port, "--input", str(bad)]) == 2
+    assert "labels must be 0..2" in capsys.readouterr().err
+    with SoftBoard("match", MATCH_CFG, silent=True) as board:  # a board that never answers
+        assert main(["run", "match", *MATCH_ARGS, "--port", board.port, "--timeout", "0.3"]) == 2
+    assert "no complete response" in capsys.readouterr().err
