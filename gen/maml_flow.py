@@ -6,6 +6,7 @@ Used by ``metafab sim maml`` / ``metafab verify maml`` and by the tests.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,7 @@ def engine_verilog(cfg: MamlConfig, progress: Callable[[str], object] | None = N
         progress(f"generating Verilog for {cfg.name}")
     text = to_verilog(MamlEngine(config=cfg), TOPLEVEL)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: parallel workers may write the same file
     tmp.write_text(text)
     tmp.replace(path)
     return text

@@ -23,6 +23,7 @@ Stimulus (``features``):
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 
@@ -68,7 +69,7 @@ def engine_verilog(cfg: MatchConfig, progress: Callable[[str], object] | None = 
         progress(f"generating Verilog for {cfg.name}")
     text = to_verilog(MatchEngine(config=cfg), TOPLEVEL)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: parallel workers may write the same file
     tmp.write_text(text)
     tmp.replace(path)
     return text

@@ -14,12 +14,13 @@ matrix that gives the ``X`` operands and one of the matrix that gives the
 ======  =========================================================================
 c       sequencer registers (job, tile coordinates); word addresses, selector codes
 c+1     addresses registered at the memories' read ports
-c+2     read data; extraction of the ``X`` tile (``pm x pr``) and ``Y`` tile (``pr x pn``)
-c+3     lane operands: lane ``p = ((i pn) + j) pr + k`` takes ``X[i,k]`` and ``Y[k,j]``
-c+4     products (one multiplier per lane)
-c+5+l   adder tree level ``l`` (``l = log2 pr``); the accumulators add the group sums
-A       (= c+6+l at the last issue of a pass) accumulator results; ReLU mask read
-A+1     rounding (shift and round bit); old weights read
+c+2     read data; c+3 read data registered (block RAM clock-to-out)
+c+4     extraction of the ``X`` tile (``pm x pr``) and ``Y`` tile (``pr x pn``)
+c+5     lane operands: lane ``p = ((i pn) + j) pr + k`` takes ``X[i,k]`` and ``Y[k,j]``
+c+6     products (one multiplier per lane)
+c+6+l   adder tree level ``l`` (``l = log2 pr``); the accumulators add the group sums
+A       (= c+7+l at the last issue of a pass) accumulator results; ReLU mask and old weights read
+A+1     rounding (shift and round bit)
 A+2     saturation, ReLU, mask
 A+3     update subtraction and saturation; the output tile is written
 ======  =========================================================================

@@ -164,7 +164,7 @@ class MamlConfig(_ConfigBase):
         Inner learning rate on the mean-squared loss (Finn et al. 2017 use 0.01).
     lanes : int
         Parallel MAC lanes ``P`` in the hardware: a power of two, 1..256
-        (the weights are banked by the low bits of their index).
+        (the engine's tile shapes and memory words follow from it; see docs/maml_engine.md).
     act_fmt : QFormat
         Inputs, targets, activations and outputs. Needs 1.0 (the bias input).
     weight_fmt : QFormat

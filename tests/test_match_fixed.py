@@ -179,7 +179,7 @@ def test_prepare_rejects_bad_support_sets(change, fragment):
         ({"acc_fmt": "Q20.20"}, "acc_fmt Q20.20 has 20 fraction bits; the products need 26"),
         ({"n_way": 65}, "n_way must be in 1..64"),
         ({"emb_fmt": "Q4.20", "unit_fmt": "Q2.22", "mant_bits": 24, "acc_fmt": "Q16.44", "prob_fmt": "UQ1.22"},
-         "cosine scaling a 72-bit product"),
+         "cosine scaling a 78-bit product for dim 64"),
     ],
 )
 def test_config_validation(fields, fragment):
