@@ -6,8 +6,8 @@ Used by ``metafab sim maml`` / ``metafab verify maml`` and by the tests.
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
