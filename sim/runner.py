@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metafab.reference.errors import UserError
+from metafab.sim.params import BENCH_ENV, BENCH_OUT_ENV
 from metafab.sim.tools import find_simulator, verilator_env_path
 
 __all__ = ["build_root", "SimulationFailed", "BenchResult", "run_bench", "BENCH_ENV", "BENCH_OUT_ENV"]
 
-BENCH_ENV = "METAFAB_BENCH"
-BENCH_OUT_ENV = "METAFAB_BENCH_OUT"
 _BUILT_MARK = "metafab-built.ok"
 
 
@@ -216,8 +215,11 @@ def run_bench(
             raise SimulationFailed(f"{sim} failed to build {toplevel} ({exc}); see {log_build}") from None
         (build_dir / _BUILT_MARK).write_text(key + "\n")
         t1 = time.perf_counter()
+        params_json = test_dir / "bench_params.json"
+        params_json.parent.mkdir(parents=True, exist_ok=True)
+        params_json.write_text(json.dumps(params, sort_keys=True))
         env = {
-            BENCH_ENV: json.dumps(params, sort_keys=True),
+            BENCH_ENV: str(params_json),
             BENCH_OUT_ENV: str(out_json),
         }
         try:

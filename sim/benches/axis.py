@@ -1,6 +1,6 @@
 """cocotb bench: the generated AXI-Stream wrapper driven by cocotbext-axi's AXI-Stream source and sink.
 
-Parameters (JSON in ``METAFAB_BENCH``): ``requests`` (hex strings: each
+Parameters (a JSON file named by ``METAFAB_BENCH``): ``requests`` (hex strings: each
 request packet's bytes, words least significant byte first), ``seed``
 (random pauses on both buses). Writes ``{responses: [hex, ...]}``.
 """
@@ -17,6 +17,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
+from metafab.sim.params import bench_params
+
 
 def _pauses(rng: random.Random, p: float):
     return (rng.random() < p for _ in itertools.count())
@@ -24,7 +26,7 @@ def _pauses(rng: random.Random, p: float):
 
 @cocotb.test()
 async def axis_wrapper(dut):
-    p = json.loads(os.environ["METAFAB_BENCH"])
+    p = bench_params()
     rng = random.Random(p.get("seed", 0))
     cocotb.start_soon(Clock(dut.aclk, 10, unit="ns").start())
     source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.aclk, dut.aresetn, reset_active_level=False)

@@ -1,6 +1,6 @@
 """cocotb bench: a board top (UART bridge + engine) driven with a host's bytes through a UART model.
 
-Parameters (JSON in ``METAFAB_BENCH``): ``divisor`` (clock cycles per bit),
+Parameters (a JSON file named by ``METAFAB_BENCH``): ``divisor`` (clock cycles per bit),
 ``requests`` (hex strings: each one request's bytes, as the host driver
 writes them), ``gap_bytes`` (optional idle bytes' time between requests).
 Writes ``{responses: [hex, ...], framing_errors, cycles}``: the raw response
@@ -16,13 +16,14 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from metafab.reference.protocol import ByteParser, words_to_bytes
+from metafab.sim.params import bench_params
 from metafab.sim.stream import StreamBench
 from metafab.sim.uart import UartSink, UartSource
 
 
 @cocotb.test()
 async def board_top_over_uart(dut):
-    p = json.loads(os.environ["METAFAB_BENCH"])
+    p = bench_params()
     div = p["divisor"]
     tb = StreamBench(dut)
     src = UartSource(dut.rx, tb.clock, divisor=div)

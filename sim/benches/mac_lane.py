@@ -1,6 +1,6 @@
 """cocotb bench: the MAC lane against the reference, with random idle and back-pressure.
 
-Parameters (JSON in ``METAFAB_BENCH``): ``config`` (a MacLaneConfig dict),
+Parameters (a JSON file named by ``METAFAB_BENCH``): ``config`` (a MacLaneConfig dict),
 ``in_fields`` (the input payload layout), ``packets``, ``max_len``, ``seed``,
 ``idle``, ``backpressure``. Writes ``{packets, beats, outputs, mismatches,
 cycles, seconds, cycles_per_second, first_mismatch}`` to ``METAFAB_BENCH_OUT``.
@@ -18,11 +18,12 @@ import numpy as np
 
 from metafab.reference.config import MacLaneConfig
 from metafab.reference.mac_lane import dot_products, random_packets
+from metafab.sim.params import bench_params
 from metafab.sim.stream import PayloadCodec, StreamBench, StreamSink, StreamSource
 
 
 def _params() -> dict:
-    return json.loads(os.environ["METAFAB_BENCH"])
+    return bench_params()
 
 
 def _write(result: dict):

@@ -1,6 +1,6 @@
 """cocotb benches for the MAML engine: tasks against the bit-exact reference, bad packets, reset.
 
-Parameters (JSON in ``METAFAB_BENCH``):
+Parameters (a JSON file named by ``METAFAB_BENCH``):
 
 ``config``
     a MamlConfig dict;
@@ -34,11 +34,12 @@ from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig
 from metafab.reference.protocol import STATUS_FIELDS, Opcode, Status, from_words, to_words
 from metafab.sim.packets import PacketLink
+from metafab.sim.params import bench_params
 from metafab.sim.stream import StreamBench
 
 
 def _params() -> dict:
-    return json.loads(os.environ["METAFAB_BENCH"])
+    return bench_params()
 
 
 def _write(result: dict):

@@ -1,6 +1,6 @@
 """cocotb benches for the similarity engine: episodes against the bit-exact reference, timing, errors, reset.
 
-Parameters (JSON in ``METAFAB_BENCH``):
+Parameters (a JSON file named by ``METAFAB_BENCH``):
 
 ``config``
     a MatchConfig dict;
@@ -57,11 +57,12 @@ from metafab.reference.protocol import (
     to_words,
 )
 from metafab.sim.packets import PacketLink
+from metafab.sim.params import bench_params
 from metafab.sim.stream import StreamBench
 
 
 def _params() -> dict:
-    return json.loads(os.environ["METAFAB_BENCH"])
+    return bench_params()
 
 
 def _write(result: dict):
