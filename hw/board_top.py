@@ -8,7 +8,7 @@ an optional preloader and the engine on a board's default clock and its
 ``uart`` resource.
 """
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Mux, ResetSignal, Signal
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,13 +53,18 @@ class Preloader(wiring.Component):
         n = len(self._packet)
         m.submodules.rom = rom = Memory(shape=33, depth=n,
                                         init=[w | (int(last) << 32) for w, last in self._packet])
-        rd = rom.read_port(domain="comb")
+        # a synchronous read (block RAM), one word ahead: the address is the next word's index
+        # whenever the current one is taken, so ``rd.data`` always holds word ``idx``
+        rd = rom.read_port()
         idx = Signal(range(n + 1))
-        m.d.comb += rd.addr.eq(idx)
+        primed = Signal()  # the first read has completed
+        m.d.sync += primed.eq(1)
+        take = Signal()
+        m.d.comb += rd.addr.eq(Mux(take, idx + 1, idx))
         with m.FSM():
             with m.State("SEND"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(rd.data)]
-                with m.If(self.o.ready):
+                m.d.comb += [self.o.valid.eq(primed), self.o.payload.eq(rd.data), take.eq(primed & self.o.ready)]
+                with m.If(take):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == n - 1):
                         m.next = "DROP"
