@@ -177,6 +177,8 @@ def _overrides(board: Board, name: str, seed: int) -> dict:
     }
     if board.family == "ice40":
         overrides["synth_opts"] = "-dsp"
+    else:  # router2 resolves the engines' congestion where router1 stalls (measured on the MAML engine)
+        overrides["nextpnr_opts"] += " --router router2"
     return overrides
 
 
