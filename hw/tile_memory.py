@@ -55,11 +55,8 @@ class TileMemory:
                 for e in range(elements):
                     v |= (int(init[w * elements + e]) & mask) << (e * width)
                 words.append(v)
-        attrs = {"no_rw_check": 1}
-        if self.prefers_block_ram(depth, elements * width):
-            attrs["ram_style"] = "block"
         self.memory = Memory(shape=unsigned(elements * width), depth=max(depth, 1),
-                             init=words or [], attrs=attrs)
+                             init=words or [], attrs={"no_rw_check": 1})
         self.write = self.memory.write_port(granularity=width)
         self.reads = [self.memory.read_port() for _ in range(read_ports)]
         # block RAM outputs are slow (about 6 ns clock-to-out on ECP5 without the RAM's own
@@ -70,18 +67,6 @@ class TileMemory:
         """Add the memory to module ``m`` as submodule ``name`` with its read-data registers."""
         m.submodules[name] = self.memory
         m.d.sync += [r.eq(p.data) for r, p in zip(self.rdata, self.reads, strict=True)]
-
-    #: LUT sites a block RAM is worth when choosing the memory kind (the ECP5-85F has about
-    #: 400 LUTs per block RAM; wide, shallow tile memories cost about 8 LUT sites per 64 bits
-    #: as LUT RAM)
-    LUTS_PER_BLOCK_RAM = 128
-
-    @classmethod
-    def prefers_block_ram(cls, depth: int, bits: int) -> bool:
-        """Whether a ``depth x bits`` memory should be block RAM (ECP5 costs; Yosys decides otherwise)."""
-        lut_ram = 8 * -(-bits // 4) * -(-depth // 16)
-        block_rams = -(-bits // 36) * -(-depth // 512)
-        return lut_ram >= cls.LUTS_PER_BLOCK_RAM * block_rams
 
     @property
     def shape(self):
