@@ -26,6 +26,8 @@ def register(sub):
     p.add_argument("--queries", type=int, default=200, help="similarity-engine queries to verify (default 200)")
     p.add_argument("--board", default=BOARD, help=f"board to build for (default {BOARD})")
     p.add_argument("--skip-build", action="store_true", help="skip synthesis and place and route")
+    p.add_argument("--build-minutes", type=float, default=30.0,
+                   help="stop a board build still running this many minutes after the demo started (default 30)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=run)
 
@@ -46,8 +48,15 @@ class _Background:
                                      stdout=open(self.out, "w"), stderr=self._f)  # noqa: SIM115
         self.started = time.perf_counter()
 
-    def result(self) -> dict:
-        code = self.proc.wait()
+    def result(self, deadline: float | None = None) -> dict:
+        try:
+            code = self.proc.wait(None if deadline is None else max(1.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            self._f.close()
+            return {"error": "not finished within the demo's build time limit (--build-minutes); "
+                             "metafab build runs it to the end", "log": str(self.log)}
         self._f.close()
         if code != 0:
             tail = self.log.read_text().strip().splitlines()[-1:] or ["(no output)"]
@@ -87,9 +96,10 @@ def run(args) -> int:
     generate("match", mcfg, match_flow)
     doc["match"]["verify"] = match_flow.verify(mcfg, queries=args.queries, sim="verilator", seed=0,
                                                features="auto", progress=_say)
+    deadline = t0 + 60 * args.build_minutes
     for engine, b in builds.items():
         _say(f"{engine} engine: waiting for the board build")
-        doc[engine]["build"] = b.result()
+        doc[engine]["build"] = b.result(deadline)
     doc["seconds"] = time.perf_counter() - t0
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True, default=str))

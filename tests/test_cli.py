@@ -115,3 +115,21 @@ def test_missing_simulator_is_one_line_with_the_install_command(capsys, monkeypa
     code, _, err = run_cli(capsys, "sim", "maml", *SMALL, "--sim", "icarus")
     assert code == 2
     assert "simulator 'icarus' not found" in err and "apt-get install -y iverilog" in err
+
+
+def test_demo_without_board_builds(capsys):
+    """The demo's simulation half on both default designs (the board builds are metafab build's, tested apart)."""
+    from metafab.gen.cmd_demo import table
+
+    code = main(["demo", "--skip-build", "--tasks", "2", "--queries", "5", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out)
+    v, m = doc["maml"]["verify"], doc["match"]["verify"]
+    assert v["tasks"] == 2 and v["mismatches"] == 0 and v["cycles_measured"] == [v["cycles_model"]]
+    assert m["mismatches"] == 0 and m["rtl_equals_fixed"] and m["queries"] >= 5
+    text = table(doc)
+    assert "metafab demo: MAML adaptation engine" in text and "similarity engine" in text
+    assert f"{v['cycles_model']} modelled" in text and "board build" not in text
+    assert main(["demo", "--queries", "0"]) == 2
+    assert "--queries must be at least 1, got 0" in capsys.readouterr().err
