@@ -86,12 +86,17 @@ def _times(x, c: int):
     return out
 
 
-def _select(m, target, selector, choices, domain="sync", default=None):
+def _select(m, target, selector, choices, domain="sync", default=None, early=None):
     """``target <= expr`` of the choice whose pattern equals ``selector``.
 
     ``choices`` is a list of ``(pattern, key, expr)``; choices with the same
     ``key`` share one case. Without ``default`` the most frequent choice is
     the default (patterns that no choice names are don't-cares).
+
+    ``early`` (``sync`` only): the selector's value one cycle earlier. The
+    pattern match is then decoded a cycle ahead into a small choice code that
+    belongs to this target alone, so the wide selector decode does not fan
+    out across the chip in the data path's cycle.
     """
     stmts = m.d.sync if domain == "sync" else m.d.comb
     if not choices:
@@ -109,6 +114,22 @@ def _select(m, target, selector, choices, domain="sync", default=None):
         if len(groups) == 1:
             stmts += target.eq(default)
             return
+    if early is not None and domain == "sync":
+        keys = [key for key in groups if key != dkey]
+        code = Signal(range(len(keys) + 1), name=f"{target.name}_code")
+        with m.Switch(early):
+            for n, key in enumerate(keys):
+                with m.Case(*sorted(set(groups[key]))):
+                    m.d.sync += code.eq(n + 1)
+            with m.Default():
+                m.d.sync += code.eq(0)
+        with m.Switch(code):
+            for n, key in enumerate(keys):
+                with m.Case(n + 1):
+                    stmts += target.eq(exprs[key])
+            with m.Default():
+                stmts += target.eq(default)
+        return
     with m.Switch(selector):
         for key, pats in groups.items():
             if key != dkey:
@@ -586,15 +607,18 @@ class MamlCore(wiring.Component):
                             key = (t.memory, pos)
                         ych[k * s.pn + j].append((loc | (idx << LYW), key, expr))
         xsel3, ysel3 = Cat(xloc3, jj3), Cat(yloc3, jj3)
+        xsel2, ysel2 = Cat(xloc2, ctl[2].jj), Cat(yloc2, ctl[2].jj)  # the same, a cycle earlier
         for x in range(TX):
-            _select(m, X3[x], xsel3, xch[x])
+            _select(m, X3[x], xsel3, xch[x], early=xsel2)
         for y in range(TY):
-            _select(m, Y3[y], ysel3, ych[y])
+            _select(m, Y3[y], ysel3, ych[y], early=ysel2)
 
         # ---------------- c+4: lane operands ----------------
         shp_a = _const_array([shape_id[j.shape] for j in jobs])
         shp3 = Signal(range(max(2, len(shapes))))
         m.d.sync += shp3.eq(shp_a[ctl[3].jj])
+        shp2 = Signal.like(shp3)  # shp3's next value, for the lanes' own choice codes
+        m.d.comb += shp2.eq(shp_a[ctl[3].jj])
         x4 = [Signal(signed(XW), name=f"x4_{p}") for p in range(P)]
         y4 = [Signal(signed(YW), name=f"y4_{p}") for p in range(P)]
         for p in range(P):
@@ -606,8 +630,8 @@ class MamlCore(wiring.Component):
                 j, k = divmod(rest, s.pr)
                 xc.append((sid, i * s.pr + k, X3[i * s.pr + k]))
                 yc.append((sid, k * s.pn + j, Y3[k * s.pn + j]))
-            _select(m, x4[p], shp3, xc)
-            _select(m, y4[p], shp3, yc)
+            _select(m, x4[p], shp3, xc, early=shp2)
+            _select(m, y4[p], shp3, yc, early=shp2)
 
         # ---------------- c+4: products; c+5..: adder tree ----------------
         tree = [[Signal(signed(XW + YW), name=f"prod5_{p}") for p in range(P)]]
