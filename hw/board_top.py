@@ -79,6 +79,25 @@ class Preloader(wiring.Component):
         return m
 
 
+class StreamRegister(wiring.Component):
+    """One registered stage on a word stream: ``o``'s valid and payload come straight from registers."""
+
+    def __init__(self):
+        sig = stream.Signature(WORD_LAYOUT)
+        super().__init__({"i": In(sig), "o": Out(sig)})
+
+    def elaborate(self, platform):
+        m = Module()
+        full = Signal()
+        data = Signal.like(self.o.payload)
+        m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(data), self.i.ready.eq(~full | self.o.ready)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [data.eq(self.i.payload), full.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += full.eq(0)
+        return m
+
+
 class BoardTop(Elaboratable):
     """An engine on a board: its default clock, a short power-on reset, the USB-UART.
 
@@ -131,8 +150,11 @@ class BoardTop(Elaboratable):
         m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx)]
         if self.preload:
             m.submodules.preload = pre = Preloader(packet=self.preload)
+            # the ROM's block-RAM output (about 6 ns clock-to-out on ECP5) is registered once before the engine
+            m.submodules.preload_reg = reg = StreamRegister()
             wiring.connect(m, bridge.o, pre.host_i)
-            wiring.connect(m, pre.o, engine.i)
+            wiring.connect(m, pre.o, reg.i)
+            wiring.connect(m, reg.o, engine.i)
             wiring.connect(m, engine.o, pre.i)
             wiring.connect(m, pre.host_o, bridge.i)
         else:
