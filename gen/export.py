@@ -8,7 +8,7 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
-__all__ = ["to_verilog", "write_verilog", "verilog_digest"]
+__all__ = ["to_verilog", "write_verilog", "verilog_digest", "cached_verilog"]
 
 
 def to_verilog(component: wiring.Component, name: str) -> str:
@@ -48,3 +48,34 @@ def layout_fields(layout) -> list[tuple[str, int, int, bool]]:
         shape = Shape.cast(fld.shape)
         fields.append((str(name), int(fld.offset), int(shape.width), bool(shape.signed)))
     return sorted(fields, key=lambda f: f[1])
+
+
+def _hw_source_digest() -> str:
+    """Hash of the hardware generator's sources (so a cached Verilog follows code changes)."""
+    import metafab.hw as hw_pkg
+
+    h = hashlib.sha256()
+    for path in sorted(Path(hw_pkg.__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_verilog(cfg, toplevel: str, make_component, progress=None) -> str:
+    """Verilog of ``make_component()`` for ``cfg``, cached under the build folder by config and generator source."""
+    import os
+
+    from metafab.reference.config import config_digest
+    from metafab.sim.runner import build_root
+
+    path = build_root() / "verilog" / f"{toplevel}-{config_digest(cfg)}-{_hw_source_digest()}.v"
+    if path.exists():
+        return path.read_text()
+    if progress:
+        progress(f"generating Verilog for {cfg.name}")
+    text = to_verilog(make_component(), toplevel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: parallel workers may write the same file
+    tmp.write_text(text)
+    tmp.replace(path)
+    return text

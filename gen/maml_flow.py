@@ -5,11 +5,8 @@ Used by ``metafab sim maml`` / ``metafab verify maml`` and by the tests.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +14,7 @@ from metafab.gen.cycles import maml_cycles
 from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig, config_digest
 from metafab.reference.errors import UserError
-from metafab.sim.runner import build_root, run_bench
+from metafab.sim.runner import run_bench
 
 __all__ = [
     "engine_verilog",
@@ -29,37 +26,14 @@ __all__ = [
 ]
 
 TOPLEVEL = "maml_engine"
-_HW_DIR = Path(__file__).resolve().parent.parent / "hw"
-
-
-def _hw_source_digest() -> str:
-    """Hash of the hardware generator's sources (so a cached Verilog follows code changes)."""
-    import metafab.hw as hw_pkg
-
-    h = hashlib.sha256()
-    for path in sorted(Path(hw_pkg.__file__).parent.glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def engine_verilog(cfg: MamlConfig, progress: Callable[[str], object] | None = None) -> str:
     """The engine's Verilog for ``cfg``, cached under the build folder by config and generator."""
-    key = f"{config_digest(cfg)}-{_hw_source_digest()}"
-    path = build_root() / "verilog" / f"{TOPLEVEL}-{key}.v"
-    if path.exists():
-        return path.read_text()
-    from metafab.gen.export import to_verilog
+    from metafab.gen.export import cached_verilog
     from metafab.hw.maml_engine import MamlEngine
 
-    if progress:
-        progress(f"generating Verilog for {cfg.name}")
-    text = to_verilog(MamlEngine(config=cfg), TOPLEVEL)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: parallel workers may write the same file
-    tmp.write_text(text)
-    tmp.replace(path)
-    return text
+    return cached_verilog(cfg, TOPLEVEL, lambda: MamlEngine(config=cfg), progress)
 
 
 def weight_words(wq) -> list[int]:

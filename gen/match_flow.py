@@ -23,7 +23,6 @@ Stimulus (``features``):
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 
@@ -34,7 +33,7 @@ from metafab.hw.match_schedule import timing
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig, config_digest
 from metafab.reference.errors import UserError
-from metafab.sim.runner import build_root, run_bench
+from metafab.sim.runner import run_bench
 
 __all__ = [
     "TOPLEVEL",
@@ -56,23 +55,10 @@ TIMING_QUERIES = 6
 
 def engine_verilog(cfg: MatchConfig, progress: Callable[[str], object] | None = None) -> str:
     """The engine's Verilog for ``cfg``, cached under the build folder by config and generator source."""
-    from metafab.gen.maml_flow import _hw_source_digest
-
-    key = f"{config_digest(cfg)}-{_hw_source_digest()}"
-    path = build_root() / "verilog" / f"{TOPLEVEL}-{key}.v"
-    if path.exists():
-        return path.read_text()
-    from metafab.gen.export import to_verilog
+    from metafab.gen.export import cached_verilog
     from metafab.hw.match_engine import MatchEngine
 
-    if progress:
-        progress(f"generating Verilog for {cfg.name}")
-    text = to_verilog(MatchEngine(config=cfg), TOPLEVEL)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: parallel workers may write the same file
-    tmp.write_text(text)
-    tmp.replace(path)
-    return text
+    return cached_verilog(cfg, TOPLEVEL, lambda: MatchEngine(config=cfg), progress)
 
 
 def resolve_features(cfg: MatchConfig, features: str) -> str:
