@@ -8,8 +8,6 @@ request packet's bytes, words least significant byte first), ``seed``
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import random
 
 import cocotb
@@ -17,7 +15,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
-from metafab.sim.params import bench_params
+from metafab.sim.params import bench_params, write_result
 
 
 def _pauses(rng: random.Random, p: float):
@@ -42,7 +40,4 @@ async def axis_wrapper(dut):
         await source.send(AxiStreamFrame(bytes.fromhex(req)))
         frame = await sink.recv()
         responses.append(bytes(frame.tdata).hex())
-    path = os.environ.get("METAFAB_BENCH_OUT")
-    if path:
-        with open(path, "w") as f:
-            json.dump({"responses": responses}, f)
+    write_result({"responses": responses})

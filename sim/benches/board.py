@@ -9,14 +9,11 @@ bytes, one string per response packet.
 
 from __future__ import annotations
 
-import json
-import os
-
 import cocotb
 from cocotb.triggers import ClockCycles
 
 from metafab.reference.protocol import ByteParser, words_to_bytes
-from metafab.sim.params import bench_params
+from metafab.sim.params import bench_params, write_result
 from metafab.sim.stream import StreamBench
 from metafab.sim.uart import UartSink, UartSource
 
@@ -41,8 +38,5 @@ async def board_top_over_uart(dut):
         responses.append(words_to_bytes(got[0]).hex())
         await ClockCycles(tb.clock, p.get("gap_cycles", 0) + 1)
     out = {"responses": responses, "framing_errors": sink.framing_errors, "cycles": tb.cycles}
-    path = os.environ.get("METAFAB_BENCH_OUT")
-    if path:
-        with open(path, "w") as f:
-            json.dump(out, f)
+    write_result(out)
     assert sink.framing_errors == 0

@@ -8,8 +8,6 @@ cycles, seconds, cycles_per_second, first_mismatch}`` to ``METAFAB_BENCH_OUT``.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
 
@@ -18,19 +16,13 @@ import numpy as np
 
 from metafab.reference.config import MacLaneConfig
 from metafab.reference.mac_lane import dot_products, random_packets
-from metafab.sim.params import bench_params
+from metafab.sim.params import bench_params, write_result
 from metafab.sim.stream import PayloadCodec, StreamBench, StreamSink, StreamSource
 
 
 def _params() -> dict:
     return bench_params()
 
-
-def _write(result: dict):
-    path = os.environ.get("METAFAB_BENCH_OUT")
-    if path:
-        with open(path, "w") as f:
-            json.dump(result, f, sort_keys=True)
 
 
 @cocotb.test()
@@ -73,5 +65,5 @@ async def mac_lane_matches_reference(dut):
     if mismatches:
         i, g, w = mismatches[0]
         result["failure"] = f"{len(mismatches)} mismatching outputs; first: output {i} got {g}, want {w}"
-    _write(result)
+    write_result(result)
     assert not mismatches, result["failure"]

@@ -22,8 +22,6 @@ Writes ``{tasks, words, mismatches, cycles, first_mismatch, outputs}`` to ``META
 
 from __future__ import annotations
 
-import json
-import os
 import random
 
 import cocotb
@@ -34,19 +32,13 @@ from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig
 from metafab.reference.protocol import STATUS_FIELDS, Opcode, Status, from_words, to_words
 from metafab.sim.packets import PacketLink
-from metafab.sim.params import bench_params
+from metafab.sim.params import bench_params, write_result
 from metafab.sim.stream import StreamBench
 
 
 def _params() -> dict:
     return bench_params()
 
-
-def _write(result: dict):
-    path = os.environ.get("METAFAB_BENCH_OUT")
-    if path:
-        with open(path, "w") as f:
-            json.dump(result, f, sort_keys=True)
 
 
 def weights_from_words(cfg: MamlConfig, words) -> list[np.ndarray]:
@@ -122,7 +114,7 @@ def _finish(result: dict, p: dict):
         problems.append(f"cycles per task {sorted(set(result['cycles']))} differ from the model's {exp}")
     if problems:
         result["failure"] = "; ".join(problems)
-    _write(result)
+    write_result(result)
     assert not problems, result["failure"]
 
 

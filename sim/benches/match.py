@@ -34,8 +34,6 @@ to ``METAFAB_BENCH_OUT``.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 
 import cocotb
@@ -57,19 +55,13 @@ from metafab.reference.protocol import (
     to_words,
 )
 from metafab.sim.packets import PacketLink
-from metafab.sim.params import bench_params
+from metafab.sim.params import bench_params, write_result
 from metafab.sim.stream import StreamBench
 
 
 def _params() -> dict:
     return bench_params()
 
-
-def _write(result: dict):
-    path = os.environ.get("METAFAB_BENCH_OUT")
-    if path:
-        with open(path, "w") as f:
-            json.dump(result, f, sort_keys=True)
 
 
 
@@ -229,7 +221,7 @@ def _finish(result: dict, p: dict):
         problems.append(f"LOAD took {t['load_cycles']} cycles, the model says {exp['load_cycles']}")
     if problems:
         result["failure"] = "; ".join(problems)
-    _write(result)
+    write_result(result)
     assert not problems, result["failure"]
 
 
