@@ -93,7 +93,7 @@ def _simulator_environment(sim: str, opt: str = "-O0"):
 
 @contextmanager
 def _build_lock(build_dir: Path):
-    """Serialise builds and runs in one build folder across processes (parallel test workers)."""
+    """Serialise the users of one folder across processes (parallel test workers): a build, or a run folder."""
     import fcntl
 
     with open(build_dir / ".lock", "w") as f:
@@ -185,74 +185,76 @@ def run_bench(
     test_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / f"{toplevel}.v"
     text = icarus_time_zero_fix(verilog) if sim == "icarus" else verilog
-    results_xml = test_dir / "results.xml"
-    out_json = test_dir / "bench.json"
-    for stale in (results_xml, out_json):
-        stale.unlink(missing_ok=True)
-    log_build = build_dir / "build.log"
-    log_run = test_dir / "sim.log"
+    # a run folder belongs to one run at a time: equal run names from parallel workers take turns
+    with _build_lock(test_dir):
+        results_xml = test_dir / "results.xml"
+        out_json = test_dir / "bench.json"
+        for stale in (results_xml, out_json):
+            stale.unlink(missing_ok=True)
+        log_build = build_dir / "build.log"
+        log_run = test_dir / "sim.log"
 
-    with _simulator_environment(sim, opt):
-        runner = get_runner("icarus" if sim == "icarus" else "verilator")
-        cached = (build_dir / _BUILT_MARK).exists()
-        t0 = time.perf_counter()
-        build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT"] if sim == "verilator" else []
-        try:
-            # a finished build in this folder makes this an incremental no-op
-            with _build_lock(build_dir):
-                if not src.exists() or src.read_text() != text:
-                    src.write_text(text)
-                runner.build(
-                    sources=[src],
+        with _simulator_environment(sim, opt):
+            runner = get_runner("icarus" if sim == "icarus" else "verilator")
+            cached = (build_dir / _BUILT_MARK).exists()
+            t0 = time.perf_counter()
+            build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT"] if sim == "verilator" else []
+            try:
+                # a finished build in this folder makes this an incremental no-op
+                with _build_lock(build_dir):
+                    if not src.exists() or src.read_text() != text:
+                        src.write_text(text)
+                    runner.build(
+                        sources=[src],
+                        hdl_toplevel=toplevel,
+                        build_dir=build_dir,
+                        build_args=build_args,
+                        timescale=("1ns", "1ps"),
+                        waves=waves,
+                        log_file=log_build if quiet else None,
+                    )
+            except RuntimeError as exc:
+                raise SimulationFailed(f"{sim} failed to build {toplevel} ({exc}); see {log_build}") from None
+            (build_dir / _BUILT_MARK).write_text(key + "\n")
+            t1 = time.perf_counter()
+            params_json = test_dir / "bench_params.json"
+            params_json.parent.mkdir(parents=True, exist_ok=True)
+            params_json.write_text(json.dumps(params, sort_keys=True))
+            env = {
+                BENCH_ENV: str(params_json),
+                BENCH_OUT_ENV: str(out_json),
+            }
+            try:
+                runner.test(
+                    test_module=bench,
                     hdl_toplevel=toplevel,
                     build_dir=build_dir,
-                    build_args=build_args,
-                    timescale=("1ns", "1ps"),
+                    test_dir=test_dir,
+                    results_xml=str(results_xml),
+                    extra_env=env,
                     waves=waves,
-                    log_file=log_build if quiet else None,
+                    timescale=("1ns", "1ps"),
+                    log_file=log_run if quiet else None,
                 )
-        except RuntimeError as exc:
-            raise SimulationFailed(f"{sim} failed to build {toplevel} ({exc}); see {log_build}") from None
-        (build_dir / _BUILT_MARK).write_text(key + "\n")
-        t1 = time.perf_counter()
-        params_json = test_dir / "bench_params.json"
-        params_json.parent.mkdir(parents=True, exist_ok=True)
-        params_json.write_text(json.dumps(params, sort_keys=True))
-        env = {
-            BENCH_ENV: str(params_json),
-            BENCH_OUT_ENV: str(out_json),
-        }
+            except SystemExit:
+                pass  # under pytest the runner exits on failing tests; the results file tells
+            t2 = time.perf_counter()
         try:
-            runner.test(
-                test_module=bench,
-                hdl_toplevel=toplevel,
-                build_dir=build_dir,
-                test_dir=test_dir,
-                results_xml=str(results_xml),
-                extra_env=env,
-                waves=waves,
-                timescale=("1ns", "1ps"),
-                log_file=log_run if quiet else None,
+            ntests, nfailed = get_results(results_xml)
+        except RuntimeError:
+            raise SimulationFailed(
+                f"{sim} simulation of {toplevel} ended abnormally (no results); see {log_run}"
+            ) from None
+        data = json.loads(out_json.read_text()) if out_json.exists() else {}
+        if ntests == 0:
+            raise SimulationFailed(f"bench {bench} ran no tests on {toplevel}; see {log_run}")
+        if nfailed:
+            detail = data.get("failure") or "see the log"
+            raise SimulationFailed(
+                f"{nfailed} of {ntests} cocotb test(s) failed in {bench} on {toplevel} with {sim}: "
+                f"{detail}; log: {log_run}"
             )
-        except SystemExit:
-            pass  # under pytest the runner exits on failing tests; the results file tells
-        t2 = time.perf_counter()
-    try:
-        ntests, nfailed = get_results(results_xml)
-    except RuntimeError:
-        raise SimulationFailed(
-            f"{sim} simulation of {toplevel} ended abnormally (no results); see {log_run}"
-        ) from None
-    data = json.loads(out_json.read_text()) if out_json.exists() else {}
-    if ntests == 0:
-        raise SimulationFailed(f"bench {bench} ran no tests on {toplevel}; see {log_run}")
-    if nfailed:
-        detail = data.get("failure") or "see the log"
-        raise SimulationFailed(
-            f"{nfailed} of {ntests} cocotb test(s) failed in {bench} on {toplevel} with {sim}: "
-            f"{detail}; log: {log_run}"
-        )
-    return BenchResult(sim, ntests, nfailed, build_dir, test_dir, t1 - t0, t2 - t1, cached, data)
+        return BenchResult(sim, ntests, nfailed, build_dir, test_dir, t1 - t0, t2 - t1, cached, data)
 
 
 def check_params_serialisable(params: dict) -> dict:
