@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metafab.hw.match_schedule import MatchTiming, load_cycles, timing
+from metafab.hw.match_schedule import OUTPUT_DELAY, MatchTiming, load_cycles, timing
 from metafab.reference.config import MatchConfig
 
 __all__ = ["MatchCycles", "match_cycles", "stream_timeline", "ii_of"]
@@ -47,8 +47,10 @@ def stream_timeline(cfg: MatchConfig, n: int, h0: int = 0) -> list[dict]:
 
     Returns one dict per query: ``header`` (request header accepted),
     ``first_word``, ``start`` (the cycle after the last word), ``begin``,
-    ``done`` (result ready), ``response`` (response header sent), ``ack``
-    (last response beat). Query 0's header is at ``h0`` and the engine is idle.
+    ``done`` (result ready), ``sent`` / ``ack`` (the front end sends the response
+    header / its last beat), ``response`` / ``last_beat`` (the same at the
+    engine's output, ``OUTPUT_DELAY`` later). Query 0's header is at ``h0`` and
+    the engine is idle.
     """
     tm = timing(cfg)
     D, N, VC = cfg.dim, cfg.n_way, tm.issue_cycles
@@ -66,10 +68,13 @@ def stream_timeline(cfg: MatchConfig, n: int, h0: int = 0) -> list[dict]:
         if k >= RS:
             begin = max(begin, out[k - RS]["ack"] + 2)  # a result slot is free
         done = begin + tm.latency
-        response = done if k == 0 else max(done, out[k - 1]["ack"] + 1)
-        ack = response + N + 1
+        # the front end sends the response header (``sent``) and its last beat (``ack``, the
+        # result slot is free); both reach the engine's output OUTPUT_DELAY cycles later
+        sent = done if k == 0 else max(done, out[k - 1]["ack"] + 1)
+        ack = sent + N + 1
         out.append({"header": h, "first_word": first, "start": start, "begin": begin, "done": done,
-                    "response": response, "ack": ack})
+                    "sent": sent, "ack": ack, "response": sent + OUTPUT_DELAY,
+                    "last_beat": ack + OUTPUT_DELAY})
         h = start + 1
     return out
 
@@ -160,7 +165,7 @@ def match_cycles(cfg: MatchConfig) -> MatchCycles:
         timing=tm,
         latency=tm.latency,
         query_latency=tm.begin_delay + tm.latency,
-        packet_latency=first["ack"] - first["header"] + 1,
+        packet_latency=first["last_beat"] - first["header"] + 1,
         ii_core=tm.ii_core,
         ii=ii,
         bound=bound,

@@ -14,7 +14,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import reject
-from metafab.hw.frontend import WORD_LAYOUT
+from metafab.hw.frontend import WORD_LAYOUT, StreamRegister
 from metafab.hw.uart import UartBridge
 from metafab.reference.errors import UserError
 
@@ -76,25 +76,6 @@ class Preloader(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 wiring.connect(m, wiring.flipped(self.host_i), wiring.flipped(self.o))
                 wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.host_o))
-        return m
-
-
-class StreamRegister(wiring.Component):
-    """One registered stage on a word stream: ``o``'s valid and payload come straight from registers."""
-
-    def __init__(self):
-        sig = stream.Signature(WORD_LAYOUT)
-        super().__init__({"i": In(sig), "o": Out(sig)})
-
-    def elaborate(self, platform):
-        m = Module()
-        full = Signal()
-        data = Signal.like(self.o.payload)
-        m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(data), self.i.ready.eq(~full | self.o.ready)]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [data.eq(self.i.payload), full.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += full.eq(0)
         return m
 
 

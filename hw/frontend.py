@@ -57,7 +57,7 @@ from metafab.hw.fixed import reject
 from metafab.reference.errors import UserError
 from metafab.reference.protocol import MAGIC, PROTOCOL_VERSION, STATUS_FIELDS, Opcode, Status
 
-__all__ = ["WORD_LAYOUT", "OpSpec", "PacketFrontend"]
+__all__ = ["WORD_LAYOUT", "OpSpec", "PacketFrontend", "StreamRegister"]
 
 #: Payload of the host streams: one 32-bit word and the end-of-packet flag.
 WORD_LAYOUT = data.StructLayout({"data": 32, "last": 1})
@@ -157,8 +157,11 @@ class PacketFrontend(wiring.Component):
         pipe_inc, pipe_dec = Signal(), Signal()
         idle_pipe = Signal()  # no pipelined request is waiting for its response
         if piped is not None:
-            m.d.comb += idle_pipe.eq(outstanding == 0)
-            m.d.sync += outstanding.eq(outstanding + pipe_inc - pipe_dec)
+            # outstanding != 0, as a register of its own: keeps the 8-bit compare off the response paths
+            pending = Signal()
+            next_outstanding = Signal(8)
+            m.d.comb += [next_outstanding.eq(outstanding + pipe_inc - pipe_dec), idle_pipe.eq(~pending)]
+            m.d.sync += [outstanding.eq(next_outstanding), pending.eq(next_outstanding != 0)]
         else:
             m.d.comb += idle_pipe.eq(1)
 
@@ -345,10 +348,10 @@ class PacketFrontend(wiring.Component):
                         m.next = "HEADER"
 
         if piped is not None:
-            self._pipelined_sender(m, ops[piped], outstanding, pipe_dec, runs, errors, last_error)
+            self._pipelined_sender(m, ops[piped], idle_pipe, pipe_dec, runs, errors, last_error)
         return m
 
-    def _pipelined_sender(self, m, spec: OpSpec, outstanding, pipe_dec, runs, errors, last_error):
+    def _pipelined_sender(self, m, spec: OpSpec, idle_pipe, pipe_dec, runs, errors, last_error):
         """Send the responses of pipelined requests, oldest first, as the core finishes them.
 
         Each payload word is fetched into a register the cycle before it is
@@ -372,7 +375,7 @@ class PacketFrontend(wiring.Component):
         with m.FSM(name="pipe"):
             with m.State("HEAD"):
                 # outstanding != 0 here: the main FSM is not answering anything (ordering rule)
-                with m.If(self.presult_valid & (outstanding != 0)):
+                with m.If(self.presult_valid & ~idle_pipe):
                     m.d.comb += [
                         self.rd_index.eq(0),
                         self.o.valid.eq(1),
@@ -398,3 +401,22 @@ class PacketFrontend(wiring.Component):
                     with m.If(final):
                         finished()
                         m.next = "HEAD"
+
+
+class StreamRegister(wiring.Component):
+    """One registered stage on a word stream: ``o``'s valid and payload come straight from registers."""
+
+    def __init__(self):
+        sig = stream.Signature(WORD_LAYOUT)
+        super().__init__({"i": In(sig), "o": Out(sig)})
+
+    def elaborate(self, platform):
+        m = Module()
+        full = Signal()
+        data = Signal.like(self.o.payload)
+        m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(data), self.i.ready.eq(~full | self.o.ready)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [data.eq(self.i.payload), full.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += full.eq(0)
+        return m

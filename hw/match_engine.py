@@ -26,7 +26,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import reject, saturate, shape_of
-from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend
+from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend, StreamRegister
 from metafab.hw.match_schedule import (
     INPUT_DELAY,
     LOGIT_LATENCY,
@@ -578,7 +578,11 @@ class MatchEngine(wiring.Component):
         m.submodules.front = front = self._front
         m.submodules.core = core = self._core
         wiring.connect(m, wiring.flipped(self.i), front.i)
-        wiring.connect(m, front.o, wiring.flipped(self.o))
+        # the response words leave from registers (the front end's word selection is not on the
+        # consumer's path); one cycle on every response, OUTPUT_DELAY in the cycle model
+        m.submodules.out_reg = out_reg = StreamRegister()
+        wiring.connect(m, front.o, out_reg.i)
+        wiring.connect(m, out_reg.o, wiring.flipped(self.o))
         for name in ("wr_valid", "wr_op", "wr_index", "wr_data", "abort", "start", "start_op", "rd_index",
                      "presult_ack"):
             m.d.comb += getattr(core, name).eq(getattr(front, name))

@@ -36,6 +36,7 @@ __all__ = [
     "load_cycles",
     "TREE_LEVELS_PER_STAGE",
     "INPUT_DELAY",
+    "OUTPUT_DELAY",
     "MAX_SLOTS",
     "SCALE_LATENCY",
     "EXP_LATENCY",
@@ -56,6 +57,8 @@ SQUARE_LATENCY = 3
 LOGIT_LATENCY = 3
 #: The core registers the front end's words and pulses once before using them.
 INPUT_DELAY = 1
+#: The engine's output register: every response word leaves one cycle after the front end sends it.
+OUTPUT_DELAY = 1
 #: Largest number of query-buffer slots / result slots the engine gets.
 MAX_SLOTS = 8
 
@@ -81,7 +84,7 @@ def prepare_drain(cfg: MatchConfig) -> int:
 
 def load_cycles(cfg: MatchConfig) -> int:
     """From a LOAD's last payload word to its response header: check, wait, one element per cycle, drain."""
-    return INPUT_DELAY + prepare_wait(cfg) + cfg.n_vectors * cfg.dim + prepare_drain(cfg) + 5
+    return INPUT_DELAY + prepare_wait(cfg) + cfg.n_vectors * cfg.dim + prepare_drain(cfg) + 5 + OUTPUT_DELAY
 
 
 @dataclass(frozen=True)

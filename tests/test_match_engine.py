@@ -26,7 +26,7 @@ from metafab.gen import match_flow as mf
 from metafab.gen.host import match_load_payload as load_payload
 from metafab.gen.match_cycles import match_cycles, stream_timeline
 from metafab.hw.match_engine import MatchEngine
-from metafab.hw.match_schedule import EXP_LATENCY, LOGIT_LATENCY, SCALE_LATENCY, timing
+from metafab.hw.match_schedule import EXP_LATENCY, LOGIT_LATENCY, OUTPUT_DELAY, SCALE_LATENCY, timing
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
 from metafab.reference.errors import UserError
@@ -151,7 +151,8 @@ def test_cycle_model_formulas():
         # the slots are sized so that buffering never sets the pace
         assert model.ii == max(tm.ii_core, cfg.dim + 2, N + 2), cfg.name
         tl = stream_timeline(cfg, 3)
-        assert tl[0]["response"] - tl[0]["start"] == tm.begin_delay + tm.latency
+        assert tl[0]["sent"] - tl[0]["start"] == tm.begin_delay + tm.latency
+        assert tl[0]["response"] - tl[0]["sent"] == OUTPUT_DELAY == 1  # the output register
     head = match_cycles(DEFAULT)
     assert head.ii_core == 25 == -(-5 * 5 * 64 // 64)  # ceil(N*K*D/P)
     assert head.bound == "request stream"
