@@ -643,20 +643,24 @@ class MamlCore(wiring.Component):
             tree.append(cur)
 
         # ---------------- accumulators ----------------
-        hit = {}
+        # which tree level reaches the accumulators this cycle (``hit``), and that pass's control
+        # fields (``hctl``): decoded from the control pipeline a stage early and registered, so
+        # that only registers drive the accumulators' input selection and carry chains
+        hit, hit_early = {}, {}
         for li, lvl in enumerate(levels):
-            c_ = ctl[product_stage() + lvl]
-            h = Signal(name=f"acc_hit{lvl}")
-            m.d.comb += h.eq(c_.valid & c_.lvl[li])
-            hit[lvl] = h
+            c_ = ctl[product_stage() + lvl - 1]
+            h, he = Signal(name=f"acc_hit{lvl}"), Signal(name=f"acc_hit_early{lvl}")
+            m.d.comb += he.eq(c_.valid & c_.lvl[li])
+            m.d.sync += h.eq(he)
+            hit[lvl], hit_early[lvl] = h, he
         any_hit = Signal()
-        m.d.comb += any_hit.eq(Cat(*hit.values()).any())
+        m.d.sync += any_hit.eq(Cat(*hit_early.values()).any())
         hctl = _Pipe(ctl_fields, "hit")
         for name, sig in hctl.f.items():
             v = Const(0, sig.shape())
             for lvl in levels:
-                v = Mux(hit[lvl], getattr(ctl[product_stage() + lvl], name), v)
-            m.d.comb += sig.eq(v)
+                v = Mux(hit_early[lvl], getattr(ctl[product_stage() + lvl - 1], name), v)
+            m.d.sync += sig.eq(v)
         # the sum of a pass stays in its accumulator during cycle A (the next accumulation of
         # any later issue comes at the end of A or later): post-processing reads it there
         acc = [Signal(signed(AW), name=f"acc{a}") for a in range(NACC)]
