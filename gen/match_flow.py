@@ -142,16 +142,19 @@ def run_engine(
     reset_after: int | None = None,
     return_outputs: bool = False,
     expect_episodes: list[dict] | None = None,
+    verilog: str | None = None,
 ) -> dict:
     """Run the cocotb similarity bench on ``episodes`` (code dicts, see :func:`episode_codes`).
 
     ``expect_episodes`` makes the scoreboard expect the outputs of other
-    episodes than the ones sent (a check that it catches errors).
+    episodes than the ones sent (a check that it catches errors). ``verilog``
+    replaces the engine's generated Verilog (e.g. the engine as elaborated for
+    a device, with models of its primitives).
 
     Raises :class:`~metafab.sim.runner.SimulationFailed` on any mismatching
     word or any cycle count that differs from the model.
     """
-    verilog = engine_verilog(cfg, progress)
+    verilog = verilog or engine_verilog(cfg, progress)
     model = match_cycles(cfg)
     expected = {"latency": model.latency, "load_cycles": model.load_cycles}
     if timing_queries:

@@ -8,7 +8,7 @@ last)`` operand pairs in, one resized dot product out per packet.
 """
 
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,13 +16,70 @@ from metafab.reference.config import MacLaneConfig
 from metafab.reference.errors import UserError
 from metafab.reference.fixed import Overflow, QFormat, Rounding
 
-__all__ = ["shape_of", "extend", "resize", "saturate", "wrap", "xorshift32_next", "Xorshift32", "MacLane"]
+__all__ = ["shape_of", "extend", "resize", "saturate", "wrap", "xorshift32_next", "Xorshift32", "MacLane",
+           "registered_product"]
 
 
 def reject(component, exc: Exception):
     """Raise ``exc`` from a component constructor without Amaranth's "created but never used" warning."""
     component._MustUse__silence = True
     raise exc
+
+
+#: Operand width of the ECP5 sysDSP multiplier (MULT18X18D).
+ECP5_DSP_WIDTH = 18
+
+
+def _ecp5_fits(sa: Shape, sb: Shape) -> bool:
+    """Both operands fit the MULT18X18D's ports (as signed 18-bit codes when either is signed)."""
+    if sa.signed or sb.signed:
+        return all(s.width + (0 if s.signed else 1) <= ECP5_DSP_WIDTH for s in (sa, sb))
+    return max(sa.width, sb.width) <= ECP5_DSP_WIDTH
+
+
+def registered_product(m: Module, platform, a, b, *, name: str) -> Signal:
+    """The product ``a * b`` two clock cycles later: operands registered, then the product.
+
+    Every target gets the same cycles and the same bits (the exact product,
+    ``len(a) + len(b)`` bits, signed if either operand is). On an ECP5 the two
+    registers are the sysDSP block's own input and output registers (a
+    ``MULT18X18D`` with ``REG_INPUTA/B`` and ``REG_OUTPUT`` on the sync clock,
+    reset with the sync domain), so that the multiplier is not on a fabric path;
+    this is what sets the engines' clock there. Elsewhere (simulation, iCE40, or
+    operands wider than 18 bits) they are flip-flops around a multiplier that
+    Yosys maps itself.
+    """
+    a, b = Value.cast(a), Value.cast(b)
+    sa, sb = a.shape(), b.shape()
+    width = sa.width + sb.width
+    out = Signal(signed(width) if (sa.signed or sb.signed) else unsigned(width), name=name)
+    if getattr(platform, "family", None) == "ecp5" and _ecp5_fits(sa, sb):
+        is_signed = int(sa.signed or sb.signed)
+        a18, b18, p36 = Signal(ECP5_DSP_WIDTH), Signal(ECP5_DSP_WIDTH), Signal(2 * ECP5_DSP_WIDTH)
+        m.d.comb += [a18.eq(a), b18.eq(b), out.eq(p36[:width])]  # extended as each operand's shape says
+        ports = {}
+        for i in range(ECP5_DSP_WIDTH):
+            ports[f"i_A{i}"], ports[f"i_B{i}"], ports[f"i_C{i}"] = a18[i], b18[i], Const(0, 1)
+        for i in range(2 * ECP5_DSP_WIDTH):
+            ports[f"o_P{i}"] = p36[i]
+        for k in (1, 2, 3):
+            ports[f"i_CLK{k}"], ports[f"i_CE{k}"], ports[f"i_RST{k}"] = Const(0, 1), Const(0, 1), Const(0, 1)
+        m.submodules[f"{name}_dsp"] = Instance(
+            "MULT18X18D",
+            p_REG_INPUTA_CLK="CLK0", p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
+            p_REG_INPUTB_CLK="CLK0", p_REG_INPUTB_CE="CE0", p_REG_INPUTB_RST="RST0",
+            p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
+            p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
+            p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
+            i_SIGNEDA=Const(is_signed, 1), i_SIGNEDB=Const(is_signed, 1),
+            i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+            i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_RST0=ResetSignal("sync"),
+            **ports,
+        )
+    else:
+        ra, rb = Signal(sa, name=f"{name}_a"), Signal(sb, name=f"{name}_b")
+        m.d.sync += [ra.eq(a), rb.eq(b), out.eq(ra * rb)]
+    return out
 
 
 def shape_of(fmt: QFormat) -> Shape:

@@ -25,7 +25,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import reject, saturate, shape_of
+from metafab.hw.fixed import registered_product, reject, saturate, shape_of
 from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend, StreamRegister
 from metafab.hw.match_schedule import (
     INPUT_DELAY,
@@ -315,11 +315,8 @@ class MatchCore(wiring.Component):
         pw = ef.width + sf.width
         prods = []
         for lane in range(P):
-            a = Signal(shape_of(sf), name=f"opa{lane}")
-            b = Signal(shape_of(ef), name=f"opb{lane}")
-            m.d.sync += [a.eq(lane_rd[lane].data), b.eq(q_rd[lane].data)]
-            p = Signal(signed(pw), name=f"prod{lane}")
-            m.d.sync += p.eq(a * b)
+            p = registered_product(m, platform, lane_rd[lane].data, q_rd[lane].data, name=f"prod{lane}")
+            assert p.shape() == signed(pw)
             prods.append(p)
         tag = _delay(m, tag0, 3, "tag_mul")
 
