@@ -94,13 +94,16 @@ def run_engine(
     reset_after: int | None = None,
     expect_weights=None,
     return_outputs: bool = False,
+    verilog: str | None = None,
 ) -> dict:
     """Run the cocotb MAML bench and return its figures (raises SimulationFailed on a mismatch).
 
     ``expect_weights`` makes the scoreboard expect the outputs of other
     initial weights than the loaded ones (a check that it catches errors).
+    ``verilog`` replaces the engine's generated Verilog (e.g. the engine as
+    elaborated for a device, with models of its primitives).
     """
-    verilog = engine_verilog(cfg, progress)
+    verilog = verilog or engine_verilog(cfg, progress)
     model = maml_cycles(cfg)
     params = {
         "config": cfg.to_dict(),

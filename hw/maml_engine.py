@@ -30,7 +30,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import reject, resize
+from metafab.hw.fixed import registered_product, reject, resize
 from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend
 from metafab.hw.maml_schedule import (
     BACKWARD,
@@ -93,10 +93,11 @@ def _select(m, target, selector, choices, domain="sync", default=None, early=Non
     ``key`` share one case. Without ``default`` the most frequent choice is
     the default (patterns that no choice names are don't-cares).
 
-    ``early`` (``sync`` only): the selector's value one cycle earlier. The
-    pattern match is then decoded a cycle ahead into a small choice code that
+    ``early``: the selector's value one cycle earlier. The pattern match is
+    then decoded a cycle ahead into a small registered choice code that
     belongs to this target alone, so the wide selector decode does not fan
-    out across the chip in the data path's cycle.
+    out across the chip in the data path's cycle (with ``domain="comb"`` the
+    target is the value a ``sync`` target would take at the next edge).
     """
     stmts = m.d.sync if domain == "sync" else m.d.comb
     if not choices:
@@ -114,7 +115,7 @@ def _select(m, target, selector, choices, domain="sync", default=None, early=Non
         if len(groups) == 1:
             stmts += target.eq(default)
             return
-    if early is not None and domain == "sync":
+    if early is not None:
         keys = [key for key in groups if key != dkey]
         code = Signal(range(len(keys) + 1), name=f"{target.name}_code")
         with m.Switch(early):
@@ -619,8 +620,9 @@ class MamlCore(wiring.Component):
         m.d.sync += shp3.eq(shp_a[ctl[3].jj])
         shp2 = Signal.like(shp3)  # shp3's next value, for the lanes' own choice codes
         m.d.comb += shp2.eq(shp_a[ctl[3].jj])
-        x4 = [Signal(signed(XW), name=f"x4_{p}") for p in range(P)]
-        y4 = [Signal(signed(YW), name=f"y4_{p}") for p in range(P)]
+        # the lane operands, as the values registered at c+4 (the multiplier's input registers)
+        x4 = [Signal(signed(XW), name=f"x4_next{p}") for p in range(P)]
+        y4 = [Signal(signed(YW), name=f"y4_next{p}") for p in range(P)]
         for p in range(P):
             xc, yc = [], []
             for s, sid in shape_id.items():
@@ -630,12 +632,12 @@ class MamlCore(wiring.Component):
                 j, k = divmod(rest, s.pr)
                 xc.append((sid, i * s.pr + k, X3[i * s.pr + k]))
                 yc.append((sid, k * s.pn + j, Y3[k * s.pn + j]))
-            _select(m, x4[p], shp3, xc, early=shp2)
-            _select(m, y4[p], shp3, yc, early=shp2)
+            _select(m, x4[p], shp3, xc, domain="comb", early=shp2)
+            _select(m, y4[p], shp3, yc, domain="comb", early=shp2)
 
         # ---------------- c+4: products; c+5..: adder tree ----------------
-        tree = [[Signal(signed(XW + YW), name=f"prod5_{p}") for p in range(P)]]
-        m.d.sync += [tree[0][p].eq(x4[p] * y4[p]) for p in range(P)]
+        tree = [[registered_product(m, platform, x4[p], y4[p], name=f"prod5_{p}") for p in range(P)]]
+        assert all(t.shape() == signed(XW + YW) for t in tree[0])
         for lvl in range(1, MAXL + 1):
             prev = tree[-1]
             cur = [Signal(signed(len(prev[0]) + 1), name=f"tree{lvl}_{q}") for q in range(len(prev) // 2)]

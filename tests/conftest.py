@@ -33,3 +33,24 @@ def icarus_available() -> bool:
 requires_icarus = pytest.mark.skipif(
     not icarus_available(), reason="Icarus Verilog not installed (apt-get install -y iverilog)"
 )
+
+
+class _Ecp5Elaboration:
+    """Stands for an ECP5 platform while elaborating: the engines ask it for the device family only."""
+
+    family = "ecp5"
+
+
+def ecp5_verilog(component, name: str) -> tuple[str, list[str]]:
+    """``component`` as elaborated for an ECP5, with the behavioural MULT18X18D model appended.
+
+    Returns the Verilog text and the parameter lists of its MULT18X18D instances.
+    """
+    import re
+
+    from amaranth.back import verilog
+
+    text = verilog.convert(component, name=name, platform=_Ecp5Elaboration(), emit_src=False)
+    instances = re.findall(r"^\s*MULT18X18D\s*#\((.*?)\)\s*\w+\s*\(", text, flags=re.M | re.S)
+    model = (Path(__file__).parent / "data" / "mult18x18d_model.v").read_text()
+    return text + model, instances

@@ -14,7 +14,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from metafab.gen.cycles import maml_cycles
-from metafab.gen.maml_flow import random_params, random_tasks, run_engine
+from metafab.gen.maml_flow import TOPLEVEL, engine_verilog, random_params, random_tasks, run_engine
 from metafab.hw.maml_engine import MamlEngine
 from metafab.hw.maml_schedule import schedule
 from metafab.reference import maml_fixed as mf
@@ -31,7 +31,7 @@ from metafab.reference.protocol import (
 )
 from metafab.sim.runner import SimulationFailed
 
-from .conftest import requires_icarus
+from .conftest import ecp5_verilog, requires_icarus
 
 DEFAULT = MamlConfig()
 CONFIGS = {
@@ -205,6 +205,23 @@ def test_engine_icarus_small_net(scenario):
     r = run_engine(cfg, weights(cfg), random_tasks(cfg, 3, seed=6), sim="icarus", scenario=scenario,
                    run_name=f"test-icarus-{scenario}")
     assert r["mismatches"] == 0 and r["tasks"] == 3
+
+
+@requires_icarus
+def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
+    """The engine as built for the ECP5 (every lane product in a MULT18X18D with its input and output
+    registers), simulated with a behavioural model of that block: same words, same cycles."""
+    cfg = MamlConfig(layers=(1, 6, 1), k_support=3, n_query=3, lanes=4, steps=2)
+    text, instances = ecp5_verilog(MamlEngine(config=cfg), TOPLEVEL)
+    assert len(instances) == cfg.lanes
+    for params in instances:
+        for reg in ("INPUTA", "INPUTB", "OUTPUT"):
+            assert f'.REG_{reg}_CLK("CLK0")' in params
+    assert "MULT18X18D" not in engine_verilog(cfg)
+    r = run_engine(cfg, weights(cfg), random_tasks(cfg, 3, seed=8), sim="icarus", run_name="test-ecp5-dsp",
+                   verilog=text)
+    assert r["mismatches"] == 0 and r["tasks"] == 3
+    assert r["cycles"] == [maml_cycles(cfg).task_cycles] * 3
 
 
 @requires_icarus

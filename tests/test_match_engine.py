@@ -18,12 +18,8 @@ docs/match_engine.md).
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
-from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from metafab.gen import match_flow as mf
@@ -44,7 +40,7 @@ from metafab.reference.protocol import (
 )
 from metafab.sim.runner import SimulationFailed
 
-from .conftest import requires_icarus
+from .conftest import ecp5_verilog, requires_icarus
 
 DEFAULT = MatchConfig()
 MATRIX = [
@@ -180,29 +176,21 @@ def test_engine_icarus_matrix(cfg):
     assert r["timing"]["load_cycles"] == model.load_cycles
 
 
-class _Ecp5Elaboration:
-    """Stands for an ECP5 platform while elaborating: the engines ask it for the device family only."""
-
-    family = "ecp5"
-
-
 @requires_icarus
 def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
     """The engine as built for the ECP5 (every lane product in a MULT18X18D with its input and output
     registers), simulated with a behavioural model of that block: same words, same cycles."""
     cfg = MatchConfig(mode="matching", n_way=3, k_shot=2, dim=10, lanes=4)
-    text = verilog.convert(MatchEngine(config=cfg), name=mf.TOPLEVEL, platform=_Ecp5Elaboration(), emit_src=False)
-    instances = re.findall(r"^\s*MULT18X18D\s*#\((.*?)\)\s*\w+\s*\(", text, flags=re.M | re.S)
+    text, instances = ecp5_verilog(MatchEngine(config=cfg), mf.TOPLEVEL)
     assert len(instances) == cfg.lanes  # the lane products; nothing else of this design fits one 18x18 block
     for params in instances:
         for reg in ("INPUTA", "INPUTB", "OUTPUT"):
             assert f'.REG_{reg}_CLK("CLK0")' in params
     generic = mf.engine_verilog(cfg)
     assert "MULT18X18D" not in generic  # simulation and other devices: fabric registers around a multiply
-    model = (Path(__file__).parent / "data" / "mult18x18d_model.v").read_text()
     eps = _episodes(cfg, seed=5)
     r = mf.run_engine(cfg, eps, sim="icarus", timing_queries=_timing_queries(cfg), run_name="test-ecp5-dsp",
-                      verilog=text + model)
+                      verilog=text)
     assert r["mismatches"] == 0 and r["queries"] == sum(len(e["queries"]) for e in eps) + _timing_queries(cfg)
     assert r["cycles"] == [timing(cfg).latency]
     assert r["packet_latency_measured"] == match_cycles(cfg).packet_latency
