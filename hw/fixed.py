@@ -73,7 +73,7 @@ def registered_product(m: Module, platform, a, b, *, name: str) -> Signal:
             p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
             i_SIGNEDA=Const(is_signed, 1), i_SIGNEDB=Const(is_signed, 1),
             i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
-            i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_RST0=ResetSignal("sync"),
+            i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_RST0=ResetSignal("sync", allow_reset_less=True),
             **ports,
         )
     else:
