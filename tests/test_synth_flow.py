@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from metafab.gen import flow
 from metafab.gen.boards import BOARDS, board_names, get_board
+from metafab.hw.fixed import registered_product
 from metafab.hw.harness import RESOURCE_NAME
 from metafab.reference.errors import ToolNotFoundError, UserError
 
@@ -74,6 +75,28 @@ def test_build_plan_is_deterministic_and_carries_the_flow_options(board):
         assert "set_frequency harness_clk 123.0" in plan_a.files["adder.pcf"]
     else:
         assert 'FREQUENCY NET "harness_clk" 123000000.0 HZ;' in plan_a.files["adder.lpf"]
+
+
+class Multiplier(wiring.Component):
+    a: In(16)
+    b: In(16)
+    p: Out(32)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.p.eq(registered_product(m, platform, self.a.as_signed(), self.b.as_signed(), name="p"))
+        return m
+
+
+@pytest.mark.parametrize("board, dsp_blocks", [("icebreaker", 0), ("ulx3s-85f", 1)])
+def test_products_use_the_ecp5_dsp_registers_in_the_reset_less_harness(board, dsp_blocks):
+    """The serial harness's domain has no reset: the ECP5 DSP block's register reset is tied off there."""
+    _, plan = flow.build_plan(Multiplier(), board, name="mul")
+    rtlil = plan.files["mul.il"]
+    assert rtlil.count("cell \\MULT18X18D") == dsp_blocks
+    if dsp_blocks:
+        for reg in ("INPUTA", "INPUTB", "OUTPUT"):
+            assert f'parameter \\REG_{reg}_CLK "CLK0"' in rtlil
 
 
 @pytest.mark.parametrize(
