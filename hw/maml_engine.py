@@ -771,21 +771,23 @@ class MamlCore(wiring.Component):
                         copy = Const(1) if t.memory == "W" else None
                         m.d.sync += oaddr3[t.memory].eq(tile_addr(t, p2ctl.m0, p2ctl.n0, copy))
 
-        # output element validity (ragged tiles), registered for the write
-        vmask3 = Signal(NACC)
-        with m.Switch(p2ctl.jj):
+        # output element validity (ragged tiles): decoded from the pass's control at A+1,
+        # registered twice (its compares stay off the write-back's cycle)
+        vmask2, vmask3 = Signal(NACC), Signal(NACC)
+        with m.Switch(p1ctl.jj):
             for idx, job in enumerate(jobs):
                 with m.Case(idx):
                     s = job.shape
                     vm = Signal(range(s.pm + 1), name=f"vm_{idx}")
                     vn = Signal(range(s.pn + 1), name=f"vn_{idx}")
                     m.d.comb += [
-                        vm.eq(Mux(p2ctl.m0 + s.pm > job.M, job.M - p2ctl.m0, s.pm)),
-                        vn.eq(Mux(p2ctl.n0 + s.pn > job.N, job.N - p2ctl.n0, s.pn)),
+                        vm.eq(Mux(p1ctl.m0 + s.pm > job.M, job.M - p1ctl.m0, s.pm)),
+                        vn.eq(Mux(p1ctl.n0 + s.pn > job.N, job.N - p1ctl.n0, s.pn)),
                     ]
                     bits = [((a // s.pn) < vm) & ((a % s.pn) < vn) if a < s.pm * s.pn else Const(0)
                             for a in range(NACC)]
-                    m.d.sync += vmask3.eq(Cat(*bits))
+                    m.d.sync += vmask2.eq(Cat(*bits))
+        m.d.sync += vmask3.eq(vmask2)
 
         def aux_elements(mem_names, ctl_, loc, port):
             """Per accumulator: the auxiliary element (mask bit or old weight) of the pass in ``ctl_``."""
@@ -892,6 +894,7 @@ class MamlCore(wiring.Component):
         # ---------------- write-back (A+3) ----------------
         wvalid = p3ctl.valid
         wsel = Cat(oloc4, p3ctl.jj)
+        wsel_early = Cat(oloc3, p2ctl.jj)  # the same, a cycle earlier: each element's choice is decoded ahead
         upd_write = Signal()
         for n in out_mems:
             mem = mems[n]
@@ -915,9 +918,9 @@ class MamlCore(wiring.Component):
                                 ech.append((pat, ("v", a), vmask3[a]))
                 d = Signal(mem.width, name=f"wd_{n.lower()}_{e}")
                 en = Signal(name=f"we_{n.lower()}_{e}")
-                _select(m, d, wsel, dch, domain="comb")
+                _select(m, d, wsel, dch, domain="comb", early=wsel_early)
                 if ech:
-                    _select(m, en, wsel, ech, domain="comb", default=Const(0))
+                    _select(m, en, wsel, ech, domain="comb", default=Const(0), early=wsel_early)
                 en_bits.append((d, en))
             data = Cat(*(d for d, _ in en_bits))
             ens = Cat(*(en for _, en in en_bits)) & Cat(*([wvalid] * mem.elements))
