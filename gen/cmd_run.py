@@ -171,7 +171,7 @@ def run_match(args) -> int:
             host.load(match_load_payload(support, labels))
         ro = mx.readout(np.asarray(codes["queries"]), mx.prepare(support, labels, cfg), cfg)
         for q, query in enumerate(codes["queries"]):
-            got = host.run(match_run_payload(query)).tolist()
+            got = host.run(match_run_payload(query, cfg)).tolist()
             want = mx.result_words(ro.probs[q], ro.pred[q])
             bad = sum(int(a != b) for a, b in zip(got, want, strict=True))
             mismatches += bad

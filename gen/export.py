@@ -51,13 +51,16 @@ def layout_fields(layout) -> list[tuple[str, int, int, bool]]:
 
 
 def _hw_source_digest() -> str:
-    """Hash of the hardware generator's sources (so a cached Verilog follows code changes)."""
+    """Hash of the hardware generator's sources and of the reference modules it reads (formats,
+    configs, protocol constants), so that a cached Verilog follows code changes."""
     import metafab.hw as hw_pkg
+    import metafab.reference as ref_pkg
 
     h = hashlib.sha256()
-    for path in sorted(Path(hw_pkg.__file__).parent.glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    for pkg in (hw_pkg, ref_pkg):
+        for path in sorted(Path(pkg.__file__).parent.glob("*.py")):
+            h.update(f"{pkg.__name__}.{path.name}".encode())
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -22,6 +22,7 @@ from metafab.reference.protocol import (
     decode_response,
     encode_request,
     from_words,
+    pack_codes,
     to_words,
     words_to_bytes,
 )
@@ -64,9 +65,9 @@ def match_load_payload(support, labels) -> list[int]:
     return out
 
 
-def match_run_payload(query) -> list[int]:
-    """RUN payload words of one query: its ``D`` emb_fmt codes."""
-    return to_words(np.asarray(query, dtype=np.int64).reshape(-1))
+def match_run_payload(query, cfg) -> list[int]:
+    """RUN payload words of one query: its ``D`` emb_fmt codes, ``cfg.query_pack`` to a word."""
+    return pack_codes(np.asarray(query, dtype=np.int64).reshape(-1), cfg.query_pack)
 
 
 class Host:

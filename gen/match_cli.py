@@ -45,9 +45,11 @@ def match_manifest(cfg, toplevel: str) -> dict:
         ),
         "payloads": {
             "LOAD": "per support row: its label (0..N-1), then its D codes in emb_fmt",
-            "RUN": "the D codes of one query in emb_fmt; requests are pipelined",
+            "RUN": "the D codes of one query in emb_fmt, query_pack to a 32-bit word (2: code 2w in bits "
+                   "15..0 of word w, code 2w+1 in bits 31..16); requests are pipelined",
             "RUN response": "N probabilities in prob_fmt, then the winning class",
         },
+        "query_pack": cfg.query_pack,
         "cycles": model.to_dict(),
     }
 
@@ -55,6 +57,7 @@ def match_manifest(cfg, toplevel: str) -> dict:
 def generate(args) -> int:
     """Verilog, AXI-Stream wrapper, FuseSoC core, manifest and an example LOAD/RUN payload (one episode)."""
     from metafab.gen.host import match_load_payload as load_payload
+    from metafab.gen.host import match_run_payload
     from metafab.gen.manifest import dumps
     from metafab.gen.match_flow import TOPLEVEL, engine_verilog, episode_codes, make_episodes
     from metafab.gen.wrappers import axis_wrapper, fusesoc_core
@@ -74,7 +77,7 @@ def generate(args) -> int:
     (out / "manifest.json").write_text(dumps(doc))
     words = load_payload(ep["support"], ep["labels"])
     (out / "load.hex").write_text("".join(f"{w & 0xFFFFFFFF:08x}\n" for w in words))
-    (out / "query.hex").write_text("".join(f"{int(w) & 0xFFFFFFFF:08x}\n" for w in ep["queries"][0]))
+    (out / "query.hex").write_text("".join(f"{w:08x}\n" for w in match_run_payload(ep["queries"][0], cfg)))
     wrapper, text = axis_wrapper(engine="match", toplevel=TOPLEVEL, design=cfg.name)
     (out / f"{wrapper}.v").write_text(text)
     core = fusesoc_core(design=cfg.name, verilog=f"{TOPLEVEL}.v", wrapper_file=f"{wrapper}.v", wrapper=wrapper,

@@ -13,8 +13,8 @@ dot-product pipeline depth, ``R`` the reciprocal's); this is what the engine's
 ``ii_core = max(V*C, R + N + 1)`` cycles at most (the dot-product issue, or
 the finaliser, which reads its copy of the class sums for ``N`` cycles after ``1/T``).
 
-Behind the packet front end, a query also has to arrive (``D + 2`` cycles:
-header, ``D`` words, the start) and its answer to leave (``N + 2`` beats).
+Behind the packet front end, a query also has to arrive (``W + 2`` cycles:
+header, its ``W = ceil(D / query_pack)`` words, the start) and its answer to leave (``N + 2`` beats).
 :func:`stream_timeline` steps through the rules of the front end and the
 core (two query-buffer halves, two result slots) for queries sent back to
 back on an always-ready stream: request headers, begins, results, response
@@ -53,7 +53,7 @@ def stream_timeline(cfg: MatchConfig, n: int, h0: int = 0) -> list[dict]:
     the engine is idle.
     """
     tm = timing(cfg)
-    D, N, VC = cfg.dim, cfg.n_way, tm.issue_cycles
+    W, N, VC = cfg.query_words, cfg.n_way, tm.issue_cycles
     QS, RS = tm.query_slots, tm.result_slots
     out: list[dict] = []
     h = h0
@@ -61,7 +61,7 @@ def stream_timeline(cfg: MatchConfig, n: int, h0: int = 0) -> list[dict]:
         first = h + 1
         if k >= QS:
             first = max(first, out[k - QS]["begin"] + VC)  # its slot of the query buffer is free
-        start = first + D
+        start = first + W
         begin = start + tm.begin_delay
         if k >= 1:
             begin = max(begin, out[k - 1]["begin"] + tm.ii_core)
@@ -150,7 +150,7 @@ def match_cycles(cfg: MatchConfig) -> MatchCycles:
     period = tm.query_slots * tm.result_slots
     tl = stream_timeline(cfg, 4 * period + 8)
     ii = ii_of([t["response"] for t in tl], period)
-    request, response = cfg.dim + 2, cfg.n_way + 2
+    request, response = cfg.query_words + 2, cfg.n_way + 2
     if ii == tm.ii_core and ii >= max(request, response):
         bound = "compute"
     elif ii == request:

@@ -171,6 +171,9 @@ class PacketFrontend(wiring.Component):
         h_op = word[16:24]
         h_len = word[0:16]
 
+        # the main FSM answers with core data (rd_data) only for non-pipelined opcodes with a payload
+        reads_core = any(spec.resp_len > 0 and not spec.pipelined for spec in ops.values())
+
         # the STATUS payload, in protocol order
         status_words = {
             "last_cycles": self.last_cycles,
@@ -334,8 +337,9 @@ class PacketFrontend(wiring.Component):
                         for k, v in enumerate(status_words.values()):
                             with m.Case(k):
                                 m.d.comb += value.eq(v)
-                with m.Else():
-                    m.d.comb += value.eq(self.rd_data)
+                if reads_core:  # else no answer of this FSM carries core data: no path from rd_data
+                    with m.Else():
+                        m.d.comb += value.eq(self.rd_data)
                 final = resp_idx == resp_len - 1
                 m.d.comb += [
                     self.o.valid.eq(1),
@@ -359,6 +363,7 @@ class PacketFrontend(wiring.Component):
         multiplexer is not on the output's path.
         """
         idx = Signal(16)  # the word being offered
+        idx1 = Signal(16)  # idx + 1, the word being fetched (a register: no adder before the core's mux)
         word = Signal(32)  # its value
         ok = self.presult_status == Status.OK
         length = Signal(16)
@@ -383,7 +388,7 @@ class PacketFrontend(wiring.Component):
                         self.o.payload.last.eq(length == 0),
                     ]
                     with m.If(self.o.ready):
-                        m.d.sync += [idx.eq(0), word.eq(self.rd_data)]
+                        m.d.sync += [idx.eq(0), idx1.eq(1), word.eq(self.rd_data)]
                         with m.If(length == 0):
                             finished()
                         with m.Else():
@@ -391,13 +396,13 @@ class PacketFrontend(wiring.Component):
             with m.State("DATA"):
                 final = idx == length - 1
                 m.d.comb += [
-                    self.rd_index.eq(idx + 1),
+                    self.rd_index.eq(idx1),
                     self.o.valid.eq(1),
                     self.o.payload.data.eq(word),
                     self.o.payload.last.eq(final),
                 ]
                 with m.If(self.o.ready):
-                    m.d.sync += [idx.eq(idx + 1), word.eq(self.rd_data)]
+                    m.d.sync += [idx.eq(idx1), idx1.eq(idx1 + 1), word.eq(self.rd_data)]
                     with m.If(final):
                         finished()
                         m.next = "HEAD"

@@ -190,24 +190,33 @@ class MatchCore(wiring.Component):
         q_bad = [Signal(name=f"q_bad{h}") for h in range(QS)]
         q_wait = [Signal(range(tm.begin_delay + 1), name=f"q_wait{h}") for h in range(QS)]
         fill_bad = Signal()
-        word = wr_data.as_signed()
         q_word = wr_valid & op_run
-        out_of = (word < ef.min_code) | (word > ef.max_code)
+        # a RUN word carries QP query elements (cfg.query_pack), element h in bits
+        # [h*FW, (h+1)*FW) as a two's-complement field: elements QP*w .. QP*w + QP - 1
+        QP, LQP = cfg.query_pack, cfg.query_pack.bit_length() - 1
+        FW = 32 // QP
+        first_el = Signal(16 + LQP)  # index of the word's element 0
+        m.d.comb += first_el.eq(wr_index << LQP)
+        el = [wr_data[h * FW:(h + 1) * FW].as_signed() for h in range(QP)]
+        el_in = [first_el + h < D for h in range(QP)]  # the last word of an odd D has a pad field
+        out_of = Cat(*[el_in[h] & ((el[h] < ef.min_code) | (el[h] > ef.max_code)) for h in range(QP)]).any()
         with m.If(abort & op_run):
             m.d.sync += fill_bad.eq(0)
         with m.Elif(q_word):
             m.d.sync += fill_bad.eq(Mux(wr_index == 0, 0, fill_bad) | out_of)
         m.d.comb += self.accept.eq(_mux_list(m, half_w, q_full, 1, "fill_full") == 0)
 
-        q_lane = wr_index[:LP] if LP else Const(0, 1)
-        q_chunk = wr_index >> LP
+        # element d goes to lane d % P, chunk d // P; QP divides P, so lane L takes field L % QP
+        q_base = first_el[:LP] if LP else Const(0, 1)  # lane of the word's element 0
+        q_chunk = first_el >> LP
         q_rd = []
         for lane in range(P):
+            h = lane % QP
             mem = Memory(shape=shape_of(ef), depth=QS * C, init=[0] * (QS * C))
             m.submodules[f"qbank{lane}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(half_w * C + q_chunk), wp.data.eq(word[: ef.width]),
-                         wp.en.eq(q_word & (q_lane == lane))]
+            m.d.comb += [wp.addr.eq(half_w * C + q_chunk), wp.data.eq(el[h][: ef.width]),
+                         wp.en.eq(q_word & (q_base == lane - h) & el_in[h])]
             q_rd.append(rp)
 
         run_start = start & (start_op == int(Opcode.RUN))
@@ -224,22 +233,23 @@ class MatchCore(wiring.Component):
 
         if matching:
             # |q|^2 (exact) and 1/|q| as (y, k), ready before the query's first dot product
-            val = Signal(shape_of(ef), name="qsq_in")
+            vals = [Signal(shape_of(ef), name=f"qsq_in{h}") for h in range(QP)]
             in_v, in_first, in_last = Signal(), Signal(), Signal()
             in_half = Signal.like(half_w)
-            m.d.sync += [val.eq(word[: ef.width]), in_v.eq(q_word), in_first.eq(wr_index == 0),
-                         in_last.eq(wr_index == D - 1), in_half.eq(half_w)]
-            qsq = Signal(unsigned(2 * ef.width))
+            m.d.sync += [vals[h].eq(Mux(el_in[h], el[h][: ef.width], 0)) for h in range(QP)]
+            m.d.sync += [in_v.eq(q_word), in_first.eq(wr_index == 0),
+                         in_last.eq(wr_index == cfg.query_words - 1), in_half.eq(half_w)]
+            qsq = [Signal(unsigned(2 * ef.width), name=f"qsq{h}") for h in range(QP)]
             qs_v, qs_first, qs_last = Signal(), Signal(), Signal()
             qs_half = Signal.like(half_w)
-            m.d.sync += [qsq.eq(val * val), qs_v.eq(in_v), qs_first.eq(in_first), qs_last.eq(in_last),
-                         qs_half.eq(in_half)]
+            m.d.sync += [qsq[h].eq(vals[h] * vals[h]) for h in range(QP)]
+            m.d.sync += [qs_v.eq(in_v), qs_first.eq(in_first), qs_last.eq(in_last), qs_half.eq(in_half)]
             qn = Signal(unsigned(widths["norm"]))
             qn_last = Signal()
             qn_half = Signal.like(half_w)
             m.d.sync += [qn_last.eq(qs_v & qs_last), qn_half.eq(qs_half)]
             with m.If(qs_v):
-                m.d.sync += qn.eq(Mux(qs_first, 0, qn) + qsq)
+                m.d.sync += qn.eq(sum(qsq, Mux(qs_first, 0, qn)))
             assert SQUARE_LATENCY == 3  # word, product, sum
             qrs = RecipUnit(config=cfg, kind="rsqrt", in_width=widths["norm"], tag_width=len(half_w))
             m.submodules.qrsqrt = qrs

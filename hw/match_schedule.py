@@ -137,10 +137,11 @@ def timing(cfg: MatchConfig) -> MatchTiming:
     # the finaliser reads its copy of the class sums for N cycles after 1/T: the next copy must wait
     ii = max(issue, rcp + N + 1)
     # slots, so that buffering never sets the pace: the stream rate is one query per
-    # max(ii, D + 2 request cycles, N + 2 response beats) at best
-    rate = max(ii, cfg.dim + 2, N + 2)
+    # max(ii, W + 2 request cycles (W = query_words), N + 2 response beats) at best
+    W = cfg.query_words
+    rate = max(ii, W + 2, N + 2)
     # a query-buffer slot is busy from its first word to the end of its issue
-    query_slots = min(MAX_SLOTS, max(2, -(-(cfg.dim + begin_delay + issue + 1) // rate)))
+    query_slots = min(MAX_SLOTS, max(2, -(-(W + begin_delay + issue + 1) // rate)))
     # a result slot is busy from begin to the cycle after its last response beat
     result_slots = min(MAX_SLOTS, max(2, -(-(done + N + 3) // rate)))
     return MatchTiming(cfg, levels, stages, dot, rsq, rcp, issue, begin_delay, done, ii, query_slots,

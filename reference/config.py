@@ -569,9 +569,15 @@ class MatchConfig(_ConfigBase):
         return self.n_support * (self.dim + 1)
 
     @property
+    def query_pack(self) -> int:
+        """Query codes per RUN payload word: two 16-bit fields when the codes fit 16 bits and there are at
+        least two lanes (the two codes of a word go to two lane banks in the same cycle), else one."""
+        return 2 if self.emb_fmt.width <= 16 and self.lanes >= 2 else 1
+
+    @property
     def query_words(self) -> int:
-        """RUN payload: the ``D`` codes of one query."""
-        return self.dim
+        """RUN payload: the ``D`` codes of one query, ``query_pack`` per word."""
+        return -(-self.dim // self.query_pack)
 
     @property
     def result_words(self) -> int:

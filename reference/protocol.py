@@ -10,7 +10,9 @@ words on a valid/ready stream; the final word of each packet carries
     bits 15..0   length: number of payload words after the header
 
 Every request gets exactly one response packet. Values travel as two's
-complement codes of their fixed-point format, sign-extended to 32 bits.
+complement codes of their fixed-point format, sign-extended to 32 bits, except
+the similarity engine's query codes, which travel two to a word when they fit
+16 bits (:func:`pack_codes`).
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ __all__ = [
     "split_packets",
     "to_words",
     "from_words",
+    "pack_codes",
+    "unpack_codes",
     "STATUS_FIELDS",
     "words_to_bytes",
     "ByteParser",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = 0xA5
 WORD_BITS = 32
 MAX_LENGTH = 0xFFFF
@@ -108,6 +112,38 @@ def from_words(words, signed: bool = True) -> np.ndarray:
     if signed:
         w = np.where(w >= (1 << 31), w - (1 << 32), w)
     return w.astype(np.int64)
+
+
+def pack_codes(codes, per_word: int) -> list[int]:
+    """Codes packed ``per_word`` to a 32-bit word.
+
+    ``per_word`` 1: :func:`to_words`. 2: 16-bit two's-complement fields, code
+    ``2w`` in bits 15..0 of word ``w`` and code ``2w + 1`` in bits 31..16; an odd
+    count leaves the last word's upper field 0.
+    """
+    if per_word == 1:
+        return to_words(codes)
+    if per_word != 2:
+        raise ValueError(f"per_word must be 1 or 2, got {per_word!r}")
+    c = np.asarray(codes, dtype=np.int64).reshape(-1)
+    if c.size and (c.min() < -(1 << 15) or c.max() >= (1 << 15)):
+        bad = int(c[(c < -(1 << 15)) | (c >= (1 << 15))][0])
+        raise UserError(f"code {bad} does not fit a 16-bit field")
+    if c.size % 2:
+        c = np.append(c, 0)
+    f = c & 0xFFFF
+    return [int(lo | (hi << 16)) for lo, hi in zip(f[0::2].tolist(), f[1::2].tolist(), strict=True)]
+
+
+def unpack_codes(words, per_word: int, count: int) -> np.ndarray:
+    """The first ``count`` signed codes of words packed by :func:`pack_codes`."""
+    if per_word == 1:
+        return from_words(words)[:count]
+    if per_word != 2:
+        raise ValueError(f"per_word must be 1 or 2, got {per_word!r}")
+    w = np.asarray(list(words), dtype=np.int64) & _MASK
+    f = np.stack([w & 0xFFFF, w >> 16], axis=1).reshape(-1)
+    return np.where(f >= (1 << 15), f - (1 << 16), f)[:count].astype(np.int64)
 
 
 def encode_request(opcode: int, payload=()) -> list[tuple[int, bool]]:

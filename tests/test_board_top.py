@@ -26,7 +26,7 @@ from metafab.reference import maml_fixed as mf
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MamlConfig, MatchConfig
 from metafab.reference.errors import UserError
-from metafab.reference.protocol import STATUS_FIELDS, Opcode, Status, encode_request, from_words
+from metafab.reference.protocol import PROTOCOL_VERSION, STATUS_FIELDS, Opcode, Status, encode_request, from_words
 from metafab.sim.runner import run_bench
 from metafab.sim.tools import find_icarus
 
@@ -208,10 +208,10 @@ def _match_want(ep):
 def test_match_board_top_answers_the_host_driver_bytes():
     """The similarity engine behind the UART bridge: a query before LOAD, two support sets, their queries."""
     eps = [_match_episode(1), _match_episode(2)]
-    requests = [request_bytes(Opcode.RUN, match_run_payload(eps[0]["queries"][0]))]
+    requests = [request_bytes(Opcode.RUN, match_run_payload(eps[0]["queries"][0], MATCH_CFG))]
     for ep in eps:
         requests.append(request_bytes(Opcode.LOAD, match_load_payload(ep["support"], ep["labels"])))
-        requests += [request_bytes(Opcode.RUN, match_run_payload(q)) for q in ep["queries"]]
+        requests += [request_bytes(Opcode.RUN, match_run_payload(q, MATCH_CFG)) for q in ep["queries"]]
     requests.append(request_bytes(Opcode.STATUS))
     resp = _board_bench(UartEngineTop(MatchEngine(config=MATCH_CFG), clock_hz=CLOCK_HZ, baud=BAUD), requests,
                         "test-board-match")
@@ -227,7 +227,7 @@ def test_match_board_top_with_a_preloaded_support_set():
     ep = _match_episode(3)
     preload = encode_request(Opcode.LOAD, match_load_payload(ep["support"], ep["labels"]))
     top = UartEngineTop(MatchEngine(config=MATCH_CFG), clock_hz=CLOCK_HZ, baud=BAUD, preload=preload)
-    resp = _board_bench(top, [request_bytes(Opcode.RUN, match_run_payload(q)) for q in ep["queries"]],
+    resp = _board_bench(top, [request_bytes(Opcode.RUN, match_run_payload(q, MATCH_CFG)) for q in ep["queries"]],
                         "test-board-match-preload")
     assert [list(from_words(r.payload)) for r in resp] == _match_want(ep)
 
@@ -240,7 +240,7 @@ def test_match_axi_stream_wrapper_with_cocotbext_axi():
     wrapper, text = axis_wrapper(engine="match", toplevel="match_engine", design=MATCH_CFG.name)
     verilog = to_verilog(MatchEngine(config=MATCH_CFG), "match_engine") + "\n" + text
     requests = [request_bytes(Opcode.LOAD, match_load_payload(ep["support"], ep["labels"]))]
-    requests += [request_bytes(Opcode.RUN, match_run_payload(q)) for q in ep["queries"]]
+    requests += [request_bytes(Opcode.RUN, match_run_payload(q, MATCH_CFG)) for q in ep["queries"]]
     sim = "icarus" if find_icarus().found else "verilator"
     r = run_bench(verilog=verilog, toplevel=wrapper, bench="metafab.sim.benches.axis",
                   params={"requests": [q.hex() for q in requests], "seed": 5}, sim=sim, run_name="test-axis-match")

@@ -31,9 +31,11 @@ def test_generate_match_is_deterministic(capsys, tmp_path):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     man = json.loads((a / "manifest.json").read_text())
     assert man["engine"] == "match" and man["config"]["mode"] == "proto" and man["config"]["lanes"] == 4
-    assert man["protocol"]["request_words"] == {"LOAD": 6 * 11, "RUN": 10, "STATUS": 0}
+    assert man["protocol"]["request_words"] == {"LOAD": 6 * 11, "RUN": 5, "STATUS": 0}  # two codes a word
+    assert man["query_pack"] == 2
     assert man["protocol"]["response_words"]["RUN"] == 4
     assert len((a / "load.hex").read_text().split()) == 6 * 11
+    assert len((a / "query.hex").read_text().split()) == 5
     assert man["cycles"]["latency"] > man["cycles"]["issue_cycles"]
     assert "module match_engine" in (a / "match_engine.v").read_text()
     wrapper = (a / "match_engine_axis.v").read_text()

@@ -29,6 +29,7 @@ from metafab.hw.match_engine import MatchEngine
 from metafab.hw.match_schedule import EXP_LATENCY, LOGIT_LATENCY, OUTPUT_DELAY, SCALE_LATENCY, timing
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
+from metafab.reference.fixed import QFormat
 from metafab.reference.errors import UserError
 from metafab.reference.protocol import (
     STATUS_FIELDS,
@@ -37,6 +38,7 @@ from metafab.reference.protocol import (
     decode_response,
     encode_request,
     from_words,
+    pack_codes,
 )
 from metafab.sim.runner import SimulationFailed
 
@@ -108,7 +110,7 @@ def test_engine_in_amaranth_simulator_matches_reference(mode):
     (ep,) = _episodes(cfg, seed=3, features="random")
     queries = np.asarray(ep["queries"][:4])
     reqs = [encode_request(Opcode.LOAD, load_payload(ep["support"], ep["labels"]))]
-    reqs += [encode_request(Opcode.RUN, [int(v) & 0xFFFFFFFF for v in q]) for q in queries]
+    reqs += [encode_request(Opcode.RUN, pack_codes(q, cfg.query_pack)) for q in queries]
     reqs.append(encode_request(Opcode.STATUS))
     resp = amaranth_run(cfg, reqs)
     assert [r.status for r in resp] == [Status.OK] * len(reqs)
@@ -147,15 +149,17 @@ def test_cycle_model_formulas():
             tail = LOGIT_LATENCY + EXP_LATENCY + N + 3
         assert tm.latency == VC - 1 + tm.dot_latency + tail + tm.recip_latency + 1 + N + SCALE_LATENCY
         model = match_cycles(cfg)
-        assert model.ii >= max(tm.ii_core, cfg.dim + 2, N + 2)
+        assert model.ii >= max(tm.ii_core, cfg.query_words + 2, N + 2)
         # the slots are sized so that buffering never sets the pace
-        assert model.ii == max(tm.ii_core, cfg.dim + 2, N + 2), cfg.name
+        assert model.ii == max(tm.ii_core, cfg.query_words + 2, N + 2), cfg.name
         tl = stream_timeline(cfg, 3)
         assert tl[0]["sent"] - tl[0]["start"] == tm.begin_delay + tm.latency
         assert tl[0]["response"] - tl[0]["sent"] == OUTPUT_DELAY == 1  # the output register
     head = match_cycles(DEFAULT)
     assert head.ii_core == 25 == -(-5 * 5 * 64 // 64)  # ceil(N*K*D/P)
     assert head.bound == "request stream"
+    assert (DEFAULT.query_pack, DEFAULT.query_words, head.ii) == (2, 32, 34)  # two 16-bit codes a word
+    assert MatchConfig(lanes=1).query_pack == 1  # one lane bank: one code a cycle
     assert match_cycles(DEFAULT.replace(lanes=16)).ii == 100  # compute-bound: ceil(N*K*D/P)
 
 
@@ -196,13 +200,21 @@ def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
     assert r["packet_latency_measured"] == match_cycles(cfg).packet_latency
 
 
+# query codes narrower than their 16-bit field (two to a word, odd D: a pad field), and one lane (one to a word)
+NARROW = MatchConfig(mode="proto", n_way=3, k_shot=2, dim=9, lanes=4, emb_fmt=QFormat(3, 10))
+ONE_LANE = MatchConfig(mode="matching", n_way=3, k_shot=2, dim=10, lanes=1)
+
+
 @requires_icarus
+@pytest.mark.parametrize("cfg", [NARROW, ONE_LANE], ids=["packed-odd-d", "one-lane"])
 @pytest.mark.parametrize("scenario", ["errors", "reset"])
-def test_engine_icarus_errors_and_reset(scenario):
-    cfg = MatchConfig(mode="proto", n_way=3, k_shot=2, dim=10, lanes=4)
+def test_engine_icarus_errors_and_reset(scenario, cfg):
+    assert (NARROW.query_pack, NARROW.query_words, ONE_LANE.query_pack, ONE_LANE.query_words) == (2, 5, 1, 10)
     eps = _episodes(cfg, seed=4, features="random")
     r = mf.run_engine(cfg, eps, sim="icarus", scenario=scenario, run_name=f"test-{scenario}")
     assert r["mismatches"] == 0 and r["queries"] >= 3
+    if scenario == "errors":  # a query code out of range is refused (BAD_VALUE), in order with the others
+        assert [c[1] for c in r["checks"]][-6:] == ["OK", "BAD_VALUE", "OK", "BAD_LENGTH", "OK", "OK"]
 
 
 # --- cocotb + Verilator -------------------------------------------------------------------------
@@ -214,15 +226,15 @@ def test_engine_verilator_default_digits():
     r = mf.run_engine(DEFAULT, eps, run_name="test-default")
     assert r["mismatches"] == 0 and r["queries"] == 2 * 15 + mf.TIMING_QUERIES
     assert r["cycles"] == [timing(DEFAULT).latency] * 2
-    assert r["ii_measured"] == match_cycles(DEFAULT).ii == 66
+    assert r["ii_measured"] == match_cycles(DEFAULT).ii == 34  # 32 words of two codes + header + start
 
 
 def test_engine_verilator_malformed_packets_and_recovery():
     r = mf.run_engine(DEFAULT, _episodes(DEFAULT, seed=2), scenario="errors", run_name="test-errors")
     assert [c[1] for c in r["checks"]] == [
         "NOT_LOADED", "UNKNOWN_OPCODE", "BAD_MAGIC", "BAD_LENGTH", "BAD_LENGTH", "BAD_LENGTH", "BAD_VALUE",
-        "BAD_VALUE", "BAD_VALUE", "OK", "BAD_VALUE", "OK", "BAD_LENGTH", "OK", "OK",
-    ]
+        "BAD_VALUE", "BAD_VALUE", "OK", "OK", "BAD_LENGTH", "OK", "OK",
+    ]  # 16-bit codes two to a word: no query code can be out of range (the Icarus errors tests check that)
     assert r["mismatches"] == 0 and r["queries"] == 3
 
 

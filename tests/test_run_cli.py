@@ -23,6 +23,7 @@ from metafab.reference import maml_fixed as mf
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MamlConfig, MatchConfig
 from metafab.reference.protocol import (
+    PROTOCOL_VERSION,
     STATUS_FIELDS,
     ByteParser,
     Opcode,
@@ -30,6 +31,7 @@ from metafab.reference.protocol import (
     from_words,
     header,
     to_words,
+    unpack_codes,
     words_to_bytes,
 )
 
@@ -83,7 +85,7 @@ class SoftBoard:
         self.requests.append(opcode)
         cfg = self.cfg
         if opcode == Opcode.STATUS:
-            return Status.OK, [7, self.runs, 0, 0, int(self.loaded is not None), 1]
+            return Status.OK, [7, self.runs, 0, 0, int(self.loaded is not None), PROTOCOL_VERSION]
         if opcode == Opcode.LOAD:
             self.loaded = list(payload)
             return Status.OK, []
@@ -100,7 +102,7 @@ class SoftBoard:
         else:
             rows = from_words(self.loaded).reshape(-1, cfg.dim + 1)
             prep = mx.prepare(rows[:, 1:], rows[:, 0], cfg)
-            ro = mx.readout(from_words(payload), prep, cfg)
+            ro = mx.readout(unpack_codes(payload, cfg.query_pack, cfg.dim), prep, cfg)
             words = to_words(mx.result_words(ro.probs[0], ro.pred[0]))
         if self.corrupt:
             words[-1] ^= 1
@@ -126,7 +128,7 @@ def test_run_maml_over_a_serial_port(capsys):
     assert board.loaded == maml_load_payload(wq)
     assert [r["mismatches"] for r in out["results"]] == [0, 0]
     assert len(out["results"][0]["outputs"]) == MAML_CFG.n_query * MAML_CFG.n_out
-    assert out["status"] == dict(zip(STATUS_FIELDS, [7, 2, 0, 0, 1, 1], strict=True))
+    assert out["status"] == dict(zip(STATUS_FIELDS, [7, 2, 0, 0, 1, PROTOCOL_VERSION], strict=True))
 
 
 def test_run_match_loads_each_episode_and_checks_every_query(capsys):

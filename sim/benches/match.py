@@ -41,6 +41,7 @@ import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from metafab.gen.host import match_load_payload as load_payload
+from metafab.gen.host import match_run_payload as run_payload
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
 from metafab.reference.protocol import (
@@ -52,7 +53,6 @@ from metafab.reference.protocol import (
     encode_request,
     from_words,
     header,
-    to_words,
 )
 from metafab.sim.packets import PacketLink
 from metafab.sim.params import bench_params, write_result
@@ -150,12 +150,12 @@ class MatchBench(StreamBench):
         ahead = len(queries) if window is None else window
         sent = 0
         while sent < min(ahead, len(queries)):
-            self.link.send_raw(encode_request(Opcode.RUN, to_words(queries[sent])))
+            self.link.send_raw(encode_request(Opcode.RUN, run_payload(queries[sent], self.cfg)))
             sent += 1
         for n in range(len(queries)):
             resp = decode_response(await self.link.recv_packet())
             if sent < len(queries):
-                self.link.send_raw(encode_request(Opcode.RUN, to_words(queries[sent])))
+                self.link.send_raw(encode_request(Opcode.RUN, run_payload(queries[sent], self.cfg)))
                 sent += 1
             assert resp.status == Status.OK, f"episode {tag} query {n}: RUN answered {resp.status!r}"
             got = from_words(resp.payload)
@@ -263,7 +263,7 @@ async def errors_scenario(tb: MatchBench, p: dict, result: dict):
     ep = p["episodes"][0]
     good = load_payload(ep["support"], ep["labels"])
     n = len(good)
-    q = to_words(ep["queries"][0])
+    q = run_payload(ep["queries"][0], cfg)
 
     async def expect(status, what):
         resp = decode_response(await link.recv_packet())
@@ -305,17 +305,25 @@ async def errors_scenario(tb: MatchBench, p: dict, result: dict):
     await tb.load(ep)
     queries = [np.asarray(x) for x in ep["queries"][:3]]
     want = tb.expected(ep, np.stack(queries))
-    bad_q = list(q)
-    bad_q[-1] = (cfg.emb_fmt.min_code - 1) & 0xFFFFFFFF
-    link.send_raw(encode_request(Opcode.RUN, to_words(queries[0])))
-    link.send_raw(encode_request(Opcode.RUN, bad_q))
-    link.send_raw(encode_request(Opcode.RUN, to_words(queries[1])))
-    overlong = [(header(Opcode.RUN, cfg.dim), False)] + [(0, False)] * cfg.dim + [(0, True)]
+    # a query code out of its format's range (none exists when two 16-bit codes share a word
+    # and the format is 16 bits wide)
+    bad_q = None
+    if cfg.query_pack == 1 or cfg.emb_fmt.width < 16:
+        codes = [int(x) for x in ep["queries"][0]]
+        codes[-1] = cfg.emb_fmt.min_code - 1
+        bad_q = run_payload(codes, cfg)
+    link.send_raw(encode_request(Opcode.RUN, run_payload(queries[0], cfg)))
+    if bad_q is not None:
+        link.send_raw(encode_request(Opcode.RUN, bad_q))
+    link.send_raw(encode_request(Opcode.RUN, run_payload(queries[1], cfg)))
+    W = cfg.query_words
+    overlong = [(header(Opcode.RUN, W), False)] + [(0, False)] * W + [(0, True)]
     link.send_raw(overlong)
     link.send_raw(encode_request(Opcode.STATUS))
-    link.send_raw(encode_request(Opcode.RUN, to_words(queries[2])))
+    link.send_raw(encode_request(Opcode.RUN, run_payload(queries[2], cfg)))
     r0 = await expect(Status.OK, "query")
-    await expect(Status.BAD_VALUE, "query value out of range")
+    if bad_q is not None:
+        await expect(Status.BAD_VALUE, "query value out of range")
     r2 = await expect(Status.OK, "query after a bad one")
     await expect(Status.BAD_LENGTH, "overlong query")
     st_resp = await expect(Status.OK, "status behind the queries")
@@ -326,7 +334,8 @@ async def errors_scenario(tb: MatchBench, p: dict, result: dict):
         result["words"] += len(got)
         result["mismatches"] += int(np.sum(got != want[k]))
     st = dict(zip(STATUS_FIELDS, st_resp.payload, strict=True))
-    assert st["runs"] == 2 and st["errors"] == errors + 2 and st["last_error"] == Status.BAD_LENGTH, st
+    bad_queries = 1 + (bad_q is not None)
+    assert st["runs"] == 2 and st["errors"] == errors + bad_queries and st["last_error"] == Status.BAD_LENGTH, st
     assert MAGIC == 0xA5
 
 
@@ -335,7 +344,7 @@ async def reset_scenario(tb: MatchBench, p: dict, result: dict):
     ep = p["episodes"][0]
     await tb.load(ep)
     for qv in ep["queries"][:4]:
-        tb.link.send_raw(encode_request(Opcode.RUN, to_words(qv)))
+        tb.link.send_raw(encode_request(Opcode.RUN, run_payload(qv, tb.cfg)))
     await ClockCycles(tb.clock, p.get("reset_after", 3 * tb.cfg.dim))
     tb.link.source.flush()
     tb.link.sink.queue.clear()
