@@ -17,7 +17,7 @@ from metafab.reference.errors import UserError
 from metafab.reference.fixed import Overflow, QFormat, Rounding
 
 __all__ = ["shape_of", "extend", "resize", "saturate", "wrap", "xorshift32_next", "Xorshift32", "MacLane",
-           "registered_product"]
+           "registered_product", "replicated_register"]
 
 
 def reject(component, exc: Exception):
@@ -80,6 +80,32 @@ def registered_product(m: Module, platform, a, b, *, name: str) -> Signal:
         ra, rb = Signal(sa, name=f"{name}_a"), Signal(sb, name=f"{name}_b")
         m.d.sync += [ra.eq(a), rb.eq(b), out.eq(ra * rb)]
     return out
+
+
+def replicated_register(m: Module, platform, value, copies: int, *, name: str) -> list[Signal]:
+    """``copies`` registers that all take ``value`` at every clock edge (reset to 0 with the sync domain).
+
+    For a signal that fans out to many places across the chip (a read
+    address shared by every lane bank): each group of loads gets its own
+    copy. On an ECP5 each bit of each copy is a ``TRELLIS_FF`` of its own, so
+    that synthesis does not merge the copies back into one register;
+    elsewhere they are ordinary registers (simulation: the same values).
+    """
+    value = Value.cast(value)
+    outs = [Signal(value.shape(), name=f"{name}{k}") for k in range(copies)]
+    if getattr(platform, "family", None) == "ecp5":
+        for k, out in enumerate(outs):
+            for b in range(len(value)):
+                m.submodules[f"{name}{k}_ff{b}"] = Instance(
+                    "TRELLIS_FF",
+                    p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
+                    p_SRMODE="LSR_OVER_CE",
+                    i_CLK=ClockSignal("sync"), i_LSR=ResetSignal("sync", allow_reset_less=True),
+                    i_CE=Const(1, 1), i_DI=value[b], o_Q=out[b],
+                )
+    else:
+        m.d.sync += [out.eq(value) for out in outs]
+    return outs
 
 
 def shape_of(fmt: QFormat) -> Shape:

@@ -25,7 +25,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import registered_product, reject, saturate, shape_of
+from metafab.hw.fixed import registered_product, reject, replicated_register, saturate, shape_of
 from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend, StreamRegister
 from metafab.hw.match_schedule import (
     INPUT_DELAY,
@@ -50,6 +50,10 @@ def match_ops(cfg: MatchConfig) -> dict:
         Opcode.RUN: OpSpec(req_len=cfg.query_words, resp_len=cfg.result_words, needs_loaded=True,
                            counts_run=True, pipelined=True),
     }
+
+
+#: Lane banks that share one copy of the read-address register.
+BANK_GROUP = 4
 
 
 def _delay(m: Module, value, n: int, name: str):
@@ -281,12 +285,17 @@ class MatchCore(wiring.Component):
         m.d.comb += decide.eq(ready_q & (since >= II - 1) & (inflight < RS))
         m.d.sync += inflight.eq(inflight + decide - ack)
         last_issue = icount == depth - 1
+        # the next values of the read counters (the banks' address registers copy them)
+        icount_n, c_n, cur_half_n = Signal.like(icount), Signal.like(c), Signal.like(cur_half)
+        m.d.comb += [icount_n.eq(icount), c_n.eq(c), cur_half_n.eq(cur_half)]
+        m.d.sync += [icount.eq(icount_n), c.eq(c_n), cur_half.eq(cur_half_n)]
         with m.If(issuing):
-            m.d.sync += icount.eq(icount + 1)
+            m.d.comb += icount_n.eq(icount + 1)
             with m.If(c == C - 1):
-                m.d.sync += [c.eq(0), v.eq(v + 1)]
+                m.d.comb += c_n.eq(0)
+                m.d.sync += v.eq(v + 1)
             with m.Else():
-                m.d.sync += c.eq(c + 1)
+                m.d.comb += c_n.eq(c + 1)
             with m.If(last_issue):
                 m.d.sync += issuing.eq(0)
                 for h in range(QS):
@@ -294,9 +303,10 @@ class MatchCore(wiring.Component):
                         m.d.sync += q_full[h].eq(0)
         # (after the issue block: a decision in the last issue cycle of a query wins, back to back)
         with m.If(decide):
+            m.d.comb += [icount_n.eq(0), c_n.eq(0), cur_half_n.eq(half_r)]
             m.d.sync += [
-                since.eq(0), issuing.eq(1), icount.eq(0), c.eq(0), v.eq(0),
-                cur_half.eq(half_r), cur_bad.eq(_mux_list(m, half_r, q_bad, 1, "next_bad")),
+                since.eq(0), issuing.eq(1), v.eq(0),
+                cur_bad.eq(_mux_list(m, half_r, q_bad, 1, "next_bad")),
                 cur_entry.eq(entry_b), half_r.eq(_next(half_r, QS)), entry_b.eq(_next(entry_b, RS)),
             ]
             for e in range(RS):
@@ -306,10 +316,16 @@ class MatchCore(wiring.Component):
             m.d.sync += since.eq(since + 1)
 
         # ---------------- stage 0: read every lane at one address ----------------
-        for rp in lane_rd:
-            m.d.comb += [rp.addr.eq(icount[:AW]), rp.en.eq(1)]
-        for rp in q_rd:
-            m.d.comb += [rp.addr.eq(cur_half * C + c), rp.en.eq(1)]
+        # (the address reaches every bank: a copy of its register per BANK_GROUP banks, so that
+        # no single register drives all P banks across the chip)
+        groups = -(-P // BANK_GROUP)
+        lane_addr = replicated_register(m, platform, icount_n[:AW], groups, name="bank_addr")
+        QAW = max(1, (QS * C - 1).bit_length())
+        q_addr = replicated_register(m, platform, (cur_half_n * C + c_n)[:QAW], groups, name="qbank_addr")
+        for lane, rp in enumerate(lane_rd):
+            m.d.comb += [rp.addr.eq(lane_addr[lane // BANK_GROUP]), rp.en.eq(1)]
+        for lane, rp in enumerate(q_rd):
+            m.d.comb += [rp.addr.eq(q_addr[lane // BANK_GROUP]), rp.en.eq(1)]
         VW = max(1, (V - 1).bit_length())
         EW, HW = len(entry_b), len(half_r)
         tag0 = Cat(issuing, v[:VW], c == 0, c == C - 1, v == 0, v == V - 1, cur_bad, cur_entry, cur_half)

@@ -42,7 +42,7 @@ class _Ecp5Elaboration:
 
 
 def ecp5_verilog(component, name: str) -> tuple[str, list[str]]:
-    """``component`` as elaborated for an ECP5, with the behavioural MULT18X18D model appended.
+    """``component`` as elaborated for an ECP5, with behavioural models of its ECP5 cells appended.
 
     Returns the Verilog text and the parameter lists of its MULT18X18D instances.
     """
@@ -52,5 +52,5 @@ def ecp5_verilog(component, name: str) -> tuple[str, list[str]]:
 
     text = verilog.convert(component, name=name, platform=_Ecp5Elaboration(), emit_src=False)
     instances = re.findall(r"^\s*MULT18X18D\s*#\((.*?)\)\s*\w+\s*\(", text, flags=re.M | re.S)
-    model = (Path(__file__).parent / "data" / "mult18x18d_model.v").read_text()
+    model = (Path(__file__).parent / "data" / "ecp5_cells_model.v").read_text()
     return text + model, instances

@@ -183,10 +183,15 @@ def test_engine_icarus_matrix(cfg):
 @requires_icarus
 def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
     """The engine as built for the ECP5 (every lane product in a MULT18X18D with its input and output
-    registers), simulated with a behavioural model of that block: same words, same cycles."""
-    cfg = MatchConfig(mode="matching", n_way=3, k_shot=2, dim=10, lanes=4)
+    registers; the banks' read address in TRELLIS_FF copies, one per BANK_GROUP banks), simulated
+    with behavioural models of those cells: same words, same cycles."""
+    cfg = MatchConfig(mode="matching", n_way=3, k_shot=2, dim=10, lanes=8)
     text, instances = ecp5_verilog(MatchEngine(config=cfg), mf.TOPLEVEL)
     assert len(instances) == cfg.lanes  # the lane products; nothing else of this design fits one 18x18 block
+    # two copies (8 banks) of the lane-bank address and of the query-bank address, bit by bit
+    lane_bits = (cfg.n_vectors * cfg.chunks - 1).bit_length()
+    query_bits = (timing(cfg).query_slots * cfg.chunks - 1).bit_length()
+    assert text.count("TRELLIS_FF #(") == 2 * (lane_bits + query_bits) == 2 * (4 + 2)
     for params in instances:
         for reg in ("INPUTA", "INPUTB", "OUTPUT"):
             assert f'.REG_{reg}_CLK("CLK0")' in params

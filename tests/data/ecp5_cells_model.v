@@ -1,5 +1,7 @@
-// Behavioural model of the ECP5 sysDSP multiplier MULT18X18D, for simulating a design as it
-// is elaborated for an ECP5 (metafab.hw.fixed.registered_product). It covers what the project
+// Behavioural models of the two ECP5 cells the engines instantiate when elaborated for an ECP5:
+// TRELLIS_FF (metafab.hw.fixed.replicated_register) and MULT18X18D (registered_product).
+//
+// MULT18X18D, the sysDSP multiplier: what the project
 // uses: the 18x18 product with SIGNEDA/SIGNEDB, optional input registers (REG_INPUTA/B_CLK)
 // and output register (REG_OUTPUT_CLK) on CLK0 with clock enable CE0 and synchronous reset RST0.
 // Other settings (CLK1-3, the pipeline register, the shift chains) are refused at time 0.
@@ -61,6 +63,27 @@ module MULT18X18D(A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A1
             || REG_INPUTA_RST != "RST0" || REG_INPUTB_RST != "RST0" || REG_OUTPUT_RST != "RST0"
             || RESETMODE != "SYNC" || MULT_BYPASS != "DISABLED") begin
             $display("MULT18X18D model: unsupported configuration");
+            $finish;
+        end
+    end
+endmodule
+
+// TRELLIS_FF, a fabric flip-flop: the configuration replicated_register uses (clock enable tied
+// high, synchronous reset to 0 on LSR); other settings are refused at time 0.
+module TRELLIS_FF(CLK, LSR, CE, DI, M, Q);
+    parameter GSR = "ENABLED";
+    parameter CEMUX = "1";
+    parameter CLKMUX = "CLK";
+    parameter LSRMUX = "LSR";
+    parameter SRMODE = "LSR_OVER_CE";
+    parameter REGSET = "RESET";
+    parameter LSRMODE = "LSR";
+    input CLK, LSR, CE, DI, M;
+    output reg Q = 1'b0;
+    always @(posedge CLK) Q <= LSR ? 1'b0 : DI;
+    initial begin
+        if (CEMUX != "1" || CLKMUX != "CLK" || LSRMUX != "LSR" || SRMODE != "LSR_OVER_CE" || REGSET != "RESET") begin
+            $display("TRELLIS_FF model: unsupported configuration");
             $finish;
         end
     end
