@@ -26,6 +26,8 @@ def register(sub):
     p.add_argument("--queries", type=int, default=200, help="similarity-engine queries to verify (default 200)")
     p.add_argument("--board", default=BOARD, help=f"board to build for (default {BOARD})")
     p.add_argument("--skip-build", action="store_true", help="skip synthesis and place and route")
+    p.add_argument("--target-mhz", type=float, default=100.0,
+                   help="clock constraint of the board builds (default 100, the project's Fmax target)")
     p.add_argument("--build-minutes", type=float, default=30.0,
                    help="stop a board build still running this many minutes after the demo started (default 30)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -76,6 +78,8 @@ def run(args) -> int:
         raise UserError(f"--tasks must be at least 1, got {args.tasks}")
     if args.queries < 1:
         raise UserError(f"--queries must be at least 1, got {args.queries}")
+    if not 0 < args.target_mhz <= 1000:
+        raise UserError(f"--target-mhz must be in (0, 1000], got {args.target_mhz}")
     t0 = time.perf_counter()
     root = build_root() / "demo"
     cfg, mcfg = MamlConfig(), MatchConfig()
@@ -89,7 +93,8 @@ def run(args) -> int:
         if not args.skip_build:
             _say(f"{engine} engine: building the board top for {args.board} in the background "
                  f"(log: {root / f'{engine}_build.log'})")
-            builds[engine] = _Background(["build", engine, "--board", args.board], root / f"{engine}_build.log")
+            builds[engine] = _Background(["build", engine, "--board", args.board, "--target-mhz", str(args.target_mhz)],
+                                         root / f"{engine}_build.log")
 
     generate("maml", cfg, maml_flow)
     doc["maml"]["verify"] = maml_flow.verify(cfg, tasks=args.tasks, sim="verilator", seed=0, progress=_say)
