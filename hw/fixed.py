@@ -43,16 +43,18 @@ def registered_product(m: Module, platform, a, b, *, name: str) -> Signal:
     Every target gets the same cycles and the same bits (the exact product,
     ``len(a) + len(b)`` bits, signed if either operand is). On an ECP5 the two
     registers are the sysDSP block's own input and output registers (a
-    ``MULT18X18D`` with ``REG_INPUTA/B`` and ``REG_OUTPUT`` on the sync clock,
-    reset with the sync domain), so that the multiplier is not on a fabric path;
+    ``MULT18X18D`` with ``REG_INPUTA/B`` and ``REG_OUTPUT`` on the sync clock),
+    so that the multiplier is not on a fabric path;
     this is what sets the engines' clock there. Elsewhere (simulation, iCE40, or
     operands wider than 18 bits) they are flip-flops around a multiplier that
-    Yosys maps itself.
+    Yosys maps itself. The registers hold data only (whoever uses the product
+    knows from its own valid bits when it means something), so they are not
+    reset: a reset reaching every lane would be one more chip-wide net.
     """
     a, b = Value.cast(a), Value.cast(b)
     sa, sb = a.shape(), b.shape()
     width = sa.width + sb.width
-    out = Signal(signed(width) if (sa.signed or sb.signed) else unsigned(width), name=name)
+    out = Signal(signed(width) if (sa.signed or sb.signed) else unsigned(width), name=name, reset_less=True)
     if getattr(platform, "family", None) == "ecp5" and _ecp5_fits(sa, sb):
         is_signed = int(sa.signed or sb.signed)
         a18, b18, p36 = Signal(ECP5_DSP_WIDTH), Signal(ECP5_DSP_WIDTH), Signal(2 * ECP5_DSP_WIDTH)
@@ -73,11 +75,11 @@ def registered_product(m: Module, platform, a, b, *, name: str) -> Signal:
             p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
             i_SIGNEDA=Const(is_signed, 1), i_SIGNEDB=Const(is_signed, 1),
             i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
-            i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_RST0=ResetSignal("sync", allow_reset_less=True),
+            i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
             **ports,
         )
     else:
-        ra, rb = Signal(sa, name=f"{name}_a"), Signal(sb, name=f"{name}_b")
+        ra, rb = Signal(sa, name=f"{name}_a", reset_less=True), Signal(sb, name=f"{name}_b", reset_less=True)
         m.d.sync += [ra.eq(a), rb.eq(b), out.eq(ra * rb)]
     return out
 

@@ -640,7 +640,8 @@ class MamlCore(wiring.Component):
         assert all(t.shape() == signed(XW + YW) for t in tree[0])
         for lvl in range(1, MAXL + 1):
             prev = tree[-1]
-            cur = [Signal(signed(len(prev[0]) + 1), name=f"tree{lvl}_{q}") for q in range(len(prev) // 2)]
+            cur = [Signal(signed(len(prev[0]) + 1), name=f"tree{lvl}_{q}", reset_less=True)  # data only
+                   for q in range(len(prev) // 2)]
             m.d.sync += [cur[q].eq(prev[2 * q] + prev[2 * q + 1]) for q in range(len(cur))]
             tree.append(cur)
 

@@ -355,7 +355,7 @@ class MatchCore(wiring.Component):
             regd = depth_t % TREE_LEVELS_PER_STAGE == 0 or len(level) == 2
             nxt = []
             for i in range(0, len(level), 2):
-                s = Signal(signed(width), name=f"tree{depth_t}_{i // 2}")
+                s = Signal(signed(width), name=f"tree{depth_t}_{i // 2}", reset_less=True)  # data only
                 if regd:
                     m.d.sync += s.eq(level[i] + level[i + 1])
                 else:
@@ -521,10 +521,18 @@ class MatchCore(wiring.Component):
             prob.i.payload.shift.eq(H - pf.frac_bits + LT),
             prob.i.payload.tag.eq(Cat(f_n[:NW], f_n == N - 1, f_entry, f_bad)),
         ]
+        # the argmax takes the same class sums one cycle later, from registers (the class-sum
+        # selection and its compare chain in one cycle were a critical path); it still finishes
+        # long before the probabilities, and its pass's result slot is held in am_entry
         am = Argmax(width=sfw, count=N)
         m.submodules.argmax = am
-        m.d.comb += [am.i.valid.eq(f_on), am.i.payload.value.eq(s_n), am.i.payload.first.eq(f_n == 0),
-                     am.i.payload.last.eq(f_n == N - 1)]
+        am_entry = Signal.like(f_entry)
+        am_v, am_first, am_last = Signal(), Signal(), Signal()
+        am_val = Signal.like(s_n)
+        m.d.sync += [am_v.eq(f_on), am_val.eq(s_n), am_first.eq(f_n == 0), am_last.eq(f_n == N - 1),
+                     am_entry.eq(f_entry)]
+        m.d.comb += [am.i.valid.eq(am_v), am.i.payload.value.eq(am_val), am.i.payload.first.eq(am_first),
+                     am.i.payload.last.eq(am_last)]
 
         # ---------------- results: RS slots, sent in order by the front end ----------------
         probs = [[Signal(shape_of(pf), name=f"prob{e}_{n}") for n in range(N)] for e in range(RS)]
@@ -546,7 +554,7 @@ class MatchCore(wiring.Component):
                                  last_cycles.eq(cycle + 1 - begin_time[e])]
         with m.If(am.o.valid):
             for e in range(RS):
-                with m.If(f_entry == e):
+                with m.If(am_entry == e):
                     m.d.sync += pred[e].eq(am.o.payload)
         with m.If(ack):
             m.d.sync += rptr.eq(_next(rptr, RS))
