@@ -280,9 +280,7 @@ class MamlCore(wiring.Component):
                         init.append(one if row == t.const_row else 0)
             mems[name] = TileMemory(name.lower(), depth=t.words, elements=t.elements, width=t.width,
                                     signed_=t.width > 1, init=init)
-        for name, mem in mems.items():
-            mem.elaborate_into(m, f"mem_{name.lower()}")
-        self._mems = mems  # for white-box tests
+        self._mems = mems  # for white-box tests (added to the module at the end of elaborate)
 
         def tile_addr(t, row, col, copy=None):
             """Word address of the tile of ``t`` at (row, col); ``copy`` (1 bit) selects the W copy."""
@@ -556,9 +554,7 @@ class MamlCore(wiring.Component):
 
         # stage c+1: addresses at the read ports
         for n in issue_mems:
-            a1 = Signal.like(addr0[n], name=f"raddr1_{n.lower()}")
-            m.d.sync += a1.eq(addr0[n])
-            m.d.comb += mems[n].reads[0].addr.eq(a1)
+            mems[n].read_next(0, addr0[n])  # registered, one copy per physical part of the memory
         xloc1, yloc1 = Signal.like(xloc0), Signal.like(yloc0)
         xloc2, yloc2 = Signal.like(xloc0), Signal.like(yloc0)
         xloc3, yloc3 = Signal.like(xloc0), Signal.like(yloc0)
@@ -962,6 +958,8 @@ class MamlCore(wiring.Component):
                     with m.Case(q * cfg.n_out + o):
                         m.d.comb += rd.eq(yout[q][o].as_signed())
         m.d.comb += self.rd_data.eq(rd)
+        for name, mem in mems.items():
+            mem.elaborate_into(m, f"mem_{name.lower()}", platform)
         return m
 
 

@@ -217,7 +217,8 @@ def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
     for params in instances:
         for reg in ("INPUTA", "INPUTB", "OUTPUT"):
             assert f'.REG_{reg}_CLK("CLK0")' in params
-    assert "MULT18X18D" not in engine_verilog(cfg)
+    assert "TRELLIS_FF #(" in text  # the memories' registered read addresses, one copy per part
+    assert "MULT18X18D" not in engine_verilog(cfg) and "TRELLIS_FF" not in engine_verilog(cfg)
     r = run_engine(cfg, weights(cfg), random_tasks(cfg, 3, seed=8), sim="icarus", run_name="test-ecp5-dsp",
                    verilog=text)
     assert r["mismatches"] == 0 and r["tasks"] == 3
