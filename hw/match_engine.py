@@ -166,13 +166,20 @@ class MatchCore(wiring.Component):
         # lane banks: element d of vector v in bank d % P at address v*C + d//P
         depth = V * C
         AW = max(1, (depth - 1).bit_length())
+        # the builder's writes reach the banks one cycle later, through one register copy per
+        # BANK_GROUP banks (no single net to all P banks); the first RUN reads them much later
+        groups = -(-P // BANK_GROUP)
+        bw = Cat(bld.bw_valid, bld.bw_lane, bld.bw_addr, bld.bw_data)
+        bw_copies = replicated_register(m, platform, bw, groups, name="bank_write")
         lane_rd = []
         for lane in range(P):
             mem = Memory(shape=shape_of(sf), depth=depth, init=[0] * depth)
             m.submodules[f"bank{lane}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(bld.bw_addr), wp.data.eq(bld.bw_data),
-                         wp.en.eq(bld.bw_valid & (bld.bw_lane == lane))]
+            copy = bw_copies[lane // BANK_GROUP]
+            lw, aw = len(bld.bw_lane), len(bld.bw_addr)
+            c_valid, c_lane, c_addr, c_data = copy[0], copy[1:1 + lw], copy[1 + lw:1 + lw + aw], copy[1 + lw + aw:]
+            m.d.comb += [wp.addr.eq(c_addr), wp.data.eq(c_data), wp.en.eq(c_valid & (c_lane == lane))]
             lane_rd.append(rp)
 
         if matching:
@@ -318,7 +325,6 @@ class MatchCore(wiring.Component):
         # ---------------- stage 0: read every lane at one address ----------------
         # (the address reaches every bank: a copy of its register per BANK_GROUP banks, so that
         # no single register drives all P banks across the chip)
-        groups = -(-P // BANK_GROUP)
         lane_addr = replicated_register(m, platform, icount_n[:AW], groups, name="bank_addr")
         QAW = max(1, (QS * C - 1).bit_length())
         q_addr = replicated_register(m, platform, (cur_half_n * C + c_n)[:QAW], groups, name="qbank_addr")

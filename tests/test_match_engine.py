@@ -18,6 +18,8 @@ docs/match_engine.md).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -188,10 +190,12 @@ def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
     cfg = MatchConfig(mode="matching", n_way=3, k_shot=2, dim=10, lanes=8)
     text, instances = ecp5_verilog(MatchEngine(config=cfg), mf.TOPLEVEL)
     assert len(instances) == cfg.lanes  # the lane products; nothing else of this design fits one 18x18 block
-    # two copies (8 banks) of the lane-bank address and of the query-bank address, bit by bit
+    # two copies (8 banks) of the lane-bank address, the query-bank address and the bank writes, bit by bit
     lane_bits = (cfg.n_vectors * cfg.chunks - 1).bit_length()
     query_bits = (timing(cfg).query_slots * cfg.chunks - 1).bit_length()
-    assert text.count("TRELLIS_FF #(") == 2 * (lane_bits + query_bits) == 2 * (4 + 2)
+    for reg, bits in (("bank_addr", lane_bits), ("qbank_addr", query_bits)):
+        assert len(re.findall(rf"TRELLIS_FF #\([^;]*?\) \\?{reg}\d+_ff\d+ ", text, flags=re.S)) == 2 * bits
+    assert len(re.findall(r"TRELLIS_FF #\([^;]*?\) \\?bank_write1_ff\d+ ", text, flags=re.S)) > 16
     for params in instances:
         for reg in ("INPUTA", "INPUTB", "OUTPUT"):
             assert f'.REG_{reg}_CLK("CLK0")' in params
