@@ -220,14 +220,24 @@ class MatchCore(wiring.Component):
         # element d goes to lane d % P, chunk d // P; QP divides P, so lane L takes field L % QP
         q_base = first_el[:LP] if LP else Const(0, 1)  # lane of the word's element 0
         q_chunk = first_el >> LP
+        # the writes reach the query banks a cycle later through one register copy per BANK_GROUP
+        # banks (as the support writes do); the query's first read comes at least two cycles later
+        QAW = max(1, (QS * C - 1).bit_length())
+        qw_fields = [q_word, q_base, Cat(*el_in), (half_w * C + q_chunk)[:QAW], wr_data]
+        qw_copies = replicated_register(m, platform, Cat(*qw_fields), -(-P // BANK_GROUP), name="qbank_write")
         q_rd = []
         for lane in range(P):
             h = lane % QP
+            fields, at = [], 0
+            for f in qw_fields:
+                fields.append(qw_copies[lane // BANK_GROUP][at:at + len(f)])
+                at += len(f)
+            c_word, c_base, c_in, c_addr, c_data = fields
             mem = Memory(shape=shape_of(ef), depth=QS * C, init=[0] * (QS * C))
             m.submodules[f"qbank{lane}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(half_w * C + q_chunk), wp.data.eq(el[h][: ef.width]),
-                         wp.en.eq(q_word & (q_base == lane - h) & el_in[h])]
+            m.d.comb += [wp.addr.eq(c_addr), wp.data.eq(c_data[h * FW:h * FW + ef.width]),
+                         wp.en.eq(c_word & (c_base == lane - h) & c_in[h])]
             q_rd.append(rp)
 
         run_start = start & (start_op == int(Opcode.RUN))
@@ -326,7 +336,6 @@ class MatchCore(wiring.Component):
         # (the address reaches every bank: a copy of its register per BANK_GROUP banks, so that
         # no single register drives all P banks across the chip)
         lane_addr = replicated_register(m, platform, icount_n[:AW], groups, name="bank_addr")
-        QAW = max(1, (QS * C - 1).bit_length())
         q_addr = replicated_register(m, platform, (cur_half_n * C + c_n)[:QAW], groups, name="qbank_addr")
         for lane, rp in enumerate(lane_rd):
             m.d.comb += [rp.addr.eq(lane_addr[lane // BANK_GROUP]), rp.en.eq(1)]
