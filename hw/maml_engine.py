@@ -714,26 +714,20 @@ class MamlCore(wiring.Component):
 
         # ReLU masks (backward) and old weights (update) are read in cycle A; their registered
         # data is there in A+2, for the last post-processing stage
-        # (their addresses are computed from hctl, the cycle before, and registered: rctl = hctl
-        # one cycle later, so the address arithmetic is off the memories' address inputs)
         pos_mems = [n for n in mems if n.startswith("P")]
         for n in pos_mems:
             mem, t = mems[n], T[n]
-            an = Signal.like(mem.reads[0].addr, name=f"aux_raddr_next_{n.lower()}")
-            with m.Switch(hctl.jj):
+            with m.Switch(rctl.jj):
                 for idx, job in enumerate(jobs):
                     if job.aux is not None and job.aux.tensor == n:
                         with m.Case(idx):
-                            m.d.comb += an.eq(tile_addr(t, hctl.m0, hctl.n0))
-            mem.read_next(0, an)
-        wn = Signal.like(wmem.reads[1].addr, name="aux_raddr_next_w")
-        with m.Switch(hctl.jj):
+                            m.d.comb += mem.reads[0].addr.eq(tile_addr(t, rctl.m0, rctl.n0))
+        with m.Switch(rctl.jj):
             for idx, job in enumerate(jobs):
                 if job.kind == UPDATE:
                     with m.Case(idx):
                         t = T[job.aux.tensor]
-                        m.d.comb += wn.eq(tile_addr(t, hctl.m0, hctl.n0, ~hctl.w0))
-        wmem.read_next(1, wn)
+                        m.d.comb += wmem.reads[1].addr.eq(tile_addr(t, rctl.m0, rctl.n0, ~rctl.w0))
         assert aux_read_offset(BACKWARD, 0) == accumulate_stage(0)
         assert aux_read_offset(UPDATE, 0) == accumulate_stage(0)
 
