@@ -38,7 +38,7 @@ from metafab.hw.match_support import SupportBuilder, support_widths
 from metafab.hw.match_units import Argmax, ExpTable, RecipUnit, ScaleRound, round_shift_const
 from metafab.reference.config import MatchConfig
 from metafab.reference.errors import UserError
-from metafab.reference.protocol import Opcode, Status
+from metafab.reference.protocol import WORD_BITS, Opcode, Status
 
 __all__ = ["MatchCore", "MatchEngine", "match_ops"]
 
@@ -54,6 +54,21 @@ def match_ops(cfg: MatchConfig) -> dict:
 
 #: Lane banks that share one copy of the read-address register.
 BANK_GROUP = 4
+
+
+def _replicated_fields(m: Module, platform, fields, copies: int, name: str) -> list[list[Value]]:
+    """``copies`` register copies of the values ``fields`` (one replicated register of their
+    concatenation); per copy, its slices in the order of ``fields``."""
+    regs = replicated_register(m, platform, Cat(*fields), copies, name=name)
+    out = []
+    for reg in regs:
+        parts, at = [], 0
+        for f in fields:
+            w = len(Value.cast(f))
+            parts.append(reg[at:at + w])
+            at += w
+        out.append(parts)
+    return out
 
 
 def _delay(m: Module, value, n: int, name: str):
@@ -169,16 +184,14 @@ class MatchCore(wiring.Component):
         # the builder's writes reach the banks one cycle later, through one register copy per
         # BANK_GROUP banks (no single net to all P banks); the first RUN reads them much later
         groups = -(-P // BANK_GROUP)
-        bw = Cat(bld.bw_valid, bld.bw_lane, bld.bw_addr, bld.bw_data)
-        bw_copies = replicated_register(m, platform, bw, groups, name="bank_write")
+        bw_copies = _replicated_fields(m, platform, [bld.bw_valid, bld.bw_lane, bld.bw_addr, bld.bw_data],
+                                       groups, "bank_write")
         lane_rd = []
         for lane in range(P):
             mem = Memory(shape=shape_of(sf), depth=depth, init=[0] * depth)
             m.submodules[f"bank{lane}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            copy = bw_copies[lane // BANK_GROUP]
-            lw, aw = len(bld.bw_lane), len(bld.bw_addr)
-            c_valid, c_lane, c_addr, c_data = copy[0], copy[1:1 + lw], copy[1 + lw:1 + lw + aw], copy[1 + lw + aw:]
+            c_valid, c_lane, c_addr, c_data = bw_copies[lane // BANK_GROUP]
             m.d.comb += [wp.addr.eq(c_addr), wp.data.eq(c_data), wp.en.eq(c_valid & (c_lane == lane))]
             lane_rd.append(rp)
 
@@ -205,7 +218,7 @@ class MatchCore(wiring.Component):
         # a RUN word carries QP query elements (cfg.query_pack), element h in bits
         # [h*FW, (h+1)*FW) as a two's-complement field: elements QP*w .. QP*w + QP - 1
         QP, LQP = cfg.query_pack, cfg.query_pack.bit_length() - 1
-        FW = 32 // QP
+        FW = WORD_BITS // QP
         first_el = Signal(16 + LQP)  # index of the word's element 0
         m.d.comb += first_el.eq(wr_index << LQP)
         el = [wr_data[h * FW:(h + 1) * FW].as_signed() for h in range(QP)]
@@ -223,16 +236,12 @@ class MatchCore(wiring.Component):
         # the writes reach the query banks a cycle later through one register copy per BANK_GROUP
         # banks (as the support writes do); the query's first read comes at least two cycles later
         QAW = max(1, (QS * C - 1).bit_length())
-        qw_fields = [q_word, q_base, Cat(*el_in), (half_w * C + q_chunk)[:QAW], wr_data]
-        qw_copies = replicated_register(m, platform, Cat(*qw_fields), -(-P // BANK_GROUP), name="qbank_write")
+        qw_copies = _replicated_fields(m, platform, [q_word, q_base, Cat(*el_in), (half_w * C + q_chunk)[:QAW],
+                                                     wr_data], groups, "qbank_write")
         q_rd = []
         for lane in range(P):
             h = lane % QP
-            fields, at = [], 0
-            for f in qw_fields:
-                fields.append(qw_copies[lane // BANK_GROUP][at:at + len(f)])
-                at += len(f)
-            c_word, c_base, c_in, c_addr, c_data = fields
+            c_word, c_base, c_in, c_addr, c_data = qw_copies[lane // BANK_GROUP]
             mem = Memory(shape=shape_of(ef), depth=QS * C, init=[0] * (QS * C))
             m.submodules[f"qbank{lane}"] = mem
             wp, rp = mem.write_port(), mem.read_port()

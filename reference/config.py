@@ -23,6 +23,7 @@ from metafab.reference.fixed import (
     Rounding,
     product_format,
 )
+from metafab.reference.protocol import WORD_BITS
 
 __all__ = ["MacLaneConfig", "MamlConfig", "MatchConfig", "config_digest"]
 
@@ -572,7 +573,7 @@ class MatchConfig(_ConfigBase):
     def query_pack(self) -> int:
         """Query codes per RUN payload word: two 16-bit fields when the codes fit 16 bits and there are at
         least two lanes (the two codes of a word go to two lane banks in the same cycle), else one."""
-        return 2 if self.emb_fmt.width <= 16 and self.lanes >= 2 else 1
+        return 2 if self.emb_fmt.width <= WORD_BITS // 2 and self.lanes >= 2 else 1
 
     @property
     def query_words(self) -> int:

@@ -125,14 +125,15 @@ def pack_codes(codes, per_word: int) -> list[int]:
         return to_words(codes)
     if per_word != 2:
         raise ValueError(f"per_word must be 1 or 2, got {per_word!r}")
+    fw = WORD_BITS // per_word
     c = np.asarray(codes, dtype=np.int64).reshape(-1)
-    if c.size and (c.min() < -(1 << 15) or c.max() >= (1 << 15)):
-        bad = int(c[(c < -(1 << 15)) | (c >= (1 << 15))][0])
-        raise UserError(f"code {bad} does not fit a 16-bit field")
+    if c.size and (c.min() < -(1 << (fw - 1)) or c.max() >= (1 << (fw - 1))):
+        bad = int(c[(c < -(1 << (fw - 1))) | (c >= (1 << (fw - 1)))][0])
+        raise UserError(f"code {bad} does not fit a {fw}-bit field")
     if c.size % 2:
         c = np.append(c, 0)
-    f = c & 0xFFFF
-    return [int(lo | (hi << 16)) for lo, hi in zip(f[0::2].tolist(), f[1::2].tolist(), strict=True)]
+    f = c & ((1 << fw) - 1)
+    return [int(lo | (hi << fw)) for lo, hi in zip(f[0::2].tolist(), f[1::2].tolist(), strict=True)]
 
 
 def unpack_codes(words, per_word: int, count: int) -> np.ndarray:
@@ -141,9 +142,10 @@ def unpack_codes(words, per_word: int, count: int) -> np.ndarray:
         return from_words(words)[:count]
     if per_word != 2:
         raise ValueError(f"per_word must be 1 or 2, got {per_word!r}")
+    fw = WORD_BITS // per_word
     w = np.asarray(list(words), dtype=np.int64) & _MASK
-    f = np.stack([w & 0xFFFF, w >> 16], axis=1).reshape(-1)
-    return np.where(f >= (1 << 15), f - (1 << 16), f)[:count].astype(np.int64)
+    f = np.stack([w & ((1 << fw) - 1), w >> fw], axis=1).reshape(-1)
+    return np.where(f >= (1 << (fw - 1)), f - (1 << fw), f)[:count].astype(np.int64)
 
 
 def encode_request(opcode: int, payload=()) -> list[tuple[int, bool]]:

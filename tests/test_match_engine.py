@@ -41,6 +41,7 @@ from metafab.reference.protocol import (
     encode_request,
     from_words,
     pack_codes,
+    unpack_codes,
 )
 from metafab.sim.runner import SimulationFailed
 
@@ -306,3 +307,13 @@ def _shift(eps):
         e["labels"] = labels
         out.append(e)
     return out
+
+
+def test_query_codes_pack_two_to_a_word():
+    """Hand-computed words: code 2w in bits 15..0, code 2w+1 in bits 31..16, a pad field of 0."""
+    assert pack_codes([1, -1, 2], 2) == [0xFFFF0001, 0x00000002]
+    assert pack_codes([-32768, 32767], 2) == [0x7FFF8000]
+    assert pack_codes([1, -1], 1) == [1, 0xFFFFFFFF]
+    assert unpack_codes([0xFFFF0001, 0x00000002], 2, 3).tolist() == [1, -1, 2]
+    with pytest.raises(UserError, match="code 32768 does not fit a 16-bit field"):
+        pack_codes([32768], 2)
