@@ -14,7 +14,8 @@ dot-product pipeline depth, ``R`` the reciprocal's); this is what the engine's
 the finaliser, which reads its copy of the class sums for ``N`` cycles after ``1/T``).
 
 Behind the packet front end, a query also has to arrive (``W + 2`` cycles:
-header, its ``W = ceil(D / query_pack)`` words, the start) and its answer to leave (``N + 2`` beats).
+header, its ``W = ceil(D / query_pack)`` words, the start) and its answer to leave (``N + 2`` beats, after the one-cycle copy into the head
+registers, ``HEAD_DELAY``).
 :func:`stream_timeline` steps through the rules of the front end and the
 core (two query-buffer halves, two result slots) for queries sent back to
 back on an always-ready stream: request headers, begins, results, response
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metafab.hw.match_schedule import OUTPUT_DELAY, MatchTiming, load_cycles, timing
+from metafab.hw.match_schedule import HEAD_DELAY, OUTPUT_DELAY, MatchTiming, load_cycles, timing
 from metafab.reference.config import MatchConfig
 
 __all__ = ["MatchCycles", "match_cycles", "stream_timeline", "ii_of"]
@@ -68,9 +69,11 @@ def stream_timeline(cfg: MatchConfig, n: int, h0: int = 0) -> list[dict]:
         if k >= RS:
             begin = max(begin, out[k - RS]["ack"] + 2)  # a result slot is free
         done = begin + tm.latency
-        # the front end sends the response header (``sent``) and its last beat (``ack``, the
-        # result slot is free); both reach the engine's output OUTPUT_DELAY cycles later
-        sent = done if k == 0 else max(done, out[k - 1]["ack"] + 1)
+        # the result is copied into the head registers (HEAD_DELAY) once the previous response's
+        # last beat is acknowledged; the front end sends the response header (``sent``) and its
+        # last beat (``ack``, the result slot is free); both reach the engine's output
+        # OUTPUT_DELAY cycles later
+        sent = (done if k == 0 else max(done, out[k - 1]["ack"] + 1)) + HEAD_DELAY
         ack = sent + N + 1
         out.append({"header": h, "first_word": first, "start": start, "begin": begin, "done": done,
                     "sent": sent, "ack": ack, "response": sent + OUTPUT_DELAY,
@@ -150,7 +153,7 @@ def match_cycles(cfg: MatchConfig) -> MatchCycles:
     period = tm.query_slots * tm.result_slots
     tl = stream_timeline(cfg, 4 * period + 8)
     ii = ii_of([t["response"] for t in tl], period)
-    request, response = cfg.query_words + 2, cfg.n_way + 2
+    request, response = cfg.query_words + 2, cfg.n_way + 2 + HEAD_DELAY
     if ii == tm.ii_core and ii >= max(request, response):
         bound = "compute"
     elif ii == request:

@@ -137,7 +137,10 @@ class PacketFrontend(wiring.Component):
         piped = self._piped
 
         op = Signal(8)
-        length = Signal(16)
+        # payload words after the current one, and "the current one is the last" as a register of
+        # its own (an index-against-length compare in front of the FSM was a critical path)
+        left = Signal(16)
+        final = Signal()
         index = Signal(16)
         err = Signal(8)
         loaded = Signal()
@@ -210,7 +213,8 @@ class PacketFrontend(wiring.Component):
                     m.d.comb += take_header.eq(1)
                 m.d.comb += self.i.ready.eq(take_header)
                 with m.If(self.i.valid & take_header):
-                    m.d.sync += [op.eq(h_op), length.eq(h_len), index.eq(0), delivered.eq(0)]
+                    m.d.sync += [op.eq(h_op), left.eq(h_len - 1), final.eq(h_len == 1), index.eq(0),
+                                 delivered.eq(0)]
                     known = Signal()
                     exp_len = Signal(16)
                     needs_loaded = Signal()
@@ -255,7 +259,6 @@ class PacketFrontend(wiring.Component):
                     m.d.comb += take_word.eq(1)
                 m.d.comb += self.i.ready.eq(take_word)
                 with m.If(self.i.valid & take_word):
-                    final = index == length - 1
                     with m.If(final & ~last):
                         # one word too many: this one is not delivered
                         m.d.comb += self.abort.eq(delivered)
@@ -265,7 +268,8 @@ class PacketFrontend(wiring.Component):
                         fail(Status.BAD_LENGTH, drain=False)
                     with m.Else():
                         m.d.comb += self.wr_valid.eq(1)
-                        m.d.sync += [index.eq(index + 1), delivered.eq(1)]
+                        m.d.sync += [index.eq(index + 1), left.eq(left - 1), final.eq(left == 1),
+                                     delivered.eq(1)]
                         with m.If(final):
                             m.next = "EXEC"
 

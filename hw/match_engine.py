@@ -559,11 +559,19 @@ class MatchCore(wiring.Component):
                      am.i.payload.last.eq(am_last)]
 
         # ---------------- results: RS slots, sent in order by the front end ----------------
+        # The oldest finished slot is copied into the head registers (HEAD_DELAY) and answered from
+        # there: the response words come from one N + 1-way multiplexer on the front end's registered
+        # word index, not from a slot multiplexer behind the read pointer. The slot stays counted in
+        # ``inflight`` until the front end acknowledges its last beat.
         probs = [[Signal(shape_of(pf), name=f"prob{e}_{n}") for n in range(N)] for e in range(RS)]
         pred = [Signal(range(max(2, N)), name=f"pred{e}") for e in range(RS)]
         res_full = [Signal(name=f"res_full{e}") for e in range(RS)]
         res_status = [Signal(8, name=f"res_status{e}") for e in range(RS)]
         rptr = Signal(range(RS))
+        head = Signal()  # the head registers hold a response not yet acknowledged
+        head_probs = [Signal(shape_of(pf), name=f"head_prob{n}") for n in range(N)]
+        head_pred = Signal(range(max(2, N)))
+        head_status = Signal(8)
         last_cycles = Signal(32)
         pt = prob.o.payload.tag
         p_n, p_last, p_entry, p_bad = pt[:NW], pt[NW], pt[NW + 1: NW + 1 + EW], pt[NW + 1 + EW]
@@ -581,22 +589,25 @@ class MatchCore(wiring.Component):
                 with m.If(am_entry == e):
                     m.d.sync += pred[e].eq(am.o.payload)
         with m.If(ack):
-            m.d.sync += rptr.eq(_next(rptr, RS))
-            for e in range(RS):
-                with m.If(rptr == e):
-                    m.d.sync += res_full[e].eq(0)
+            m.d.sync += head.eq(0)
+        with m.If(_mux_list(m, rptr, res_full, 1, "rptr_full") & ~head):
+            m.d.sync += [head.eq(1), rptr.eq(_next(rptr, RS))]
+            with m.Switch(rptr):
+                for e in range(RS):
+                    with m.Case(e):
+                        m.d.sync += [res_full[e].eq(0), head_pred.eq(pred[e]), head_status.eq(res_status[e])]
+                        m.d.sync += [head_probs[n].eq(probs[e][n]) for n in range(N)]
         m.d.comb += [
-            self.presult_valid.eq(_mux_list(m, rptr, res_full, 1, "out_full")),
-            self.presult_status.eq(_mux_list(m, rptr, res_status, 8, "out_status")),
+            self.presult_valid.eq(head),
+            self.presult_status.eq(head_status),
             self.last_cycles.eq(last_cycles),
         ]
         rd = Signal(32)
         ext = (lambda x: x.as_signed()) if pf.signed else (lambda x: x)
-        with m.Switch(Cat(self.rd_index[: NW + 1], rptr)):
-            for e in range(RS):
-                for n in range(N + 1):
-                    with m.Case(n | (e << (NW + 1))):
-                        m.d.comb += rd.eq(ext(probs[e][n]) if n < N else pred[e])
+        with m.Switch(self.rd_index[: NW + 1]):
+            for n in range(N + 1):
+                with m.Case(n):
+                    m.d.comb += rd.eq(ext(head_probs[n]) if n < N else head_pred)
         m.d.comb += self.rd_data.eq(rd)
         return m
 

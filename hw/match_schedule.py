@@ -37,6 +37,7 @@ __all__ = [
     "TREE_LEVELS_PER_STAGE",
     "INPUT_DELAY",
     "OUTPUT_DELAY",
+    "HEAD_DELAY",
     "MAX_SLOTS",
     "SCALE_LATENCY",
     "EXP_LATENCY",
@@ -59,6 +60,9 @@ LOGIT_LATENCY = 3
 INPUT_DELAY = 1
 #: The engine's output register: every response word leaves one cycle after the front end sends it.
 OUTPUT_DELAY = 1
+#: A finished result is copied into the head registers before its response header goes out; the
+#: next result's copy waits for the previous response's last beat (one idle beat between responses).
+HEAD_DELAY = 1
 #: Largest number of query-buffer slots / result slots the engine gets.
 MAX_SLOTS = 8
 
@@ -137,12 +141,12 @@ def timing(cfg: MatchConfig) -> MatchTiming:
     # the finaliser reads its copy of the class sums for N cycles after 1/T: the next copy must wait
     ii = max(issue, rcp + N + 1)
     # slots, so that buffering never sets the pace: the stream rate is one query per
-    # max(ii, W + 2 request cycles (W = query_words), N + 2 response beats) at best
+    # max(ii, W + 2 request cycles (W = query_words), N + 2 response beats + the head copy) at best
     W = cfg.query_words
-    rate = max(ii, W + 2, N + 2)
+    rate = max(ii, W + 2, N + 2 + HEAD_DELAY)
     # a query-buffer slot is busy from its first word to the end of its issue
     query_slots = min(MAX_SLOTS, max(2, -(-(W + begin_delay + issue + 1) // rate)))
     # a result slot is busy from begin to the cycle after its last response beat
-    result_slots = min(MAX_SLOTS, max(2, -(-(done + N + 3) // rate)))
+    result_slots = min(MAX_SLOTS, max(2, -(-(done + HEAD_DELAY + N + 3) // rate)))
     return MatchTiming(cfg, levels, stages, dot, rsq, rcp, issue, begin_delay, done, ii, query_slots,
                        result_slots)

@@ -28,7 +28,7 @@ from metafab.gen import match_flow as mf
 from metafab.gen.host import match_load_payload as load_payload
 from metafab.gen.match_cycles import match_cycles, stream_timeline
 from metafab.hw.match_engine import MatchEngine
-from metafab.hw.match_schedule import EXP_LATENCY, LOGIT_LATENCY, OUTPUT_DELAY, SCALE_LATENCY, timing
+from metafab.hw.match_schedule import EXP_LATENCY, HEAD_DELAY, LOGIT_LATENCY, OUTPUT_DELAY, SCALE_LATENCY, timing
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
 from metafab.reference.fixed import QFormat
@@ -152,11 +152,13 @@ def test_cycle_model_formulas():
             tail = LOGIT_LATENCY + EXP_LATENCY + N + 3
         assert tm.latency == VC - 1 + tm.dot_latency + tail + tm.recip_latency + 1 + N + SCALE_LATENCY
         model = match_cycles(cfg)
-        assert model.ii >= max(tm.ii_core, cfg.query_words + 2, N + 2)
+        # N + 2 response beats and the one-cycle copy into the head registers
+        assert model.ii >= max(tm.ii_core, cfg.query_words + 2, N + 3)
         # the slots are sized so that buffering never sets the pace
-        assert model.ii == max(tm.ii_core, cfg.query_words + 2, N + 2), cfg.name
+        assert model.ii == max(tm.ii_core, cfg.query_words + 2, N + 3), cfg.name
         tl = stream_timeline(cfg, 3)
-        assert tl[0]["sent"] - tl[0]["start"] == tm.begin_delay + tm.latency
+        assert tl[0]["sent"] - tl[0]["start"] == tm.begin_delay + tm.latency + HEAD_DELAY == (
+            tm.begin_delay + tm.latency + 1)
         assert tl[0]["response"] - tl[0]["sent"] == OUTPUT_DELAY == 1  # the output register
     head = match_cycles(DEFAULT)
     assert head.ii_core == 25 == -(-5 * 5 * 64 // 64)  # ceil(N*K*D/P)
