@@ -20,15 +20,11 @@ from amaranth.lib.memory import Memory
 
 from metafab.hw.fixed import replicated_register
 
-__all__ = ["TileMemory", "PART_BITS", "ECP5_LUTRAM_DEPTH"]
+__all__ = ["TileMemory", "PART_BITS"]
 
 #: Widest physical memory a tile memory is split into (bits): each part has its own copy of a
 #: registered read address, so no address register drives a whole wide tile word across the chip.
 PART_BITS = 64
-#: Words of one ECP5 LUT RAM (TRELLIS_DPR16X4). On an ECP5, deeper tile memories are put in block
-#: RAM (Yosys ``ram_style = "block"``): as LUT RAM they would take a bank of 16-word RAMs and a read
-#: multiplexer per part, hundreds of LUT RAM cells whose address and data nets crowd the routing.
-ECP5_LUTRAM_DEPTH = 16
 
 
 class TileMemory:
@@ -103,8 +99,6 @@ class TileMemory:
                   for port, value in self._next.items()}
         data = [[] for _ in self.reads]
         for p, mem in enumerate(self.memories):
-            if getattr(platform, "family", None) == "ecp5" and self.depth > ECP5_LUTRAM_DEPTH:
-                mem.attrs["ram_style"] = "block"
             m.submodules[name if p == 0 else f"{name}_{p}"] = mem
             lo, hi = p * pe, min(self.elements, (p + 1) * pe)
             wp = mem.write_port(granularity=w)
