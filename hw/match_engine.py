@@ -563,15 +563,17 @@ class MatchCore(wiring.Component):
         # there: the response words come from one N + 1-way multiplexer on the front end's registered
         # word index, not from a slot multiplexer behind the read pointer. The slot stays counted in
         # ``inflight`` until the front end acknowledges its last beat.
-        probs = [[Signal(shape_of(pf), name=f"prob{e}_{n}") for n in range(N)] for e in range(RS)]
-        pred = [Signal(range(max(2, N)), name=f"pred{e}") for e in range(RS)]
+        # (the data registers are reset-less: they are read only behind res_full / head)
+        probs = [[Signal(shape_of(pf), name=f"prob{e}_{n}", reset_less=True) for n in range(N)]
+                 for e in range(RS)]
+        pred = [Signal(range(max(2, N)), name=f"pred{e}", reset_less=True) for e in range(RS)]
         res_full = [Signal(name=f"res_full{e}") for e in range(RS)]
-        res_status = [Signal(8, name=f"res_status{e}") for e in range(RS)]
+        res_status = [Signal(8, name=f"res_status{e}", reset_less=True) for e in range(RS)]
         rptr = Signal(range(RS))
         head = Signal()  # the head registers hold a response not yet acknowledged
-        head_probs = [Signal(shape_of(pf), name=f"head_prob{n}") for n in range(N)]
-        head_pred = Signal(range(max(2, N)))
-        head_status = Signal(8)
+        head_probs = [Signal(shape_of(pf), name=f"head_prob{n}", reset_less=True) for n in range(N)]
+        head_pred = Signal(range(max(2, N)), reset_less=True)
+        head_status = Signal(8, reset_less=True)
         last_cycles = Signal(32)
         pt = prob.o.payload.tag
         p_n, p_last, p_entry, p_bad = pt[:NW], pt[NW], pt[NW + 1: NW + 1 + EW], pt[NW + 1 + EW]

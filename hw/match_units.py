@@ -55,21 +55,30 @@ def round_shift_const(value, shift: int, rounding: Rounding) -> Value:
     return q + up
 
 
-def round_parts(value, shift) -> tuple[Value, Value]:
+def dropped_mask(width: int, shift) -> Value:
+    """The thermometer mask of the bits ``(2 value) >> shift`` drops, for a ``width``-bit value
+    (bit ``i`` set when ``shift > i``); :func:`round_parts` takes it precomputed (registered)."""
+    shift = Value.cast(shift)
+    reach = min(width + 1, 1 << len(shift))
+    return Cat(*(shift > i for i in range(reach)))
+
+
+def round_parts(value, shift, mask=None) -> tuple[Value, Value]:
     """First half of :func:`round_shift_var`: ``(t, sticky)`` with ``t = (2 value) >> shift``.
 
     ``t >> 1`` is the truncated quotient, ``t[0]`` the first dropped bit
     (0 when ``shift`` is 0) and ``sticky`` whether any bit below it is set.
+    ``mask``: :func:`dropped_mask` of ``value``'s width and ``shift``, if the
+    caller has it in a register (else it is decoded here).
     """
     v = Value.cast(value)
     v2 = Cat(Const(0, 1), v)
     v2 = v2.as_signed() if v.shape().signed else v2
     t = v2 >> shift
-    shift = Value.cast(shift)
-    # bit i of the dropped part is below the shift: a thermometer mask (bits that shift can reach)
-    reach = min(len(v2), 1 << len(shift))
-    mask = Cat(*(shift > i for i in range(reach)))
-    sticky = (v2.as_unsigned()[:reach] & mask) != 0
+    if mask is None:
+        mask = dropped_mask(len(v), shift)
+    mask = Value.cast(mask)
+    sticky = (v2.as_unsigned()[:len(mask)] & mask) != 0
     return t, sticky
 
 
@@ -166,9 +175,11 @@ class _Stage:
         self.valid = valid
 
     def reg(self, name: str, value, shape=None) -> Signal:
+        """A data register of the next stage: reset-less (only the valid bits are reset; a reset
+        fanned out to every data register of the pipelines was a critical path)."""
         value = Value.cast(value)
         sig = Signal(shape if shape is not None else value.shape(),
-                     name=f"{self.prefix}{self.depth + 1}_{name}")
+                     name=f"{self.prefix}{self.depth + 1}_{name}", reset_less=True)
         self.m.d.sync += sig.eq(value)
         return sig
 
@@ -236,10 +247,13 @@ class ScaleRound(wiring.Component):
         sh, tag = st.reg("shift", sh), st.reg("tag", tag)
         st.next()
         p = split_product_sum(st, parts, "prod")
+        # the dropped-bits mask is decoded here, a stage before its use (the decode, the masking
+        # and the wide OR in one stage were a critical path)
+        mask = st.reg("mask", dropped_mask(len(p), sh))
         sh, tag = st.reg("shift", sh), st.reg("tag", tag)
         st.next()
-        # 4: barrel shift, and the mask of the dropped bits
-        t_, sticky_ = round_parts(p, sh)
+        # 4: barrel shift, and the dropped bits' OR
+        t_, sticky_ = round_parts(p, sh, mask)
         t = st.reg("t", t_)
         sticky = st.reg("sticky", sticky_)
         tag = st.reg("tag", tag)
