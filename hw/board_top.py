@@ -13,7 +13,7 @@ from amaranth.lib import io, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import reject
+from metafab.hw.fixed import global_net, reject
 from metafab.hw.frontend import WORD_LAYOUT, StreamRegister
 from metafab.hw.uart import UartBridge
 from metafab.reference.errors import UserError
@@ -112,11 +112,14 @@ class BoardTop(Elaboratable):
             clk_pin = platform.request(platform.default_clk, dir="-")
             m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
             m.d.comb += [self.clock.eq(clk_buf.i), ClockSignal("sync").eq(self.clock)]
-            # power-on reset: a few cycles after configuration
+            # power-on reset: a few cycles after configuration, from a register, on a global
+            # network where the device has one (it reaches every register)
             por = Signal(4, init=15, reset_less=True)
+            por_on = Signal(init=1, reset_less=True)
             with m.If(por != 0):
                 m.d.sync += por.eq(por - 1)
-            m.d.comb += ResetSignal("sync").eq(por != 0)
+            m.d.sync += por_on.eq(por != 0)
+            m.d.comb += ResetSignal("sync").eq(global_net(m, platform, por_on, name="por_global"))
             uart = platform.request("uart", 0, dir="-")
             m.submodules.rx_buf = rx_buf = io.FFBuffer("i", uart.rx)
             m.submodules.tx_buf = tx_buf = io.FFBuffer("o", uart.tx)

@@ -17,7 +17,7 @@ from metafab.reference.errors import UserError
 from metafab.reference.fixed import Overflow, QFormat, Rounding
 
 __all__ = ["shape_of", "extend", "resize", "saturate", "wrap", "xorshift32_next", "Xorshift32", "MacLane",
-           "registered_product", "replicated_register"]
+           "registered_product", "replicated_register", "global_net"]
 
 
 def reject(component, exc: Exception):
@@ -108,6 +108,23 @@ def replicated_register(m: Module, platform, value, copies: int, *, name: str) -
     else:
         m.d.sync += [out.eq(value) for out in outs]
     return outs
+
+
+def global_net(m: Module, platform, value, *, name: str) -> Signal:
+    """``value`` (one bit) carried on a global (clock) network where the device has a buffer for it.
+
+    For a synchronous reset that reaches thousands of registers: on an ECP5 it
+    goes through a ``DCCA`` onto a primary clock network, which reaches every
+    register's set/reset input with the same short delay (in fabric routing
+    that fan-out was the critical path). Elsewhere (and in simulation without a
+    platform) the value itself.
+    """
+    out = Signal(name=name)
+    if getattr(platform, "family", None) == "ecp5":
+        m.submodules[f"{name}_dcca"] = Instance("DCCA", i_CLKI=value, i_CE=Const(1, 1), o_CLKO=out)
+    else:
+        m.d.comb += out.eq(value)
+    return out
 
 
 def shape_of(fmt: QFormat) -> Shape:

@@ -64,6 +64,8 @@ from amaranth.hdl import Cat, ClockDomain, ClockSignal, Module, ResetInserter, S
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
+from metafab.hw.fixed import global_net
+
 __all__ = ["SerialHarness", "HarnessField", "RESOURCE_NAME"]
 
 #: Name of the platform resource (sub-signals ``sin``, ``sout``, ``strobe``)
@@ -236,7 +238,8 @@ class SerialHarness(wiring.Component):
         for value in self._in_values:
             m.d.comb += value.eq(hold[offset : offset + len(value)])
             offset += len(value)
-        m.d.comb += dut_reset.eq(hold[self._reset_bit])
+        # the reset reaches every DUT register: on a global network where the device has one
+        m.d.comb += dut_reset.eq(global_net(m, platform, hold[self._reset_bit], name="dut_reset_global"))
 
         offset = 0
         for value in self._out_values:

@@ -99,6 +99,15 @@ def test_products_use_the_ecp5_dsp_registers_in_the_reset_less_harness(board, ds
             assert f'parameter \\REG_{reg}_CLK "CLK0"' in rtlil
 
 
+@pytest.mark.parametrize("board, buffers", [("icebreaker", 0), ("ulx3s-85f", 1)])
+def test_the_dut_reset_rides_a_global_network_on_ecp5(board, buffers):
+    """The harness's DUT reset reaches every register: on an ECP5 through one DCCA (global_net)."""
+    _, plan = flow.build_plan(Multiplier(), board, name="mul")
+    rtlil = plan.files["mul.il"]
+    assert rtlil.count("cell \\DCCA") == buffers
+    assert rtlil.count("dut_reset_global") >= buffers
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -1,5 +1,6 @@
-// Behavioural models of the two ECP5 cells the engines instantiate when elaborated for an ECP5:
-// TRELLIS_FF (metafab.hw.fixed.replicated_register) and MULT18X18D (registered_product).
+// Behavioural models of the ECP5 cells metafab instantiates when it elaborates for an ECP5:
+// TRELLIS_FF (metafab.hw.fixed.replicated_register), MULT18X18D (registered_product) and DCCA
+// (global_net).
 //
 // MULT18X18D, the sysDSP multiplier: what the project
 // uses: the 18x18 product with SIGNEDA/SIGNEDB, optional input registers (REG_INPUTA/B_CLK)
@@ -87,4 +88,10 @@ module TRELLIS_FF(CLK, LSR, CE, DI, M, Q);
             $finish;
         end
     end
+endmodule
+
+// DCCA, a primary clock network buffer with clock enable (metafab.hw.fixed.global_net drives a
+// reset through one): CLKO follows CLKI while CE is high.
+module DCCA(input CLKI, input CE, output CLKO);
+    assign CLKO = CLKI & CE;
 endmodule
