@@ -14,8 +14,9 @@ dot-product pipeline depth, ``R`` the reciprocal's); this is what the engine's
 the finaliser, which reads its copy of the class sums for ``N`` cycles after ``1/T``).
 
 Behind the packet front end, a query also has to arrive (``W + 2`` cycles:
-header, its ``W = ceil(D / query_pack)`` words, the start) and its answer to leave (``N + 2`` beats, after the one-cycle copy into the head
-registers, ``HEAD_DELAY``).
+header, its ``W = ceil(D / query_pack)`` words, the start) and its answer to
+leave (``N + 2`` beats, after the one-cycle copy into the head registers,
+``HEAD_DELAY``).
 :func:`stream_timeline` steps through the rules of the front end and the
 core (two query-buffer halves, two result slots) for queries sent back to
 back on an always-ready stream: request headers, begins, results, response

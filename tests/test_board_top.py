@@ -26,7 +26,7 @@ from metafab.reference import maml_fixed as mf
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MamlConfig, MatchConfig
 from metafab.reference.errors import UserError
-from metafab.reference.protocol import PROTOCOL_VERSION, STATUS_FIELDS, Opcode, Status, encode_request, from_words
+from metafab.reference.protocol import STATUS_FIELDS, Opcode, Status, encode_request, from_words
 from metafab.sim.runner import run_bench
 from metafab.sim.tools import find_icarus
 

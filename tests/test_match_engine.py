@@ -31,8 +31,8 @@ from metafab.hw.match_engine import MatchEngine
 from metafab.hw.match_schedule import EXP_LATENCY, HEAD_DELAY, LOGIT_LATENCY, OUTPUT_DELAY, SCALE_LATENCY, timing
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
-from metafab.reference.fixed import QFormat
 from metafab.reference.errors import UserError
+from metafab.reference.fixed import QFormat
 from metafab.reference.protocol import (
     STATUS_FIELDS,
     Opcode,
