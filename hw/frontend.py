@@ -212,9 +212,11 @@ class PacketFrontend(wiring.Component):
                 else:
                     m.d.comb += take_header.eq(1)
                 m.d.comb += self.i.ready.eq(take_header)
+                # loaded on every HEADER cycle (the FSM leaves HEADER only with a header taken, so
+                # they hold that header's fields): no header decode in front of their enables
+                m.d.sync += [op.eq(h_op), left.eq(h_len - 1), final.eq(h_len == 1), index.eq(0),
+                             delivered.eq(0)]
                 with m.If(self.i.valid & take_header):
-                    m.d.sync += [op.eq(h_op), left.eq(h_len - 1), final.eq(h_len == 1), index.eq(0),
-                                 delivered.eq(0)]
                     known = Signal()
                     exp_len = Signal(16)
                     needs_loaded = Signal()
