@@ -759,14 +759,22 @@ class MamlCore(wiring.Component):
         m.d.sync += [aloc2.eq(aloc1), aloc3.eq(aloc2)]
         # the output tile's address is computed at A+2 and registered for the write in A+3
         out_mems = sorted({T[o.tensor].memory for j in jobs for o in j.outs})
-        oaddr3 = {n: Signal.like(mems[n].write.addr, name=f"waddr3_{n.lower()}") for n in out_mems}
+        # (the memories other than W take it in one register copy per part: write_next)
+        oaddr2 = {n: Signal.like(mems[n].write.addr, name=f"waddr2_{n.lower()}") for n in out_mems}
         with m.Switch(p2ctl.jj):
             for idx, job in enumerate(jobs):
                 with m.Case(idx):
                     for o in job.outs:
                         t = T[o.tensor]
                         copy = Const(1) if t.memory == "W" else None
-                        m.d.sync += oaddr3[t.memory].eq(tile_addr(t, p2ctl.m0, p2ctl.n0, copy))
+                        m.d.comb += oaddr2[t.memory].eq(tile_addr(t, p2ctl.m0, p2ctl.n0, copy))
+        oaddr3 = {}
+        for n in out_mems:
+            if n == "W":
+                oaddr3[n] = Signal.like(mems[n].write.addr, name=f"waddr3_{n.lower()}")
+                m.d.sync += oaddr3[n].eq(oaddr2[n])
+            else:
+                mems[n].write_next(oaddr2[n])
 
         # output element validity (ragged tiles): decoded from the pass's control at A+1,
         # registered twice (its compares stay off the write-back's cycle)
@@ -931,7 +939,7 @@ class MamlCore(wiring.Component):
                     m.d.comb += [wmem.write.addr.eq(oaddr3[n]), wmem.write.data.eq(data),
                                  wmem.write.en.eq(ens)]
             else:
-                m.d.comb += [mem.write.addr.eq(oaddr3[n]), mem.write.data.eq(data), mem.write.en.eq(ens)]
+                m.d.comb += [mem.write.data.eq(data), mem.write.en.eq(ens)]
 
         # predictions of the queries, for the response
         last_q = J - 1

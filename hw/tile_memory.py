@@ -53,7 +53,8 @@ class TileMemory:
     :data:`PART_BITS` bits (whole elements each), written and read together.
     ``write`` (``addr``, ``data``, ``en`` per element) and ``reads[i].addr``
     are signals the engine drives; :meth:`read_next` instead gives a read
-    port the address of the next cycle, registered in one copy per part.
+    port the address of the next cycle, registered in one copy per part, and
+    :meth:`write_next` the same for the write address.
     """
 
     def __init__(self, name: str, *, depth: int, elements: int, width: int, signed_: bool = True,
@@ -82,6 +83,7 @@ class TileMemory:
                                      en=Signal(elements, name=f"{name}_wen"))
         self.reads = [SimpleNamespace(addr=Signal(addr_shape, name=f"{name}_raddr{i}")) for i in range(read_ports)]
         self._next = {}  # read port -> the address of the next cycle (read_next)
+        self._next_waddr = None  # the write address of the next cycle (write_next)
         # block RAM outputs are slow (about 6 ns clock-to-out on ECP5 without the RAM's own
         # output register): every read lands in a register before any logic
         self.rdata = [Signal(elements * width, name=f"{name}_rdata{i}") for i in range(read_ports)]
@@ -91,18 +93,25 @@ class TileMemory:
         would from a register of ``value``), in one register copy per part."""
         self._next[port] = Value.cast(value)
 
+    def write_next(self, value):
+        """The write port gets ``value`` one cycle later as its address (instead of
+        ``write.addr``), in one register copy per part."""
+        self._next_waddr = Value.cast(value)
+
     def elaborate_into(self, m, name: str, platform=None):
         """Add the memories to module ``m`` (submodules ``name``, ``name_1``, ...) with the read-data
         registers; call it after every :meth:`read_next`."""
         w, pe = self.width, self.part_elements
         copies = {port: replicated_register(m, platform, value, self.parts, name=f"{name}_raddr{port}_")
                   for port, value in self._next.items()}
+        waddr = ([self.write.addr] * self.parts if self._next_waddr is None else
+                 replicated_register(m, platform, self._next_waddr, self.parts, name=f"{name}_waddr_"))
         data = [[] for _ in self.reads]
         for p, mem in enumerate(self.memories):
             m.submodules[name if p == 0 else f"{name}_{p}"] = mem
             lo, hi = p * pe, min(self.elements, (p + 1) * pe)
             wp = mem.write_port(granularity=w)
-            m.d.comb += [wp.addr.eq(self.write.addr), wp.data.eq(self.write.data[lo * w: hi * w]),
+            m.d.comb += [wp.addr.eq(waddr[p]), wp.data.eq(self.write.data[lo * w: hi * w]),
                          wp.en.eq(self.write.en[lo:hi])]
             for i, rd in enumerate(self.reads):
                 rp = mem.read_port()
