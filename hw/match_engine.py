@@ -157,11 +157,14 @@ class MatchCore(wiring.Component):
 
         # ---------------- the front end's words and pulses, registered once ----------------
         # (they fan out to every bank's write enable; INPUT_DELAY in the schedule)
+        # (wr_first: the word is its payload's first, compared here so that no index compare sits
+        # in front of the support builder's class counters)
         wr_valid, wr_op, wr_index, wr_data = Signal(), Signal(8), Signal(16), Signal(32)
+        wr_first = Signal()
         abort, start, start_op = Signal(), Signal(), Signal(8)
         m.d.sync += [wr_valid.eq(self.wr_valid), wr_op.eq(self.wr_op), wr_index.eq(self.wr_index),
-                     wr_data.eq(self.wr_data), abort.eq(self.abort), start.eq(self.start),
-                     start_op.eq(self.start_op)]
+                     wr_first.eq(self.wr_index == 0), wr_data.eq(self.wr_data), abort.eq(self.abort),
+                     start.eq(self.start), start_op.eq(self.start_op)]
         assert INPUT_DELAY == 1
 
         # ---------------- LOAD: the support builder ----------------
@@ -170,7 +173,7 @@ class MatchCore(wiring.Component):
         op_run = wr_op == int(Opcode.RUN)
         m.d.comb += [
             bld.load_valid.eq(wr_valid & op_load),
-            bld.load_index.eq(wr_index),
+            bld.load_first.eq(wr_first),
             bld.load_data.eq(wr_data),
             bld.abort.eq(abort & op_load),
             bld.start.eq(start & (start_op == int(Opcode.LOAD))),
@@ -227,7 +230,7 @@ class MatchCore(wiring.Component):
         with m.If(abort & op_run):
             m.d.sync += fill_bad.eq(0)
         with m.Elif(q_word):
-            m.d.sync += fill_bad.eq(Mux(wr_index == 0, 0, fill_bad) | out_of)
+            m.d.sync += fill_bad.eq(Mux(wr_first, 0, fill_bad) | out_of)
         m.d.comb += self.accept.eq(_mux_list(m, half_w, q_full, 1, "fill_full") == 0)
 
         # element d goes to lane d % P, chunk d // P; QP divides P, so lane L takes field L % QP
@@ -267,7 +270,7 @@ class MatchCore(wiring.Component):
             in_v, in_first, in_last = Signal(), Signal(), Signal()
             in_half = Signal.like(half_w)
             m.d.sync += [vals[h].eq(Mux(el_in[h], el[h][: ef.width], 0)) for h in range(QP)]
-            m.d.sync += [in_v.eq(q_word), in_first.eq(wr_index == 0),
+            m.d.sync += [in_v.eq(q_word), in_first.eq(wr_first),
                          in_last.eq(wr_index == cfg.query_words - 1), in_half.eq(half_w)]
             qsq = [Signal(unsigned(2 * ef.width), name=f"qsq{h}") for h in range(QP)]
             qs_v, qs_first, qs_last = Signal(), Signal(), Signal()

@@ -55,8 +55,10 @@ class SupportBuilder(wiring.Component):
 
     Attributes
     ----------
-    load_valid, load_index, load_data : In
-        One LOAD payload word per cycle (the front end's ``wr_*``).
+    load_valid, load_first, load_data : In
+        One LOAD payload word per cycle (the front end's ``wr_*``); ``load_first``
+        marks the first word of a LOAD (a register in the core, not an index
+        compare here).
     abort, start : In(1)
         The front end's pulses for a LOAD request.
     done, status : Out
@@ -79,7 +81,7 @@ class SupportBuilder(wiring.Component):
         w = support_widths(cfg)
         super().__init__({
             "load_valid": In(1),
-            "load_index": In(16),
+            "load_first": In(1),
             "load_data": In(32),
             "abort": In(1),
             "start": In(1),
@@ -114,19 +116,20 @@ class SupportBuilder(wiring.Component):
         w = support_widths(cfg)
 
         word = self.load_data.as_signed()
-        first_word = self.load_index == 0
+        first_word = self.load_first
 
         # ---------------- position in the payload ----------------
         j_r = Signal(range(M + 1))
         d_r = Signal(range(D + 2))
+        d_zero = Signal(init=1)  # d_r == 0, as a register of its own
         j = Mux(first_word, 0, j_r)
         d = Mux(first_word, 0, d_r)
-        is_label = d == 0
+        is_label = first_word | d_zero
         with m.If(self.load_valid):
             with m.If(d == D):
-                m.d.sync += [j_r.eq(j + 1), d_r.eq(0)]
+                m.d.sync += [j_r.eq(j + 1), d_r.eq(0), d_zero.eq(1)]
             with m.Else():
-                m.d.sync += [j_r.eq(j), d_r.eq(d + 1)]
+                m.d.sync += [j_r.eq(j), d_r.eq(d + 1), d_zero.eq(0)]
 
         # ---------------- checks, labels, class counts ----------------
         bad = Signal()

@@ -225,7 +225,7 @@ def run_builder(cfg: MatchConfig, words, *, gaps: bool = True):
                 ctx.set(dut.load_valid, 0)
                 await ctx.tick()
             ctx.set(dut.load_valid, 1)
-            ctx.set(dut.load_index, i)
+            ctx.set(dut.load_first, i == 0)
             ctx.set(dut.load_data, w)
             if ctx.get(dut.lw_valid):
                 labels[ctx.get(dut.lw_addr)] = ctx.get(dut.lw_data)
