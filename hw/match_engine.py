@@ -159,24 +159,29 @@ class MatchCore(wiring.Component):
         # (they fan out to every bank's write enable; INPUT_DELAY in the schedule)
         # (wr_first: the word is its payload's first, compared here so that no index compare sits
         # in front of the support builder's class counters)
-        wr_valid, wr_op, wr_index, wr_data = Signal(), Signal(8), Signal(16), Signal(32)
-        wr_first = Signal()
-        abort, start, start_op = Signal(), Signal(), Signal(8)
-        m.d.sync += [wr_valid.eq(self.wr_valid), wr_op.eq(self.wr_op), wr_index.eq(self.wr_index),
-                     wr_first.eq(self.wr_index == 0), wr_data.eq(self.wr_data), abort.eq(self.abort),
-                     start.eq(self.start), start_op.eq(self.start_op)]
+        wr_index, wr_data, wr_first = Signal(16), Signal(32), Signal()
+        m.d.sync += [wr_index.eq(self.wr_index), wr_first.eq(self.wr_index == 0), wr_data.eq(self.wr_data)]
+        # the pulses decoded by opcode before their register (no opcode compare in front of the
+        # support builder's and the query buffer's logic)
+        in_load, in_run = self.wr_op == int(Opcode.LOAD), self.wr_op == int(Opcode.RUN)
+        ld_word, ld_abort, ld_start = Signal(), Signal(), Signal()
+        q_word, run_abort, run_start = Signal(), Signal(), Signal()
+        m.d.sync += [
+            ld_word.eq(self.wr_valid & in_load), ld_abort.eq(self.abort & in_load),
+            ld_start.eq(self.start & (self.start_op == int(Opcode.LOAD))),
+            q_word.eq(self.wr_valid & in_run), run_abort.eq(self.abort & in_run),
+            run_start.eq(self.start & (self.start_op == int(Opcode.RUN))),
+        ]
         assert INPUT_DELAY == 1
 
         # ---------------- LOAD: the support builder ----------------
         m.submodules.builder = bld = SupportBuilder(config=cfg)
-        op_load = wr_op == int(Opcode.LOAD)
-        op_run = wr_op == int(Opcode.RUN)
         m.d.comb += [
-            bld.load_valid.eq(wr_valid & op_load),
+            bld.load_valid.eq(ld_word),
             bld.load_first.eq(wr_first),
             bld.load_data.eq(wr_data),
-            bld.abort.eq(abort & op_load),
-            bld.start.eq(start & (start_op == int(Opcode.LOAD))),
+            bld.abort.eq(ld_abort),
+            bld.start.eq(ld_start),
             self.done.eq(bld.done),
             self.done_status.eq(bld.status),
         ]
@@ -217,7 +222,6 @@ class MatchCore(wiring.Component):
         q_bad = [Signal(name=f"q_bad{h}") for h in range(QS)]
         q_wait = [Signal(range(tm.begin_delay + 1), name=f"q_wait{h}") for h in range(QS)]
         fill_bad = Signal()
-        q_word = wr_valid & op_run
         # a RUN word carries QP query elements (cfg.query_pack), element h in bits
         # [h*FW, (h+1)*FW) as a two's-complement field: elements QP*w .. QP*w + QP - 1
         QP, LQP = cfg.query_pack, cfg.query_pack.bit_length() - 1
@@ -227,7 +231,7 @@ class MatchCore(wiring.Component):
         el = [wr_data[h * FW:(h + 1) * FW].as_signed() for h in range(QP)]
         el_in = [first_el + h < D for h in range(QP)]  # the last word of an odd D has a pad field
         out_of = Cat(*[el_in[h] & ((el[h] < ef.min_code) | (el[h] > ef.max_code)) for h in range(QP)]).any()
-        with m.If(abort & op_run):
+        with m.If(run_abort):
             m.d.sync += fill_bad.eq(0)
         with m.Elif(q_word):
             m.d.sync += fill_bad.eq(Mux(wr_first, 0, fill_bad) | out_of)
@@ -252,7 +256,6 @@ class MatchCore(wiring.Component):
                          wp.en.eq(c_word & (c_base == lane - h) & c_in[h])]
             q_rd.append(rp)
 
-        run_start = start & (start_op == int(Opcode.RUN))
         with m.If(run_start):
             m.d.sync += half_w.eq(_next(half_w, QS))
         for h in range(QS):
