@@ -100,7 +100,7 @@ class TileMemory:
 
     def elaborate_into(self, m, name: str, platform=None):
         """Add the memories to module ``m`` (submodules ``name``, ``name_1``, ...) with the read-data
-        registers; call it after every :meth:`read_next`."""
+        registers; call it after every :meth:`read_next` and :meth:`write_next`."""
         w, pe = self.width, self.part_elements
         copies = {port: replicated_register(m, platform, value, self.parts, name=f"{name}_raddr{port}_")
                   for port, value in self._next.items()}

@@ -10,7 +10,9 @@ from amaranth.lib.wiring import In, Out
 
 from metafab.gen import flow
 from metafab.gen.boards import BOARDS, board_names, get_board
+from metafab.hw.board_top import BoardTop
 from metafab.hw.fixed import registered_product
+from metafab.hw.frontend import StreamRegister
 from metafab.hw.harness import RESOURCE_NAME
 from metafab.reference.errors import ToolNotFoundError, UserError
 
@@ -106,6 +108,15 @@ def test_the_dut_reset_rides_a_global_network_on_ecp5(board, buffers):
     rtlil = plan.files["mul.il"]
     assert rtlil.count("cell \\DCCA") == buffers
     assert rtlil.count("dut_reset_global") >= buffers
+
+
+@pytest.mark.parametrize("board, buffers", [("icebreaker", 0), ("ulx3s-85f", 1)])
+def test_the_board_top_power_on_reset_rides_a_global_network_on_ecp5(board, buffers):
+    """The UART board top's power-on reset: through one DCCA on an ECP5, none on an iCE40."""
+    plan = get_board(board).platform().build(BoardTop(StreamRegister()), name="top", do_build=False,
+                                             emit_src=False)
+    rtlil = plan.files["top.il"]
+    assert rtlil.count("cell \\DCCA") == buffers
 
 
 @pytest.mark.parametrize(
