@@ -132,6 +132,11 @@ class BoardTop(Elaboratable):
         m.submodules.bridge = bridge = UartBridge(divisor=uart_divisor(clock_hz, self.baud))
         m.submodules.engine = engine = self.engine
         m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx)]
+        # the engine's response words are registered once before the bridge: the front end's
+        # response multiplexer (status words, core results) does not share a cycle with the bridge's
+        # byte selection
+        m.submodules.response_reg = out = StreamRegister()
+        wiring.connect(m, engine.o, out.i)
         if self.preload:
             m.submodules.preload = pre = Preloader(packet=self.preload)
             # the ROM's block-RAM output (about 6 ns clock-to-out on ECP5) is registered once before the engine
@@ -139,11 +144,11 @@ class BoardTop(Elaboratable):
             wiring.connect(m, bridge.o, pre.host_i)
             wiring.connect(m, pre.o, reg.i)
             wiring.connect(m, reg.o, engine.i)
-            wiring.connect(m, engine.o, pre.i)
+            wiring.connect(m, out.o, pre.i)
             wiring.connect(m, pre.host_o, bridge.i)
         else:
             wiring.connect(m, bridge.o, engine.i)
-            wiring.connect(m, engine.o, bridge.i)
+            wiring.connect(m, out.o, bridge.i)
         return m
 
 

@@ -155,6 +155,9 @@ class PacketFrontend(wiring.Component):
         # at least three cycles later): keeps the compare off the response word's path
         op_is_status = Signal()
         m.d.sync += op_is_status.eq(op == int(Opcode.STATUS))
+        # op == the pipelined opcode, loaded with op from the header word: no 8-bit compare in front
+        # of the payload handshake (the enables of the index registers)
+        op_piped = Signal()
         # pipelined requests started and not yet answered (always 0 without a pipelined opcode)
         outstanding = Signal(8)
         pipe_inc, pipe_dec = Signal(), Signal()
@@ -216,6 +219,8 @@ class PacketFrontend(wiring.Component):
                 # they hold that header's fields): no header decode in front of their enables
                 m.d.sync += [op.eq(h_op), left.eq(h_len - 1), final.eq(h_len == 1), index.eq(0),
                              delivered.eq(0)]
+                if piped is not None:
+                    m.d.sync += op_piped.eq(h_op == int(piped))
                 with m.If(self.i.valid & take_header):
                     known = Signal()
                     exp_len = Signal(16)
@@ -256,7 +261,7 @@ class PacketFrontend(wiring.Component):
                 # payload of a pipelined request flows only while the core can take it
                 take_word = Signal()
                 if piped is not None:
-                    m.d.comb += take_word.eq((op != int(piped)) | self.accept)
+                    m.d.comb += take_word.eq(~op_piped | self.accept)
                 else:
                     m.d.comb += take_word.eq(1)
                 m.d.comb += self.i.ready.eq(take_word)
@@ -281,7 +286,7 @@ class PacketFrontend(wiring.Component):
                                  resp_idx.eq(0)]
                     m.next = "RESPOND"
                 if piped is not None:
-                    with m.Elif(op == int(piped)):
+                    with m.Elif(op_piped):
                         # started, answered later by the pipelined sender; take the next header now
                         with m.If(self.accept):
                             m.d.comb += [self.start.eq(1), pipe_inc.eq(1)]

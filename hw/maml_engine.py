@@ -312,11 +312,24 @@ class MamlCore(wiring.Component):
             return sorted((loc, ro, co) for loc, (ro, co) in seen.items())
 
         # ---------------- loader (payload words from the front end) ----------------
+        # The front end's write and start signals enter through one register, decoded by opcode
+        # before it: every load and start decision starts from a register of the core, not from the
+        # input stream's handshake through the front end (in a board top that path ran from the UART
+        # bridge through the front end's state machine into the weight memory's write data). All of
+        # them move by the same cycle, so their order is the front end's.
+        is_load, is_run, first_word = Signal(), Signal(), Signal()
+        abort, start, start_load = Signal(), Signal(), Signal()
+        word = Signal(signed(32))
+        m.d.sync += [
+            is_load.eq(self.wr_valid & (self.wr_op == int(Opcode.LOAD))),
+            is_run.eq(self.wr_valid & (self.wr_op == int(Opcode.RUN))),
+            first_word.eq(self.wr_index == 0),
+            word.eq(self.wr_data),
+            abort.eq(self.abort),
+            start.eq(self.start),
+            start_load.eq(self.start_op == int(Opcode.LOAD)),
+        ]
         bad = Signal()  # a payload value outside its format
-        word = self.wr_data.as_signed()
-        is_load = self.wr_valid & (self.wr_op == int(Opcode.LOAD))
-        is_run = self.wr_valid & (self.wr_op == int(Opcode.RUN))
-        first_word = self.wr_index == 0
 
         def out_of(fmt: QFormat):
             return (word < fmt.min_code) | (word > fmt.max_code)
@@ -327,7 +340,7 @@ class MamlCore(wiring.Component):
             with m.Else():
                 m.d.sync += bad.eq(bad | out_of(fmt))
 
-        with m.If(self.abort):
+        with m.If(abort):
             m.d.sync += bad.eq(0)
         with m.Elif(is_load):
             check(mfmt)
@@ -453,11 +466,11 @@ class MamlCore(wiring.Component):
                 gap = Mux(first_step, g1_a[idx], g2_a[idx])
             m.d.sync += [jj.eq(idx), m0.eq(0), n0.eq(0), r0.eq(0), gapc.eq(gap)]
 
-        with m.If(self.start):
+        with m.If(start):
             m.d.sync += cycles.eq(1)
             with m.If(bad):
                 m.d.sync += [status.eq(Status.BAD_VALUE), done_r.eq(1), bad.eq(0)]
-            with m.Elif(self.start_op == int(Opcode.LOAD)):
+            with m.Elif(start_load):
                 m.d.sync += [status.eq(Status.OK), done_r.eq(1)]
             with m.Else():
                 m.d.sync += [status.eq(Status.OK), running.eq(1), busy.eq(1), step.eq(0), use_w0.eq(1)]

@@ -219,6 +219,10 @@ class MatchCore(wiring.Component):
         # ---------------- RUN: the query streams into a free slot of the query buffer ----------------
         half_w = Signal(range(QS))  # the slot being filled
         q_full = [Signal(name=f"q_full{h}") for h in range(QS)]
+        # their next values as signals, so that the front end's accept can be a register
+        q_full_n = [Signal(name=f"q_full_n{h}") for h in range(QS)]
+        m.d.comb += [q_full_n[h].eq(q_full[h]) for h in range(QS)]
+        m.d.sync += [q_full[h].eq(q_full_n[h]) for h in range(QS)]
         q_bad = [Signal(name=f"q_bad{h}") for h in range(QS)]
         q_wait = [Signal(range(tm.begin_delay + 1), name=f"q_wait{h}") for h in range(QS)]
         fill_bad = Signal()
@@ -235,7 +239,14 @@ class MatchCore(wiring.Component):
             m.d.sync += fill_bad.eq(0)
         with m.Elif(q_word):
             m.d.sync += fill_bad.eq(Mux(wr_first, 0, fill_bad) | out_of)
-        m.d.comb += self.accept.eq(_mux_list(m, half_w, q_full, 1, "fill_full") == 0)
+        # accept (the slot being filled is free) as a register, computed from the next values of
+        # the slot pointer and the slot flags: the same value in every cycle as the multiplexer on the
+        # current ones, without the core's logic in front of the front end's payload handshake
+        accept = Signal(init=1)
+        half_w_n = Signal.like(half_w)
+        m.d.comb += half_w_n.eq(Mux(run_start, _next(half_w, QS), half_w))
+        m.d.sync += [half_w.eq(half_w_n), accept.eq(_mux_list(m, half_w_n, q_full_n, 1, "fill_full") == 0)]
+        m.d.comb += self.accept.eq(accept)
 
         # element d goes to lane d % P, chunk d // P; QP divides P, so lane L takes field L % QP
         q_base = first_el[:LP] if LP else Const(0, 1)  # lane of the word's element 0
@@ -256,14 +267,13 @@ class MatchCore(wiring.Component):
                          wp.en.eq(c_word & (c_base == lane - h) & c_in[h])]
             q_rd.append(rp)
 
-        with m.If(run_start):
-            m.d.sync += half_w.eq(_next(half_w, QS))
         for h in range(QS):
             with m.If(run_start & (half_w == h)):
                 # begin = start + begin_delay: the start pulse came INPUT_DELAY late, and the
                 # decision takes two cycles (this register, the decision register)
                 wait = tm.begin_delay - INPUT_DELAY - 2
-                m.d.sync += [q_full[h].eq(1), q_bad[h].eq(fill_bad), q_wait[h].eq(wait)]
+                m.d.comb += q_full_n[h].eq(1)
+                m.d.sync += [q_bad[h].eq(fill_bad), q_wait[h].eq(wait)]
             with m.Elif(q_wait[h] != 0):
                 m.d.sync += q_wait[h].eq(q_wait[h] - 1)
 
@@ -332,7 +342,7 @@ class MatchCore(wiring.Component):
                 m.d.sync += issuing.eq(0)
                 for h in range(QS):
                     with m.If(cur_half == h):
-                        m.d.sync += q_full[h].eq(0)
+                        m.d.comb += q_full_n[h].eq(0)
         # (after the issue block: a decision in the last issue cycle of a query wins, back to back)
         with m.If(decide):
             m.d.comb += [icount_n.eq(0), c_n.eq(0), cur_half_n.eq(half_r)]
@@ -517,9 +527,14 @@ class MatchCore(wiring.Component):
 
         # ---------------- finaliser: 1/T, probabilities, argmax ----------------
         sfw = cfg.sum_fmt.width
+        f_on = Signal()  # the finaliser's pass over the N classes
         S_f = [Signal(unsigned(sfw), name=f"csum_f{n}") for n in range(N)]
+        # the finaliser's pass reads them one per cycle from a shift register (S_f[0] is the class of
+        # the pass's cycle): no class multiplexer whose select fans out over every bit of the sums
         with m.If(fin_go):
             m.d.sync += [a.eq(b) for a, b in zip(S_f, S, strict=True)]
+        with m.Elif(f_on):
+            m.d.sync += [a.eq(b) for a, b in zip(S_f, S_f[1:])]
         m.submodules.recip = rcp = RecipUnit(config=cfg, kind="recip", in_width=sfw, tag_width=EW + 1)
         assert rcp.LATENCY == tm.recip_latency
         m.d.comb += [rcp.i.valid.eq(fin_go), rcp.i.payload.x.eq(T),
@@ -529,7 +544,6 @@ class MatchCore(wiring.Component):
         LT = Signal(RW)
         f_entry, f_bad = Signal(EW), Signal()
         f_n = Signal(range(N + 1))
-        f_on = Signal()
         with m.If(rcp.o.valid):
             m.d.sync += [yT.eq(rcp.o.payload.y), LT.eq(rcp.o.payload.exp), f_entry.eq(rcp.o.payload.tag[:EW]),
                          f_bad.eq(rcp.o.payload.tag[EW]), f_on.eq(1), f_n.eq(0)]
@@ -537,7 +551,7 @@ class MatchCore(wiring.Component):
             m.d.sync += f_n.eq(f_n + 1)
             with m.If(f_n == N - 1):
                 m.d.sync += f_on.eq(0)
-        s_n = _mux_list(m, f_n, S_f, unsigned(sfw), "csum_pass")
+        s_n = S_f[0]
         pf = cfg.prob_fmt
         NW = max(1, (N - 1).bit_length())
         prob = ScaleRound(a_shape=signed(sfw + 1), b_shape=unsigned(H + 1),
