@@ -50,6 +50,33 @@ def _ecp5_fits(sa: Shape, sb: Shape) -> bool:
     return max(sa.width, sb.width) <= ECP5_DSP_WIDTH
 
 
+def _ecp5_mult(m: Module, a, b, out, *, is_signed: int, input_regs: bool, name: str):
+    """One ``MULT18X18D`` with its output register on the sync clock, its input registers too when
+    ``input_regs``; ``out`` takes the low bits of the 36-bit product."""
+    a18, b18, p36 = Signal(ECP5_DSP_WIDTH), Signal(ECP5_DSP_WIDTH), Signal(2 * ECP5_DSP_WIDTH)
+    m.d.comb += [a18.eq(a), b18.eq(b), out.eq(p36[:len(out)])]  # extended as each operand's shape says
+    ports = {}
+    for i in range(ECP5_DSP_WIDTH):
+        ports[f"i_A{i}"], ports[f"i_B{i}"], ports[f"i_C{i}"] = a18[i], b18[i], Const(0, 1)
+    for i in range(2 * ECP5_DSP_WIDTH):
+        ports[f"o_P{i}"] = p36[i]
+    for k in (1, 2, 3):
+        ports[f"i_CLK{k}"], ports[f"i_CE{k}"], ports[f"i_RST{k}"] = Const(0, 1), Const(0, 1), Const(0, 1)
+    in_clk = "CLK0" if input_regs else "NONE"
+    m.submodules[f"{name}_dsp"] = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK=in_clk, p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
+        p_REG_INPUTB_CLK=in_clk, p_REG_INPUTB_CE="CE0", p_REG_INPUTB_RST="RST0",
+        p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
+        p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
+        p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
+        i_SIGNEDA=Const(is_signed, 1), i_SIGNEDB=Const(is_signed, 1),
+        i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+        i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
+        **ports,
+    )
+
+
 def registered_product(m: Module, platform, a, b, *, name: str) -> Signal:
     """The product ``a * b`` two clock cycles later: operands registered, then the product.
 
@@ -69,31 +96,32 @@ def registered_product(m: Module, platform, a, b, *, name: str) -> Signal:
     width = sa.width + sb.width
     out = Signal(signed(width) if (sa.signed or sb.signed) else unsigned(width), name=name, reset_less=True)
     if getattr(platform, "family", None) == "ecp5" and _ecp5_fits(sa, sb):
-        is_signed = int(sa.signed or sb.signed)
-        a18, b18, p36 = Signal(ECP5_DSP_WIDTH), Signal(ECP5_DSP_WIDTH), Signal(2 * ECP5_DSP_WIDTH)
-        m.d.comb += [a18.eq(a), b18.eq(b), out.eq(p36[:width])]  # extended as each operand's shape says
-        ports = {}
-        for i in range(ECP5_DSP_WIDTH):
-            ports[f"i_A{i}"], ports[f"i_B{i}"], ports[f"i_C{i}"] = a18[i], b18[i], Const(0, 1)
-        for i in range(2 * ECP5_DSP_WIDTH):
-            ports[f"o_P{i}"] = p36[i]
-        for k in (1, 2, 3):
-            ports[f"i_CLK{k}"], ports[f"i_CE{k}"], ports[f"i_RST{k}"] = Const(0, 1), Const(0, 1), Const(0, 1)
-        m.submodules[f"{name}_dsp"] = Instance(
-            "MULT18X18D",
-            p_REG_INPUTA_CLK="CLK0", p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
-            p_REG_INPUTB_CLK="CLK0", p_REG_INPUTB_CE="CE0", p_REG_INPUTB_RST="RST0",
-            p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
-            p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
-            p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
-            i_SIGNEDA=Const(is_signed, 1), i_SIGNEDB=Const(is_signed, 1),
-            i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
-            i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
-            **ports,
-        )
+        _ecp5_mult(m, a, b, out, is_signed=int(sa.signed or sb.signed), input_regs=True, name=name)
     else:
         ra, rb = Signal(sa, name=f"{name}_a", reset_less=True), Signal(sb, name=f"{name}_b", reset_less=True)
         m.d.sync += [ra.eq(a), rb.eq(b), out.eq(ra * rb)]
+    return out
+
+
+def product_register(m: Module, platform, a, b, *, name: str) -> Signal:
+    """The product ``a * b`` one clock cycle later: the product registered (operands as they are).
+
+    Same bits on every target (the exact product, ``len(a) + len(b)`` bits,
+    signed if either operand is). On an ECP5 the register is the sysDSP
+    block's own output register (a ``MULT18X18D`` with ``REG_OUTPUT`` on the
+    sync clock), so that no fabric route follows the multiplier in the same
+    cycle (the DSP columns can be far from the logic that reads the product).
+    Elsewhere a flip-flop after a multiplier that Yosys maps itself. Not reset
+    (data only).
+    """
+    a, b = Value.cast(a), Value.cast(b)
+    sa, sb = a.shape(), b.shape()
+    width = sa.width + sb.width
+    out = Signal(signed(width) if (sa.signed or sb.signed) else unsigned(width), name=name, reset_less=True)
+    if getattr(platform, "family", None) == "ecp5" and _ecp5_fits(sa, sb):
+        _ecp5_mult(m, a, b, out, is_signed=int(sa.signed or sb.signed), input_regs=False, name=name)
+    else:
+        m.d.sync += out.eq(a * b)
     return out
 
 
@@ -146,12 +174,31 @@ def shape_of(fmt: QFormat) -> Shape:
 
 
 def saturate(value: Value, dst: QFormat) -> Value:
-    """Clamp an integer code expression to ``dst``'s range; result has ``dst``'s shape."""
-    value = Value.cast(value)
-    hi = Const(dst.max_code, signed(dst.width + 1))
-    lo = Const(dst.min_code, signed(dst.width + 1))
-    clamped = Mux(value > hi, hi, Mux(value < lo, lo, value))
-    return wrap(clamped, dst)
+    """Clamp an integer code expression to ``dst``'s range; result has ``dst``'s shape.
+
+    ``dst``'s range is all codes of its width, so the value is out of range exactly when its
+    bits above that width are not copies of the sign (signed ``dst``: bits from ``width - 1``
+    up; unsigned: from ``width`` up, and a negative value is below it): OR / AND trees over
+    those bits, not magnitude compares (carry chains on an FPGA).
+    """
+    v = Value.cast(value)
+    w, n = len(v), dst.width
+    top = n - 1 if dst.signed else n  # bits [top, w) of an in-range value are all its sign
+    if v.shape().signed:
+        neg = v[w - 1]
+        high = v[top:w - 1] if w - 1 > top else None  # the bits between the range and the sign
+        if dst.signed:
+            over = ~neg & high.any() if high is not None else Const(0, 1)
+            under = neg & ~high.all() if high is not None else Const(0, 1)
+        else:
+            over = ~neg & high.any() if high is not None else Const(0, 1)
+            under = neg
+    else:
+        over = v[top:].any() if w > top else Const(0, 1)
+        under = Const(0, 1)
+    hi = Const(dst.max_code, signed(n + 1))
+    lo = Const(dst.min_code, signed(n + 1))
+    return wrap(Mux(over, hi, Mux(under, lo, v)), dst)
 
 
 def extend(value: Value, width: int) -> Value:

@@ -163,11 +163,16 @@ class PacketFrontend(wiring.Component):
         pipe_inc, pipe_dec = Signal(), Signal()
         idle_pipe = Signal()  # no pipelined request is waiting for its response
         if piped is not None:
-            # outstanding != 0, as a register of its own: keeps the 8-bit compare off the response paths
+            # outstanding != 0, as a register of its own: keeps the 8-bit compare off the response paths;
+            # the count's next values (+1, -1) and flags come from the register, and the late pulses
+            # (the core's accept, the consumer's ready) only select among them: no adder behind them
             pending = Signal()
-            next_outstanding = Signal(8)
-            m.d.comb += [next_outstanding.eq(outstanding + pipe_inc - pipe_dec), idle_pipe.eq(~pending)]
-            m.d.sync += [outstanding.eq(next_outstanding), pending.eq(next_outstanding != 0)]
+            up, down = pipe_inc & ~pipe_dec, pipe_dec & ~pipe_inc
+            m.d.comb += idle_pipe.eq(~pending)
+            m.d.sync += [
+                outstanding.eq(Mux(up, outstanding + 1, Mux(down, outstanding - 1, outstanding))),
+                pending.eq(Mux(up, 1, Mux(down, outstanding[1:].any(), outstanding.any()))),
+            ]
         else:
             m.d.comb += idle_pipe.eq(1)
 

@@ -807,8 +807,9 @@ class MamlCore(wiring.Component):
                     m.d.sync += vmask2.eq(Cat(*bits))
         m.d.sync += vmask3.eq(vmask2)
 
-        def aux_elements(mem_names, ctl_, loc, port):
-            """Per accumulator: the auxiliary element (mask bit or old weight) of the pass in ``ctl_``."""
+        def aux_elements(mem_names, ctl_, loc, port, early):
+            """Per accumulator: the auxiliary element (mask bit or old weight) of the pass in ``ctl_``
+            (``early``: the selector a cycle before, for the choice codes decoded ahead)."""
             outs = []
             for a in range(NACC):
                 choices = []
@@ -827,14 +828,17 @@ class MamlCore(wiring.Component):
                 if choices:
                     shape = unsigned(1) if mem_names == pos_mems else signed(mfmt.width)
                     sig = Signal(shape, name=f"aux_{port}_{a}")
-                    _select(m, sig, Cat(loc, ctl_.jj), choices, domain="comb")
+                    _select(m, sig, Cat(loc, ctl_.jj), choices, domain="comb", early=early)
                     outs.append(sig)
                 else:
                     outs.append(None)
             return outs
 
-        mask3 = aux_elements(pos_mems, p2ctl, aloc3, 0) if pos_mems else [None] * NACC
-        wold3 = aux_elements(["W"], p2ctl, aloc3, 1)
+        # (their choice of element decoded a cycle ahead, from the selector of A+1: the decode of
+        # the pass's job and tile position sat in front of the update's subtraction)
+        aux_early = Cat(aloc2, p1ctl.jj)
+        mask3 = aux_elements(pos_mems, p2ctl, aloc3, 0, aux_early) if pos_mems else [None] * NACC
+        wold3 = aux_elements(["W"], p2ctl, aloc3, 1, aux_early)
 
         # Saturation never compares wide values: a code fits ``n`` bits when its bits from
         # ``n-1`` up are all equal. Post 1 keeps ``n+1`` bits of the shifted code and a flag

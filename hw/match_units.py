@@ -23,7 +23,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import reject, saturate, shape_of
+from metafab.hw.fixed import product_register, reject, saturate, shape_of
 from metafab.hw.match_schedule import EXP_LATENCY, SCALE_LATENCY, latency_recip
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
@@ -49,9 +49,11 @@ def round_shift_const(value, shift: int, rounding: Rounding) -> Value:
     q = v >> shift
     if rounding is Rounding.TRUNCATE:
         return q
+    # round half to even: up when the first dropped bit is set and a later dropped bit or the
+    # quotient's lowest bit is (bit logic, not a magnitude compare against "half")
     r = v.as_unsigned()[:shift]
-    half = 1 << (shift - 1)
-    up = (r > half) | ((r == half) & q[0])
+    rest = r[:shift - 1].any() if shift > 1 else Const(0, 1)
+    up = r[shift - 1] & (rest | q[0])
     return q + up
 
 
@@ -147,7 +149,7 @@ def split_product(st: "_Stage", a: Value, b: Value, name: str) -> tuple[Signal, 
     pps = []
     for k in range(0, wa, DSP_WIDTH):
         chunk = au[k: k + DSP_WIDTH]
-        pps.append((k, st.reg(f"{name}_pp{k // DSP_WIDTH}", chunk * b)))
+        pps.append((k, st.product(f"{name}_pp{k // DSP_WIDTH}", chunk, b)))
     neg = st.reg(f"{name}_neg", a.as_signed()[-1]) if a.shape().signed else None
     bb = st.reg(f"{name}_b", b) if a.shape().signed else None
     return pps, (neg, bb, wa, wb)
@@ -168,8 +170,9 @@ def split_product_sum(st: "_Stage", parts, name: str) -> Signal:
 class _Stage:
     """Builds a pipeline: each :meth:`reg` call registers values into the next stage."""
 
-    def __init__(self, m: Module, valid: Value, prefix: str):
+    def __init__(self, m: Module, valid: Value, prefix: str, platform=None):
         self.m = m
+        self.platform = platform
         self.prefix = prefix
         self.depth = 0
         self.valid = valid
@@ -182,6 +185,11 @@ class _Stage:
                      name=f"{self.prefix}{self.depth + 1}_{name}", reset_less=True)
         self.m.d.sync += sig.eq(value)
         return sig
+
+    def product(self, name: str, a: Value, b: Value) -> Signal:
+        """``a * b`` registered into the next stage; on an ECP5 in the DSP block's own output
+        register (:func:`~metafab.hw.fixed.product_register`)."""
+        return product_register(self.m, self.platform, a, b, name=f"{self.prefix}{self.depth + 1}_{name}")
 
     def next(self) -> Signal:
         self.depth += 1
@@ -235,7 +243,7 @@ class ScaleRound(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        st = _Stage(m, self.i.valid, "sr")
+        st = _Stage(m, self.i.valid, "sr", platform)
         # 1: operands
         a = st.reg("a", self.i.payload.a)
         b = st.reg("b", self.i.payload.b)
@@ -330,7 +338,7 @@ class RecipUnit(wiring.Component):
         mw = H + g
         mant = QFormat(1, H, signed=False)
 
-        st = _Stage(m, self.i.valid, "rc")
+        st = _Stage(m, self.i.valid, "rc", platform)
         x0 = self.i.payload.x
         # 1: leading one (a log-depth priority encoder)
         bl = priority_bit_length(x0, m, "rc0_bitlen")
@@ -435,7 +443,7 @@ class ExpTable(wiring.Component):
         n = len(table)
         B = cfg.exp_table_bits
         shift = cfg.logit_fmt.frac_bits - cfg.exp_shift_bits
-        st = _Stage(m, self.i.valid, "ex")
+        st = _Stage(m, self.i.valid, "ex", platform)
         # 1: -z
         neg = st.reg("neg", -self.i.payload.z, signed(cfg.logit_fmt.width + 2))
         tag = st.reg("tag", self.i.payload.tag)

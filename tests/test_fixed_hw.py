@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from metafab.hw import fixed as hfx
@@ -154,3 +154,37 @@ def test_mac_lane_config_errors():
         hfx.MacLane(config={"a_fmt": "Q4.12"})
     with pytest.raises(UserError, match="unknown MacLaneConfig key.*'lanes'"):
         MacLaneConfig.from_dict({"lanes": 4})
+
+
+# value shapes x destination formats, every value of the shape: the hardware clamp against
+# numpy's clip of the integer code
+SATURATE_CASES = [
+    (signed(7), QFormat(2, 2)),  # signed -> narrower signed
+    (signed(7), QFormat(3, 0, False)),  # signed -> unsigned: negatives to 0
+    (signed(4), QFormat(3, 3)),  # already fits
+    (signed(5), QFormat(2, 2, False)),  # sign bit just above the unsigned range
+    (unsigned(7), QFormat(3, 1)),  # unsigned -> signed
+    (unsigned(7), QFormat(2, 2, False)),  # unsigned -> unsigned
+    (unsigned(3), QFormat(2, 2, False)),  # already fits
+]
+
+
+@pytest.mark.parametrize("shape, dst", SATURATE_CASES, ids=lambda c: str(c))
+def test_saturate_every_value(shape, dst):
+    m = Module()
+    x = Signal(shape)
+    y = Signal(hfx.shape_of(dst))
+    m.d.comb += y.eq(hfx.saturate(x, dst))
+    lo_v = -(1 << (shape.width - 1)) if shape.signed else 0
+    values = list(range(lo_v, lo_v + (1 << shape.width)))
+    got = []
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(x, v)
+            got.append(ctx.get(y))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == np.clip(values, dst.min_code, dst.max_code).tolist()

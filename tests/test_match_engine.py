@@ -188,20 +188,26 @@ def test_engine_icarus_matrix(cfg):
 @requires_icarus
 def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
     """The engine as built for the ECP5 (every lane product in a MULT18X18D with its input and output
-    registers; the banks' read address in TRELLIS_FF copies, one per BANK_GROUP banks), simulated
-    with behavioural models of those cells: same words, same cycles."""
+    registers, every partial product of the scale / reciprocal units in one with its output register;
+    the banks' read address in TRELLIS_FF copies, one per BANK_GROUP banks), simulated with behavioural
+    models of those cells: same words, same cycles."""
     cfg = MatchConfig(mode="matching", n_way=3, k_shot=2, dim=10, lanes=8)
     text, instances = ecp5_verilog(MatchEngine(config=cfg), mf.TOPLEVEL)
-    assert len(instances) == cfg.lanes  # the lane products; nothing else of this design fits one 18x18 block
+    lane = [p for p in instances if '.REG_INPUTA_CLK("CLK0")' in p]
+    partial = [p for p in instances if '.REG_INPUTA_CLK("NONE")' in p]
+    assert len(lane) == cfg.lanes and len(partial) + len(lane) == len(instances)
+    assert len(partial) >= 4  # the unit pipelines' partial products (reciprocals, scaling)
     # two copies (8 banks) of the lane-bank address, the query-bank address and the bank writes, bit by bit
     lane_bits = (cfg.n_vectors * cfg.chunks - 1).bit_length()
     query_bits = (timing(cfg).query_slots * cfg.chunks - 1).bit_length()
     for reg, bits in (("bank_addr", lane_bits), ("qbank_addr", query_bits)):
         assert len(re.findall(rf"TRELLIS_FF #\([^;]*?\) \\?{reg}\d+_ff\d+ ", text, flags=re.S)) == 2 * bits
     assert len(re.findall(r"TRELLIS_FF #\([^;]*?\) \\?bank_write1_ff\d+ ", text, flags=re.S)) > 16
-    for params in instances:
+    for params in lane:
         for reg in ("INPUTA", "INPUTB", "OUTPUT"):
             assert f'.REG_{reg}_CLK("CLK0")' in params
+    for params in partial:
+        assert '.REG_INPUTB_CLK("NONE")' in params and '.REG_OUTPUT_CLK("CLK0")' in params
     generic = mf.engine_verilog(cfg)
     assert "MULT18X18D" not in generic  # simulation and other devices: fabric registers around a multiply
     eps = _episodes(cfg, seed=5)
