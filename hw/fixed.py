@@ -50,9 +50,10 @@ def _ecp5_fits(sa: Shape, sb: Shape) -> bool:
     return max(sa.width, sb.width) <= ECP5_DSP_WIDTH
 
 
-def _ecp5_mult(m: Module, a, b, out, *, is_signed: int, input_regs: bool, name: str):
+def _ecp5_mult(m: Module, a, b, out, *, signed_a: int, signed_b: int, input_regs: bool, name: str):
     """One ``MULT18X18D`` with its output register on the sync clock, its input registers too when
-    ``input_regs``; ``out`` takes the low bits of the 36-bit product."""
+    ``input_regs``; ``out`` takes the low bits of the 36-bit product. ``signed_a`` / ``signed_b``:
+    how the block reads each 18-bit operand (its ``SIGNEDA`` / ``SIGNEDB`` inputs)."""
     a18, b18, p36 = Signal(ECP5_DSP_WIDTH), Signal(ECP5_DSP_WIDTH), Signal(2 * ECP5_DSP_WIDTH)
     m.d.comb += [a18.eq(a), b18.eq(b), out.eq(p36[:len(out)])]  # extended as each operand's shape says
     ports = {}
@@ -70,7 +71,7 @@ def _ecp5_mult(m: Module, a, b, out, *, is_signed: int, input_regs: bool, name: 
         p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
         p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
         p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
-        i_SIGNEDA=Const(is_signed, 1), i_SIGNEDB=Const(is_signed, 1),
+        i_SIGNEDA=Const(signed_a, 1), i_SIGNEDB=Const(signed_b, 1),
         i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
         i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
         **ports,
@@ -96,7 +97,8 @@ def registered_product(m: Module, platform, a, b, *, name: str) -> Signal:
     width = sa.width + sb.width
     out = Signal(signed(width) if (sa.signed or sb.signed) else unsigned(width), name=name, reset_less=True)
     if getattr(platform, "family", None) == "ecp5" and _ecp5_fits(sa, sb):
-        _ecp5_mult(m, a, b, out, is_signed=int(sa.signed or sb.signed), input_regs=True, name=name)
+        is_signed = int(sa.signed or sb.signed)
+        _ecp5_mult(m, a, b, out, signed_a=is_signed, signed_b=is_signed, input_regs=True, name=name)
     else:
         ra, rb = Signal(sa, name=f"{name}_a", reset_less=True), Signal(sb, name=f"{name}_b", reset_less=True)
         m.d.sync += [ra.eq(a), rb.eq(b), out.eq(ra * rb)]
@@ -118,8 +120,10 @@ def product_register(m: Module, platform, a, b, *, name: str) -> Signal:
     sa, sb = a.shape(), b.shape()
     width = sa.width + sb.width
     out = Signal(signed(width) if (sa.signed or sb.signed) else unsigned(width), name=name, reset_less=True)
-    if getattr(platform, "family", None) == "ecp5" and _ecp5_fits(sa, sb):
-        _ecp5_mult(m, a, b, out, is_signed=int(sa.signed or sb.signed), input_regs=False, name=name)
+    # each operand read with its own signedness (SIGNEDA / SIGNEDB), so 18 bits of either kind fit
+    if getattr(platform, "family", None) == "ecp5" and max(sa.width, sb.width) <= ECP5_DSP_WIDTH:
+        _ecp5_mult(m, a, b, out, signed_a=int(sa.signed), signed_b=int(sb.signed), input_regs=False,
+                   name=name)
     else:
         m.d.sync += out.eq(a * b)
     return out

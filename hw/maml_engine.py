@@ -735,12 +735,17 @@ class MamlCore(wiring.Component):
                     if job.aux is not None and job.aux.tensor == n:
                         with m.Case(idx):
                             m.d.comb += mem.reads[0].addr.eq(tile_addr(t, rctl.m0, rctl.n0))
-        with m.Switch(rctl.jj):
+        # the old weights' address: computed from the control a cycle before A (rctl is hctl
+        # registered) and registered in one copy per part of the weight memory (read_next), so the
+        # tile-address adders do not share a cycle with the route to the block RAMs
+        waux_next = Signal.like(wmem.reads[1].addr, name="waux_next")
+        with m.Switch(hctl.jj):
             for idx, job in enumerate(jobs):
                 if job.kind == UPDATE:
                     with m.Case(idx):
                         t = T[job.aux.tensor]
-                        m.d.comb += wmem.reads[1].addr.eq(tile_addr(t, rctl.m0, rctl.n0, ~rctl.w0))
+                        m.d.comb += waux_next.eq(tile_addr(t, hctl.m0, hctl.n0, ~hctl.w0))
+        wmem.read_next(1, waux_next)
         assert aux_read_offset(BACKWARD, 0) == accumulate_stage(0)
         assert aux_read_offset(UPDATE, 0) == accumulate_stage(0)
 

@@ -135,35 +135,34 @@ DSP_WIDTH = 18
 def split_product(st: "_Stage", a: Value, b: Value, name: str) -> tuple[Signal, int]:
     """``a * b`` in two pipeline stages of ``st``: DSP-sized partial products, then their sum.
 
-    ``b`` is unsigned, at most :data:`DSP_WIDTH` bits; ``a`` is cut into unsigned
-    ``DSP_WIDTH``-bit chunks, each multiplied by ``b`` in its own DSP block and
-    registered; the next stage adds them up (a signed ``a`` is its unsigned bits
-    minus ``b << len(a)`` when negative). Every DSP sits between two registers.
-    Returns the product (registered, after ``st.next()`` twice: the caller
-    re-registers what it carries) and its width.
+    ``b`` is unsigned, at most :data:`DSP_WIDTH` bits; ``a`` is cut into
+    ``DSP_WIDTH``-bit chunks from its low end, each multiplied by ``b`` in its
+    own DSP block and registered: the lower chunks as unsigned, the top chunk of
+    a signed ``a`` as signed (it carries the sign), so that the next stage is one
+    sum of shifted partial products with no sign correction. Every DSP sits
+    between two registers. Returns the partial products (registered, after
+    ``st.next()``; the caller re-registers what it carries) for
+    :func:`split_product_sum`.
     """
     a, b = Value.cast(a), Value.cast(b)
     assert not b.shape().signed and len(b) <= DSP_WIDTH, b.shape()
     au = a.as_unsigned()
     wa, wb = len(a), len(b)
+    signed_a = a.shape().signed
     pps = []
     for k in range(0, wa, DSP_WIDTH):
         chunk = au[k: k + DSP_WIDTH]
+        if signed_a and k + DSP_WIDTH >= wa:
+            chunk = chunk.as_signed()
         pps.append((k, st.product(f"{name}_pp{k // DSP_WIDTH}", chunk, b)))
-    neg = st.reg(f"{name}_neg", a.as_signed()[-1]) if a.shape().signed else None
-    bb = st.reg(f"{name}_b", b) if a.shape().signed else None
-    return pps, (neg, bb, wa, wb)
+    return pps, (signed_a, wa, wb)
 
 
 def split_product_sum(st: "_Stage", parts, name: str) -> Signal:
     """The second stage of :func:`split_product`: the registered sum of the partial products."""
-    pps, (neg, bb, wa, wb) = parts
+    pps, (signed_a, wa, wb) = parts
     total = sum(pp << k for k, pp in pps)
-    if neg is not None:
-        total = total.as_signed() - Mux(neg, bb << wa, 0)
-        shape = signed(wa + wb + 1)
-    else:
-        shape = unsigned(wa + wb)
+    shape = signed(wa + wb + 1) if signed_a else unsigned(wa + wb)
     return st.reg(name, total, shape)
 
 
