@@ -152,8 +152,10 @@ class MatchCore(wiring.Component):
         II = tm.ii_core
         QS, RS = tm.query_slots, tm.result_slots
 
-        cycle = Signal(32)  # free-running, for the latency counter
-        m.d.sync += cycle.eq(cycle + 1)
+        # free-running, for the latency counter: the cycle count plus one, kept as its own register
+        # (an increment in front of the latency's subtraction was a critical path)
+        cycle1 = Signal(32, init=1)
+        m.d.sync += cycle1.eq(cycle1 + 1)
 
         # ---------------- the front end's words and pulses, registered once ----------------
         # (they fan out to every bank's write enable; INPUT_DELAY in the schedule)
@@ -353,7 +355,7 @@ class MatchCore(wiring.Component):
             ]
             for e in range(RS):
                 with m.If(entry_b == e):
-                    m.d.sync += begin_time[e].eq(cycle + 1)
+                    m.d.sync += begin_time[e].eq(cycle1)
         with m.Elif(since < II):
             m.d.sync += since.eq(since + 1)
 
@@ -605,7 +607,7 @@ class MatchCore(wiring.Component):
                 with m.If((p_entry == e) & p_last):
                     m.d.sync += [res_full[e].eq(1),
                                  res_status[e].eq(Mux(p_bad, Status.BAD_VALUE, Status.OK)),
-                                 last_cycles.eq(cycle + 1 - begin_time[e])]
+                                 last_cycles.eq(cycle1 - begin_time[e])]
         with m.If(am.o.valid):
             for e in range(RS):
                 with m.If(am_entry == e):
