@@ -269,11 +269,17 @@ class MatchCore(wiring.Component):
                          wp.en.eq(c_word & (c_base == lane - h) & c_in[h])]
             q_rd.append(rp)
 
+        # begin = start + begin_delay: the start pulse came INPUT_DELAY late, and the decision
+        # takes two cycles (this register, the decision register)
+        wait = tm.begin_delay - INPUT_DELAY - 2
+        # q_rdy[h] = q_full[h] & (q_wait[h] == 0), as a register computed from the next values
+        # (no wait-counter compare in front of the begin decision)
+        q_rdy = [Signal(name=f"q_rdy{h}") for h in range(QS)]
+        for h in range(QS):
+            zero_next = Mux(run_start & (half_w == h), int(wait == 0), q_wait[h] <= 1)
+            m.d.sync += q_rdy[h].eq(q_full_n[h] & zero_next)
         for h in range(QS):
             with m.If(run_start & (half_w == h)):
-                # begin = start + begin_delay: the start pulse came INPUT_DELAY late, and the
-                # decision takes two cycles (this register, the decision register)
-                wait = tm.begin_delay - INPUT_DELAY - 2
                 m.d.comb += q_full_n[h].eq(1)
                 m.d.sync += [q_bad[h].eq(fill_bad), q_wait[h].eq(wait)]
             with m.Elif(q_wait[h] != 0):
@@ -323,11 +329,17 @@ class MatchCore(wiring.Component):
         begin_time = [Signal(32, name=f"begin_time{e}") for e in range(RS)]
         ack = self.presult_ack
 
-        ready_q = _mux_list(m, half_r, [f & (w == 0) for f, w in zip(q_full, q_wait, strict=True)], 1,
-                            "next_ready")
+        ready_q = _mux_list(m, half_r, q_rdy, 1, "next_ready")
+        # since >= II - 1 and inflight < RS as registers of their own, their next values selected by
+        # the late decision and acknowledgement from flags of the current counts
+        since_ok, inflight_ok = Signal(init=1), Signal(init=1)
         decide = Signal()
-        m.d.comb += decide.eq(ready_q & (since >= II - 1) & (inflight < RS))
+        m.d.comb += decide.eq(ready_q & since_ok & inflight_ok)
         m.d.sync += inflight.eq(inflight + decide - ack)
+        m.d.sync += [
+            since_ok.eq(Mux(decide, int(II <= 1), (since >= II - 2) if II >= 2 else 1)),
+            inflight_ok.eq(Mux(decide & ~ack, inflight < RS - 1, Mux(ack & ~decide, 1, inflight < RS))),
+        ]
         last_issue = icount == depth - 1
         # the next values of the read counters (the banks' address registers copy them)
         icount_n, c_n, cur_half_n = Signal.like(icount), Signal.like(c), Signal.like(cur_half)
@@ -536,7 +548,7 @@ class MatchCore(wiring.Component):
         with m.If(fin_go):
             m.d.sync += [a.eq(b) for a, b in zip(S_f, S, strict=True)]
         with m.Elif(f_on):
-            m.d.sync += [a.eq(b) for a, b in zip(S_f, S_f[1:])]
+            m.d.sync += [a.eq(b) for a, b in zip(S_f[:-1], S_f[1:], strict=True)]
         m.submodules.recip = rcp = RecipUnit(config=cfg, kind="recip", in_width=sfw, tag_width=EW + 1)
         assert rcp.LATENCY == tm.recip_latency
         m.d.comb += [rcp.i.valid.eq(fin_go), rcp.i.payload.x.eq(T),
