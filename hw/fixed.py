@@ -191,11 +191,10 @@ def saturate(value: Value, dst: QFormat) -> Value:
     if v.shape().signed:
         neg = v[w - 1]
         high = v[top:w - 1] if w - 1 > top else None  # the bits between the range and the sign
+        over = ~neg & high.any() if high is not None else Const(0, 1)
         if dst.signed:
-            over = ~neg & high.any() if high is not None else Const(0, 1)
             under = neg & ~high.all() if high is not None else Const(0, 1)
         else:
-            over = ~neg & high.any() if high is not None else Const(0, 1)
             under = neg
     else:
         over = v[top:].any() if w > top else Const(0, 1)
