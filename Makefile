@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "compiling the WebAssembly tools once per machine (YoWASP Yosys and nextpnr, Amaranth's Yosys): ~2 min"
+	$(VENV)/bin/metafab doctor
+	$(PY) -c "from amaranth.back import verilog; from amaranth.hdl import Module, Signal; \
+	m = Module(); s = Signal(); m.d.sync += s.eq(~s); verilog.convert(m, ports=[s])" > /dev/null
 	touch $(STAMP)
 
 # two workers: simulator builds are shared through the build folder's locks

@@ -5,17 +5,19 @@ verify it in Verilator against the bit-exact reference (0 mismatching
 words) and the float64 model, and build the board top for the ULX3S-85F
 with the open toolchain. Both board builds start first, in processes of
 their own (the longer similarity build first); the simulations run beside
-them at idle scheduling priority, so that the builds, which set the demo's
-length, keep the two cores.
+them, each in a process of its own, at idle scheduling priority, so that
+the builds, which set the demo's length, keep the two cores.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 HELP = "run the main job on the built-in default designs and print a summary table"
@@ -109,13 +111,19 @@ def run(args) -> int:
                                          root / f"{engine}_build.log")
         # the board builds set the demo's length: the simulations take a core only when one is idle
         _lower_priority()
+    verilog = {}
     for engine, c, flow in (("maml", cfg, maml_flow), ("match", mcfg, match_flow)):
         _say(f"{engine} engine {c.name}: generating Verilog")
         (root / engine).mkdir(parents=True, exist_ok=True)
-        (root / engine / f"{flow.TOPLEVEL}.v").write_text(flow.engine_verilog(c))
-    doc["maml"]["verify"] = maml_flow.verify(cfg, tasks=args.tasks, sim="verilator", seed=0, progress=_say)
-    doc["match"]["verify"] = match_flow.verify(mcfg, queries=args.queries, sim="verilator", seed=0,
-                                               features="auto", progress=_say)
+        verilog[engine] = flow.engine_verilog(c)
+        (root / engine / f"{flow.TOPLEVEL}.v").write_text(verilog[engine])
+    # the two simulations in two processes of their own (each sets its simulator's environment)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        maml_job = pool.submit(maml_flow.verify, cfg, tasks=args.tasks, sim="verilator", seed=0,
+                               verilog=verilog["maml"], progress=_say)
+        match_job = pool.submit(match_flow.verify, mcfg, queries=args.queries, sim="verilator", seed=0,
+                                features="auto", verilog=verilog["match"], progress=_say)
+        doc["maml"]["verify"], doc["match"]["verify"] = maml_job.result(), match_job.result()
     deadline = t0 + 60 * args.build_minutes
     for engine, b in builds.items():
         _say(f"{engine} engine: waiting for the board build")

@@ -185,6 +185,7 @@ def verify(
     idle: float = 0.1,
     backpressure: float = 0.2,
     verilator_opt: str | None = None,
+    verilog: str | None = None,
     progress: Callable[[str], object] | None = None,
 ) -> dict:
     """RTL against the bit-exact reference and the float64 model on ``tasks`` random tasks.
@@ -193,6 +194,7 @@ def verify(
     words (must be 0), cycles per task measured by the engine and modelled,
     MAC-lane utilisation, and the query MSE of the RTL's outputs relative to
     the float64 model adapted from the same initial weights on the same tasks.
+    ``verilog``: the engine's Verilog if already generated (default: generated here).
     """
     import time
 
@@ -221,7 +223,7 @@ def verify(
     for at in range(0, tasks, chunk):
         part = codes[at : at + chunk]
         r = run_engine(cfg, wq, part, sim=sim, idle=idle, backpressure=backpressure, seed=seed + at,
-                       verilator_opt=verilator_opt, return_outputs=True, run_name=f"verify-{sim}",
+                       verilog=verilog, verilator_opt=verilator_opt, return_outputs=True, run_name=f"verify-{sim}",
                        progress=progress if at == 0 else None)
         outputs += r["outputs"]
         cycles += r["cycles"]

@@ -221,6 +221,7 @@ def verify(
     backpressure: float = 0.2,
     chunk: int = 20,
     verilator_opt: str | None = None,
+    verilog: str | None = None,
     progress: Callable[[str], object] | None = None,
 ) -> dict:
     """RTL against the bit-exact reference and float64 on digits (or random) episodes.
@@ -229,7 +230,8 @@ def verify(
     words (must be 0), accuracy of the RTL, the fixed-point model and
     float64, the query latency measured by the engine and modelled, the
     steady-state initiation interval measured with back-to-back queries and
-    modelled.
+    modelled. ``verilog``: the engine's Verilog if already generated
+    (default: generated here).
     """
     from threadpoolctl import threadpool_limits
 
@@ -253,7 +255,7 @@ def verify(
     for at in range(0, n_eps, chunk):
         part = codes[at: at + chunk]
         r = run_engine(cfg, part, sim=sim, idle=idle, backpressure=backpressure, seed=seed + at,
-                       timing_queries=TIMING_QUERIES if at == 0 else 0, verilator_opt=verilator_opt,
+                       verilog=verilog, timing_queries=TIMING_QUERIES if at == 0 else 0, verilator_opt=verilator_opt,
                        run_name=f"verify-{sim}", progress=progress if at == 0 else None)
         t_q = TIMING_QUERIES if at == 0 else 0
         rtl_preds += r["preds"][t_q:]
