@@ -118,7 +118,7 @@ def run(args) -> int:
         verilog[engine] = flow.engine_verilog(c)
         (root / engine / f"{flow.TOPLEVEL}.v").write_text(verilog[engine])
     # the two simulations in two processes of their own (each sets its simulator's environment)
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         maml_job = pool.submit(maml_flow.verify, cfg, tasks=args.tasks, sim="verilator", seed=0,
                                verilog=verilog["maml"], progress=_say)
         match_job = pool.submit(match_flow.verify, mcfg, queries=args.queries, sim="verilator", seed=0,
