@@ -568,9 +568,9 @@ class MamlCore(wiring.Component):
         # stage c+1: addresses at the read ports
         for n in issue_mems:
             mems[n].read_next(0, addr0[n])  # registered, one copy per physical part of the memory
-        xloc1, yloc1 = Signal.like(xloc0), Signal.like(yloc0)
-        xloc2, yloc2 = Signal.like(xloc0), Signal.like(yloc0)
-        xloc3, yloc3 = Signal.like(xloc0), Signal.like(yloc0)
+        xloc1, yloc1 = Signal.like(xloc0, name="xloc1"), Signal.like(yloc0, name="yloc1")
+        xloc2, yloc2 = Signal.like(xloc0, name="xloc2"), Signal.like(yloc0, name="yloc2")
+        xloc3, yloc3 = Signal.like(xloc0, name="xloc3"), Signal.like(yloc0, name="yloc3")
         m.d.sync += [xloc1.eq(xloc0), yloc1.eq(yloc0), xloc2.eq(xloc1), yloc2.eq(yloc1),
                      xloc3.eq(xloc2), yloc3.eq(yloc2)]
 
@@ -726,15 +726,19 @@ class MamlCore(wiring.Component):
                      hidden2.eq(layer_a[p2ctl.jj] < L - 1)]
 
         # ReLU masks (backward) and old weights (update) are read in cycle A; their registered
-        # data is there in A+2, for the last post-processing stage
+        # data is there in A+2, for the last post-processing stage. The masks' addresses are
+        # computed from the control a cycle before A (rctl is hctl registered) and registered in
+        # one copy per part of each mask memory (read_next), like the old weights' below
         pos_mems = [n for n in mems if n.startswith("P")]
         for n in pos_mems:
             mem, t = mems[n], T[n]
-            with m.Switch(rctl.jj):
+            paux_next = Signal.like(mem.reads[0].addr, name=f"paux_next_{n.lower()}")
+            with m.Switch(hctl.jj):
                 for idx, job in enumerate(jobs):
                     if job.aux is not None and job.aux.tensor == n:
                         with m.Case(idx):
-                            m.d.comb += mem.reads[0].addr.eq(tile_addr(t, rctl.m0, rctl.n0))
+                            m.d.comb += paux_next.eq(tile_addr(t, hctl.m0, hctl.n0))
+            mem.read_next(0, paux_next)
         # the old weights' address: computed from the control a cycle before A (rctl is hctl
         # registered) and registered in one copy per part of the weight memory (read_next), so the
         # tile-address adders do not share a cycle with the route to the block RAMs
