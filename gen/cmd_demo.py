@@ -4,11 +4,9 @@ For each engine: generate the default design (Verilog, manifest, wrappers),
 verify it in Verilator against the bit-exact reference (0 mismatching
 words) and the float64 model, and build the board top for the ULX3S-85F
 with the open toolchain. Both board builds start first, in processes of
-their own (the longer similarity build first); the two simulations run
-beside them, each in a process of its own. On a two-core machine the
-similarity build, the demo's longest step, has a core to itself; the MAML
-build and the MAML simulation share the other; the short similarity
-simulation runs at idle priority, on whichever core is idle.
+their own (the longer similarity build first); the simulations run beside
+them, each in a process of its own, at idle scheduling priority, so that
+the builds, which set the demo's length, keep the two cores.
 """
 
 from __future__ import annotations
@@ -48,15 +46,13 @@ def _say(msg: str):
 class _Background:
     """A ``metafab`` command in a second process, its JSON result collected at the end."""
 
-    def __init__(self, argv: list[str], log: Path, cpus: set[int] | None = None):
+    def __init__(self, argv: list[str], log: Path):
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.out = log.with_suffix(".json")
         self._f = open(log, "w")  # noqa: SIM115 - closed in result()
         self.proc = subprocess.Popen([sys.executable, "-m", "metafab.gen.cli", *argv, "--json"],
                                      stdout=open(self.out, "w"), stderr=self._f)  # noqa: SIM115
-        if cpus:  # before the tools start: they inherit it
-            os.sched_setaffinity(self.proc.pid, cpus)
         self.started = time.perf_counter()
 
     def result(self, deadline: float | None = None) -> dict:
@@ -77,46 +73,19 @@ class _Background:
         return doc
 
 
-def _schedule(cpus: set[int] | None, idle: bool):
-    """This process (and what it starts) on ``cpus``; with ``idle``, only when a core is otherwise idle."""
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-    if idle:
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            try:
-                os.nice(19)
-            except OSError:
-                pass
-
-
-def _engine_job(engine: str, cfg, path: str, cpus: set[int] | None, idle: bool, options: dict) -> dict:
-    """In a worker process: generate the engine's Verilog into ``path``, then verify it in Verilator."""
-    from metafab.gen import maml_flow, match_flow
-
-    _schedule(cpus, idle)
-    flow = maml_flow if engine == "maml" else match_flow
-    _say(f"{engine} engine {cfg.name}: generating Verilog")
-    verilog = flow.engine_verilog(cfg)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(verilog)
-    return flow.verify(cfg, sim="verilator", seed=0, verilog=verilog, progress=_say, **options)
-
-
-def _two_core_plan() -> tuple[set[int] | None, set[int] | None]:
-    """On a machine with exactly two cores: the similarity build (the longest step) gets one
-    core to itself; the MAML build and the MAML simulation share the other. Else no pinning."""
+def _lower_priority():
+    """Run this process (the simulations, and the compilers they start) only on otherwise idle cores."""
     try:
-        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
-        return None, None
-    if len(cpus) != 2:
-        return None, None
-    return {cpus[0]}, {cpus[1]}
+        try:
+            os.nice(19)
+        except OSError:
+            pass
 
 
 def run(args) -> int:
+    from metafab.gen import maml_flow, match_flow
     from metafab.reference.config import MamlConfig, MatchConfig
     from metafab.reference.errors import UserError
     from metafab.sim.runner import build_root
@@ -133,23 +102,27 @@ def run(args) -> int:
     doc: dict = {"board": args.board, "maml": {}, "match": {}}
     builds = {}
 
-    match_cpus, maml_cpus = (None, None) if args.skip_build else _two_core_plan()
     if not args.skip_build:
         # the similarity build is the longer one: it starts first; each build elaborates its own board top
-        for engine, cpus in (("match", match_cpus), ("maml", maml_cpus)):
+        for engine in ("match", "maml"):
             _say(f"{engine} engine: building the board top for {args.board} in the background "
                  f"(log: {root / f'{engine}_build.log'})")
             builds[engine] = _Background(["build", engine, "--board", args.board, "--target-mhz", str(args.target_mhz)],
-                                         root / f"{engine}_build.log", cpus)
-    # the two simulations, each in a process of its own (each sets its simulator's environment):
-    # the MAML one beside the MAML build, the shorter similarity one wherever a core is idle
-    from metafab.gen import maml_flow, match_flow
-
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
-        maml_job = pool.submit(_engine_job, "maml", cfg, str(root / "maml" / f"{maml_flow.TOPLEVEL}.v"),
-                               maml_cpus, False, {"tasks": args.tasks})
-        match_job = pool.submit(_engine_job, "match", mcfg, str(root / "match" / f"{match_flow.TOPLEVEL}.v"),
-                                None, not args.skip_build, {"queries": args.queries, "features": "auto"})
+                                         root / f"{engine}_build.log")
+        # the board builds set the demo's length: the simulations take a core only when one is idle
+        _lower_priority()
+    verilog = {}
+    for engine, c, flow in (("maml", cfg, maml_flow), ("match", mcfg, match_flow)):
+        _say(f"{engine} engine {c.name}: generating Verilog")
+        (root / engine).mkdir(parents=True, exist_ok=True)
+        verilog[engine] = flow.engine_verilog(c)
+        (root / engine / f"{flow.TOPLEVEL}.v").write_text(verilog[engine])
+    # the two simulations in two processes of their own (each sets its simulator's environment)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        maml_job = pool.submit(maml_flow.verify, cfg, tasks=args.tasks, sim="verilator", seed=0,
+                               verilog=verilog["maml"], progress=_say)
+        match_job = pool.submit(match_flow.verify, mcfg, queries=args.queries, sim="verilator", seed=0,
+                                features="auto", verilog=verilog["match"], progress=_say)
         doc["maml"]["verify"], doc["match"]["verify"] = maml_job.result(), match_job.result()
     deadline = t0 + 60 * args.build_minutes
     for engine, b in builds.items():
