@@ -726,30 +726,27 @@ class MamlCore(wiring.Component):
                      hidden2.eq(layer_a[p2ctl.jj] < L - 1)]
 
         # ReLU masks (backward) and old weights (update) are read in cycle A; their registered
-        # data is there in A+2, for the last post-processing stage. The masks' addresses are
-        # computed from the control a cycle before A (rctl is hctl registered) and registered in
-        # one copy per part of each mask memory (read_next), like the old weights' below
-        pos_mems = [n for n in mems if n.startswith("P")]
-        for n in pos_mems:
-            mem, t = mems[n], T[n]
-            paux_next = Signal.like(mem.reads[0].addr, name=f"paux_next_{n.lower()}")
+        # data is there in A+2, for the last post-processing stage. Their addresses are computed
+        # from the control a cycle before A (rctl is hctl registered) and registered in one copy
+        # per part of the memory (read_next), so the tile-address adders do not share a cycle with
+        # the route to the LUT or block RAMs
+        def aux_read(mem, port, name, tile_of):
+            """Port ``port`` of ``mem`` reads, in A, the tile ``tile_of(job)`` = (tensor, copy) or None."""
+            nxt = Signal.like(mem.reads[port].addr, name=name)
             with m.Switch(hctl.jj):
                 for idx, job in enumerate(jobs):
-                    if job.aux is not None and job.aux.tensor == n:
+                    tile = tile_of(job)
+                    if tile is not None:
                         with m.Case(idx):
-                            m.d.comb += paux_next.eq(tile_addr(t, hctl.m0, hctl.n0))
-            mem.read_next(0, paux_next)
-        # the old weights' address: computed from the control a cycle before A (rctl is hctl
-        # registered) and registered in one copy per part of the weight memory (read_next), so the
-        # tile-address adders do not share a cycle with the route to the block RAMs
-        waux_next = Signal.like(wmem.reads[1].addr, name="waux_next")
-        with m.Switch(hctl.jj):
-            for idx, job in enumerate(jobs):
-                if job.kind == UPDATE:
-                    with m.Case(idx):
-                        t = T[job.aux.tensor]
-                        m.d.comb += waux_next.eq(tile_addr(t, hctl.m0, hctl.n0, ~hctl.w0))
-        wmem.read_next(1, waux_next)
+                            m.d.comb += nxt.eq(tile_addr(tile[0], hctl.m0, hctl.n0, tile[1]))
+            mem.read_next(port, nxt)
+
+        pos_mems = [n for n in mems if n.startswith("P")]
+        for n in pos_mems:
+            aux_read(mems[n], 0, f"paux_next_{n.lower()}",
+                     lambda job, n=n: (T[n], None) if job.aux is not None and job.aux.tensor == n else None)
+        aux_read(wmem, 1, "waux_next",
+                 lambda job: (T[job.aux.tensor], ~hctl.w0) if job.kind == UPDATE else None)
         assert aux_read_offset(BACKWARD, 0) == accumulate_stage(0)
         assert aux_read_offset(UPDATE, 0) == accumulate_stage(0)
 
