@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,21 +51,32 @@ class _Background:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.out = log.with_suffix(".json")
-        self._f = open(log, "w")  # noqa: SIM115 - closed in result()
+        self._f = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self._out = open(self.out, "w")  # noqa: SIM115 - closed in stop()
+        # a process group of its own, so that stop() also ends the tools it runs
         self.proc = subprocess.Popen([sys.executable, "-m", "metafab.gen.cli", *argv, "--json"],
-                                     stdout=open(self.out, "w"), stderr=self._f)  # noqa: SIM115
+                                     stdout=self._out, stderr=self._f, start_new_session=True)
         self.started = time.perf_counter()
+
+    def stop(self):
+        """End the command and every tool it started."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                self.proc.kill()
+        self.proc.wait()
+        self._f.close()
+        self._out.close()
 
     def result(self, deadline: float | None = None) -> dict:
         try:
             code = self.proc.wait(None if deadline is None else max(1.0, deadline - time.perf_counter()))
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            self._f.close()
+            self.stop()
             return {"error": "not finished within the demo's build time limit (--build-minutes); "
                              "metafab build runs it to the end", "log": str(self.log)}
-        self._f.close()
+        self.stop()  # (it has ended: this closes its files)
         if code != 0:
             tail = self.log.read_text().strip().splitlines()[-1:] or ["(no output)"]
             return {"error": f"exit status {code}: {tail[0]}", "log": str(self.log)}
@@ -111,23 +123,28 @@ def run(args) -> int:
                                          root / f"{engine}_build.log")
         # the board builds set the demo's length: the simulations take a core only when one is idle
         _lower_priority()
-    verilog = {}
-    for engine, c, flow in (("maml", cfg, maml_flow), ("match", mcfg, match_flow)):
-        _say(f"{engine} engine {c.name}: generating Verilog")
-        (root / engine).mkdir(parents=True, exist_ok=True)
-        verilog[engine] = flow.engine_verilog(c)
-        (root / engine / f"{flow.TOPLEVEL}.v").write_text(verilog[engine])
-    # the two simulations in two processes of their own (each sets its simulator's environment)
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        maml_job = pool.submit(maml_flow.verify, cfg, tasks=args.tasks, sim="verilator", seed=0,
-                               verilog=verilog["maml"], progress=_say)
-        match_job = pool.submit(match_flow.verify, mcfg, queries=args.queries, sim="verilator", seed=0,
-                                features="auto", verilog=verilog["match"], progress=_say)
-        doc["maml"]["verify"], doc["match"]["verify"] = maml_job.result(), match_job.result()
-    deadline = t0 + 60 * args.build_minutes
-    for engine, b in builds.items():
-        _say(f"{engine} engine: waiting for the board build")
-        doc[engine]["build"] = b.result(deadline)
+    try:
+        verilog = {}
+        for engine, c, flow in (("maml", cfg, maml_flow), ("match", mcfg, match_flow)):
+            _say(f"{engine} engine {c.name}: generating Verilog")
+            (root / engine).mkdir(parents=True, exist_ok=True)
+            verilog[engine] = flow.engine_verilog(c)
+            (root / engine / f"{flow.TOPLEVEL}.v").write_text(verilog[engine])
+        # the two simulations in two processes of their own (each sets its simulator's environment)
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            maml_job = pool.submit(maml_flow.verify, cfg, tasks=args.tasks, sim="verilator", seed=0,
+                                   verilog=verilog["maml"], progress=_say)
+            match_job = pool.submit(match_flow.verify, mcfg, queries=args.queries, sim="verilator", seed=0,
+                                    features="auto", verilog=verilog["match"], progress=_say)
+            doc["maml"]["verify"], doc["match"]["verify"] = maml_job.result(), match_job.result()
+        deadline = t0 + 60 * args.build_minutes
+        for engine, b in builds.items():
+            _say(f"{engine} engine: waiting for the board build")
+            doc[engine]["build"] = b.result(deadline)
+    except BaseException:  # an error or Ctrl-C: no build keeps running behind the user's back
+        for b in builds.values():
+            b.stop()
+        raise
     doc["seconds"] = time.perf_counter() - t0
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True, default=str))

@@ -135,3 +135,38 @@ def test_demo_without_board_builds(capsys):
     assert main(["demo", "--target-mhz", "0"]) == 2
     err = capsys.readouterr().err
     assert "--queries must be at least 1, got 0" in err and "--target-mhz must be in (0, 1000], got 0.0" in err
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Processes whose process group is ``pgid`` (from /proc)."""
+    from pathlib import Path
+
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_demo_background_build_stops_with_its_tools(monkeypatch):
+    """A demo board build stopped early (an error or Ctrl-C in the demo) takes the tools it started with it."""
+    import time
+
+    from metafab.gen.cmd_demo import _Background
+    from metafab.sim.runner import build_root
+
+    root = build_root() / "test_demo_stop"
+    monkeypatch.setenv("METAFAB_BUILD_DIR", str(root))
+    b = _Background(["build", "maml", "--board", "ulx3s-85f"], root / "build.log")
+    deadline = time.monotonic() + 120
+    while len(_group_members(b.proc.pid)) < 2 and b.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the build runs a tool of its own (Yosys after the elaboration)
+    assert len(_group_members(b.proc.pid)) >= 2, (root / "build.log").read_text()
+    b.stop()
+    time.sleep(0.5)
+    assert _group_members(b.proc.pid) == []
