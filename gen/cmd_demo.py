@@ -53,9 +53,11 @@ class _Background:
         self.out = log.with_suffix(".json")
         self._f = open(log, "w")  # noqa: SIM115 - closed in stop()
         self._out = open(self.out, "w")  # noqa: SIM115 - closed in stop()
-        # a process group of its own, so that stop() also ends the tools it runs
+        # A process group of its own, so that stop() also ends the tools it runs. Not a session of its
+        # own: with the kernel's autogroup scheduling each session shares the CPU as one group, and the
+        # idle-priority simulations in the demo's session would take a third of it from the builds.
         self.proc = subprocess.Popen([sys.executable, "-m", "metafab.gen.cli", *argv, "--json"],
-                                     stdout=self._out, stderr=self._f, start_new_session=True)
+                                     stdout=self._out, stderr=self._f, process_group=0)
         self.started = time.perf_counter()
 
     def stop(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -177,6 +178,8 @@ def test_demo_background_build_stops_with_its_tools(monkeypatch):
     root = build_root() / "test_demo_stop"
     monkeypatch.setenv("METAFAB_BUILD_DIR", str(root))
     b = _Background(["build", "maml", "--board", "ulx3s-85f"], root / "build.log")
+    # its own process group in the demo's session (one scheduling autogroup: the demo's idle priority holds)
+    assert os.getpgid(b.proc.pid) == b.proc.pid and os.getsid(b.proc.pid) == os.getsid(0)
     deadline = time.monotonic() + 120
     while len(_group_members(b.proc.pid)) < 2 and b.proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # until the build runs a tool of its own (Yosys after the elaboration)
