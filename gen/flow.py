@@ -153,7 +153,7 @@ def _check_name(name) -> None:
         )
 
 
-def _validate(board, name, target_mhz, seed) -> tuple[Board, float]:
+def _validate(board, name, target_mhz, seed, timing_ripup: bool = False) -> tuple[Board, float]:
     """The :class:`Board` and the clock target (MHz), after checking every argument."""
     if not isinstance(board, Board):
         board = get_board(board)
@@ -166,10 +166,13 @@ def _validate(board, name, target_mhz, seed) -> tuple[Board, float]:
         raise UserError(f"target clock {target_mhz!r} MHz must be a number in (0, 1000]")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UserError(f"placer seed {seed!r} must be an integer")
+    if timing_ripup and board.family != "ecp5":
+        raise UserError(f"timing-driven rip-up is an option of the ECP5 flow's router (router2); "
+                        f"{board.name} is an {board.family} board")
     return board, float(target_mhz)
 
 
-def _overrides(board: Board, name: str, seed: int) -> dict:
+def _overrides(board: Board, name: str, seed: int, timing_ripup: bool = False) -> dict:
     """Amaranth platform overrides (template variables) for this flow."""
     overrides = {
         "script_after_synth": f"tee -q -o {name}.stat.json stat -json",
@@ -179,6 +182,8 @@ def _overrides(board: Board, name: str, seed: int) -> dict:
         overrides["synth_opts"] = "-dsp"
     else:  # router2 resolves the engines' congestion where router1 stalls (measured on the MAML engine)
         overrides["nextpnr_opts"] += " --router router2"
+    if timing_ripup:  # router2 rips up and re-routes the nets of failing paths (longer routing, higher Fmax)
+        overrides["nextpnr_opts"] += " --tmg-ripup"
     return overrides
 
 
@@ -233,7 +238,7 @@ def _dut_clock(fmax: dict, target_mhz: float) -> str | None:
 
 
 def build_plan(component, board, *, name: str = "top", target_mhz: float | None = None,
-               seed: int = 1):
+               seed: int = 1, timing_ripup: bool = False):
     """The harness around ``component`` and the Amaranth build plan for ``board`` (no tool runs).
 
     The plan's files (RTLIL, Yosys script, constraints, shell script) are the
@@ -243,12 +248,12 @@ def build_plan(component, board, *, name: str = "top", target_mhz: float | None 
     -------
     (SerialHarness, amaranth.build.run.BuildPlan)
     """
-    board, target_mhz = _validate(board, name, target_mhz, seed)
+    board, target_mhz = _validate(board, name, target_mhz, seed, timing_ripup)
     harness = SerialHarness(component)
     platform = board.platform()
     platform.add_clock_constraint(harness.clock, target_mhz * 1e6)
     plan = platform.build(harness, name=name, do_build=False, emit_src=False,
-                          **_overrides(board, name, seed))
+                          **_overrides(board, name, seed, timing_ripup))
     return harness, plan
 
 
@@ -260,6 +265,7 @@ def build(
     build_dir=None,
     target_mhz: float | None = None,
     seed: int = 1,
+    timing_ripup: bool = False,
     progress: Callable[[str], object] | None = print,
 ) -> dict:
     """Synthesise, place and route ``component`` for ``board``; return the figures.
@@ -281,6 +287,10 @@ def build(
         placement and routing optimise for the best Fmax.
     seed : int
         nextpnr's placer seed (the same seed and inputs give the same result).
+    timing_ripup : bool
+        ECP5 only: router2 rips up and re-routes the nets of paths that fail
+        the constraint (nextpnr ``--tmg-ripup``); a higher Fmax on
+        routing-bound designs for a longer route.
     progress : callable or None
         Receives one line per step; ``None`` for silence.
 
@@ -298,7 +308,8 @@ def build(
         "delay_ns"}``) and ``critical_path_ns``; ``harness`` (``in_bits``,
         ``out_bits`` and ``ff``, the registers the harness adds); ``bitstream``
         and ``build_dir`` (paths as str); ``seconds`` (wall time of the whole
-        call) and ``tool_seconds`` (of the tools alone); ``yosys`` (version).
+        call) and ``tool_seconds`` (of the tools alone); ``yosys`` (version);
+        ``seed`` and ``timing_ripup`` (the place-and-route options).
         All figures include the harness.
 
     Raises
@@ -313,12 +324,14 @@ def build(
     """
     started = time.monotonic()
     say = progress or (lambda line: None)
-    board, target_mhz = _validate(board, name, target_mhz, seed)
+    board, target_mhz = _validate(board, name, target_mhz, seed, timing_ripup)
     tools = {tool: find_tool(tool) for tool in FAMILY_TOOLS[board.family]}
-    harness, plan = build_plan(component, board, name=name, target_mhz=target_mhz, seed=seed)
+    harness, plan = build_plan(component, board, name=name, target_mhz=target_mhz, seed=seed,
+                               timing_ripup=timing_ripup)
     say(f"{board.name}: elaborated {name} ({type(component).__name__}, "
         f"{harness.in_width} input and {harness.out_width} output bits through the harness)")
     result = _run_plan(plan, board, tools, name=name, target_mhz=target_mhz, build_dir=build_dir, say=say)
+    result.update(seed=seed, timing_ripup=timing_ripup)
     result["harness"] = {
         "in_bits": harness.in_width,
         "out_bits": harness.out_width,
@@ -330,7 +343,8 @@ def build(
 
 
 def build_board_top(top, board, *, clock, name: str = "top", build_dir=None, target_mhz: float | None = None,
-                    seed: int = 1, progress: Callable[[str], object] | None = print) -> dict:
+                    seed: int = 1, timing_ripup: bool = False,
+                    progress: Callable[[str], object] | None = print) -> dict:
     """Synthesise, place and route a complete board top (its own pins and clocking) for ``board``.
 
     ``clock`` is the top's kept clock signal; it gets a constraint of
@@ -339,13 +353,15 @@ def build_board_top(top, board, *, clock, name: str = "top", build_dir=None, tar
     """
     started = time.monotonic()
     say = progress or (lambda line: None)
-    board, target_mhz = _validate(board, name, target_mhz, seed)
+    board, target_mhz = _validate(board, name, target_mhz, seed, timing_ripup)
     tools = {tool: find_tool(tool) for tool in FAMILY_TOOLS[board.family]}
     platform = board.platform()
     platform.add_clock_constraint(clock, target_mhz * 1e6)
-    plan = platform.build(top, name=name, do_build=False, emit_src=False, **_overrides(board, name, seed))
+    plan = platform.build(top, name=name, do_build=False, emit_src=False,
+                          **_overrides(board, name, seed, timing_ripup))
     say(f"{board.name}: elaborated {name} ({type(top).__name__})")
     result = _run_plan(plan, board, tools, name=name, target_mhz=target_mhz, build_dir=build_dir, say=say)
+    result.update(seed=seed, timing_ripup=timing_ripup)
     result["seconds"] = round(time.monotonic() - started, 2)
     _say_result(say, board, result)
     return result

@@ -273,7 +273,7 @@ def mf_to_float(codes, cfg: MamlConfig) -> np.ndarray:
 
 
 def maml_build(cfg: MamlConfig, board: str, *, top: str = "uart", baud: int = 115200, weights: str = "auto",
-               target_mhz=None, seed: int = 1, progress=None) -> dict:
+               target_mhz=None, seed: int = 1, timing_ripup: bool = False, progress=None) -> dict:
     """Synthesis, place and route of the engine for ``board``, with latency at the achieved Fmax.
 
     ``top="uart"``: the board top (USB-UART bridge, the engine, and the
@@ -293,13 +293,14 @@ def maml_build(cfg: MamlConfig, board: str, *, top: str = "uart", baud: int = 11
     name = f"maml_p{cfg.lanes}_{top}"
     source = None
     if top == "harness":
-        r = build(MamlEngine(config=cfg), board, name=name, target_mhz=target_mhz, seed=seed, progress=progress)
+        r = build(MamlEngine(config=cfg), board, name=name, target_mhz=target_mhz, seed=seed,
+                  timing_ripup=timing_ripup, progress=progress)
     else:
         params, source = initial_params(cfg, weights, 0)
         preload = encode_request(Opcode.LOAD, weight_words(mf.quantize_params(params, cfg)))
         board_top = BoardTop(MamlEngine(config=cfg), baud=baud, preload=preload)
         r = build_board_top(board_top, board, clock=board_top.clock, name=name, target_mhz=target_mhz,
-                            seed=seed, progress=progress)
+                            seed=seed, timing_ripup=timing_ripup, progress=progress)
     model = maml_cycles(cfg)
     r.update(
         design=cfg.name,

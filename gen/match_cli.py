@@ -187,7 +187,7 @@ def build(args) -> int:
     board = get_board(args.board)
     cfg = match_config(args)
     r = match_build(cfg, board.name, top=args.top, baud=args.baud, target_mhz=args.target_mhz, seed=args.seed,
-                    progress=_progress)
+                    timing_ripup=args.timing_ripup, progress=_progress)
     if args.json:
         print(json.dumps(r, indent=2, sort_keys=True, default=str))
     else:
@@ -201,6 +201,7 @@ def format_build(r: dict) -> str:
         f"design            {r['design']}",
         f"board             {r['board']} ({r['device']})",
         f"Fmax              {r['fmax_mhz']:.1f} MHz (constraint {r['constraint_mhz']:.0f} MHz)",
+        f"place and route   nextpnr seed {r['seed']}" + (", timing-driven rip-up" if r["timing_ripup"] else ""),
         f"LUT / FF / DSP / BRAM   {r['lut']} / {r['ff']} / {r['dsp']} / {r['bram']}",
         f"latency           {c['latency']} cycles = {us.get('compute', 0):.3f} us (begin to result); "
         f"{c['query_latency']} cycles = {us.get('query', 0):.3f} us from the last query word",

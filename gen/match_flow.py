@@ -314,7 +314,8 @@ def verify(
 
 
 def match_build(cfg: MatchConfig, board: str, *, top: str = "uart", baud: int = 115200, seed: int = 1,
-                target_mhz=None, support_seed: int = 0, progress=None) -> dict:
+                target_mhz=None, support_seed: int = 0, timing_ripup: bool = False,
+                progress=None) -> dict:
     """Synthesis, place and route of the engine for ``board``, with the latencies at the achieved Fmax.
 
     ``top="uart"``: the board top (USB-UART bridge, the engine, and one
@@ -335,14 +336,15 @@ def match_build(cfg: MatchConfig, board: str, *, top: str = "uart", baud: int = 
     name = f"match_{cfg.mode}_{cfg.n_way}w{cfg.k_shot}s_d{cfg.dim}_p{cfg.lanes}_{top}"
     preloaded = None
     if top == "harness":
-        r = build(MatchEngine(config=cfg), board, name=name, target_mhz=target_mhz, seed=seed, progress=progress)
+        r = build(MatchEngine(config=cfg), board, name=name, target_mhz=target_mhz, seed=seed,
+                  timing_ripup=timing_ripup, progress=progress)
     else:
         eps, preloaded = make_episodes(cfg, 1, support_seed, "auto", n_query=1)
         (ep,) = episode_codes(cfg, eps)
         preload = encode_request(Opcode.LOAD, match_load_payload(ep["support"], ep["labels"]))
         board_top = BoardTop(MatchEngine(config=cfg), baud=baud, preload=preload)
         r = build_board_top(board_top, board, clock=board_top.clock, name=name, target_mhz=target_mhz,
-                            seed=seed, progress=progress)
+                            seed=seed, timing_ripup=timing_ripup, progress=progress)
     model = match_cycles(cfg)
     anchor = MATCHING_D64_US.get((cfg.n_way, cfg.k_shot)) if cfg.dim == 64 else None
     r.update(

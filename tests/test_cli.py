@@ -69,6 +69,7 @@ def test_generate_is_deterministic(capsys, tmp_path):
         (["generate", "maml", "--config", "/nonexistent/design.toml"], "cannot read config file"),
         (["generate", "maml", "--set", "act_fmt=Q4"], "cannot read fixed-point format 'Q4'"),
         (["build", "maml", "--board", "de0-nano"], "unknown board 'de0-nano'"),
+        (["build", "match", "--board", "icebreaker", "--timing-ripup"], "icebreaker is an ice40 board"),
     ],
 )
 def test_user_mistakes_get_one_line_and_status_2(capsys, argv, fragment):

@@ -79,6 +79,15 @@ def test_build_plan_is_deterministic_and_carries_the_flow_options(board):
         assert 'FREQUENCY NET "harness_clk" 123000000.0 HZ;' in plan_a.files["adder.lpf"]
 
 
+def test_timing_ripup_reaches_the_ecp5_router_and_is_refused_for_ice40():
+    _, plain = flow.build_plan(Adder(), "ulx3s-85f", name="adder")
+    _, ripup = flow.build_plan(Adder(), "ulx3s-85f", name="adder", timing_ripup=True)
+    assert "--tmg-ripup" not in plain.files["build_adder.sh"]
+    assert "--router router2 --tmg-ripup" in ripup.files["build_adder.sh"]
+    with pytest.raises(UserError, match="icebreaker is an ice40 board"):
+        flow.build_plan(Adder(), "icebreaker", name="adder", timing_ripup=True)
+
+
 class Multiplier(wiring.Component):
     a: In(16)
     b: In(16)
