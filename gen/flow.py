@@ -172,6 +172,12 @@ def _validate(board, name, target_mhz, seed, timing_ripup: bool = False) -> tupl
     return board, float(target_mhz)
 
 
+def check_options(board, *, name: str = "top", target_mhz: float | None = None, seed: int = 1,
+                  timing_ripup: bool = False):
+    """Check a build's options before its design is constructed; raises UserError naming the bad one."""
+    _validate(board, name, target_mhz, seed, timing_ripup)
+
+
 def _overrides(board: Board, name: str, seed: int, timing_ripup: bool = False) -> dict:
     """Amaranth platform overrides (template variables) for this flow."""
     overrides = {

@@ -283,7 +283,7 @@ def maml_build(cfg: MamlConfig, board: str, *, top: str = "uart", baud: int = 11
     engine's own resources and Fmax.
     """
     from metafab.gen.anchors import maml_anchor
-    from metafab.gen.flow import build, build_board_top
+    from metafab.gen.flow import build, build_board_top, check_options
     from metafab.hw.board_top import BoardTop
     from metafab.hw.maml_engine import MamlEngine
     from metafab.reference.protocol import Opcode, encode_request
@@ -291,6 +291,8 @@ def maml_build(cfg: MamlConfig, board: str, *, top: str = "uart", baud: int = 11
     if top not in ("uart", "harness"):
         raise UserError(f"unknown top {top!r}; valid: uart, harness")
     name = f"maml_p{cfg.lanes}_{top}"
+    # before any component exists (an unused one warns when it is collected)
+    check_options(board, name=name, target_mhz=target_mhz, seed=seed, timing_ripup=timing_ripup)
     source = None
     if top == "harness":
         r = build(MamlEngine(config=cfg), board, name=name, target_mhz=target_mhz, seed=seed,

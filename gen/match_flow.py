@@ -325,7 +325,7 @@ def match_build(cfg: MatchConfig, board: str, *, top: str = "uart", baud: int = 
     measurement harness, for the engine's own resources and Fmax.
     """
     from metafab.gen.anchors import MATCHING_D64_US
-    from metafab.gen.flow import build, build_board_top
+    from metafab.gen.flow import build, build_board_top, check_options
     from metafab.gen.host import match_load_payload
     from metafab.hw.board_top import BoardTop
     from metafab.hw.match_engine import MatchEngine
@@ -334,6 +334,8 @@ def match_build(cfg: MatchConfig, board: str, *, top: str = "uart", baud: int = 
     if top not in ("uart", "harness"):
         raise UserError(f"unknown top {top!r}; valid: uart, harness")
     name = f"match_{cfg.mode}_{cfg.n_way}w{cfg.k_shot}s_d{cfg.dim}_p{cfg.lanes}_{top}"
+    # before any component exists (an unused one warns when it is collected)
+    check_options(board, name=name, target_mhz=target_mhz, seed=seed, timing_ripup=timing_ripup)
     preloaded = None
     if top == "harness":
         r = build(MatchEngine(config=cfg), board, name=name, target_mhz=target_mhz, seed=seed,

@@ -79,6 +79,21 @@ def test_user_mistakes_get_one_line_and_status_2(capsys, argv, fragment):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("engine", ["maml", "match"])
+def test_a_refused_build_option_constructs_no_design(capsys, monkeypatch, engine):
+    """Options are checked before the engine exists (an unused one warns when it is collected)."""
+    import metafab.hw.maml_engine
+    import metafab.hw.match_engine
+
+    def constructed(*args, **kwargs):
+        raise AssertionError("an engine was constructed before the build options were checked")
+
+    monkeypatch.setattr(metafab.hw.maml_engine, "MamlEngine", constructed)
+    monkeypatch.setattr(metafab.hw.match_engine, "MatchEngine", constructed)
+    code, _, err = run_cli(capsys, "build", engine, "--board", "icebreaker", "--timing-ripup")
+    assert code == 2 and "icebreaker is an ice40 board" in err
+
+
 def test_malformed_toml_config(capsys, tmp_path):
     bad = tmp_path / "d.toml"
     bad.write_text("[maml\nlanes = 4\n")
