@@ -6,8 +6,8 @@ the same design is compiled once and reused by every later run (a marker
 file records a finished build). Nothing is written into the source tree.
 Verilator's run-time library is the same for every model: the first
 finished build leaves its objects in ``<build root>/sim/verilator/runtime-<digest>/``
-(:func:`prepare_verilator` makes them ahead of time) and each later model
-starts from a copy instead of compiling them again.
+(:func:`prepare_verilator` makes them ahead of time), and later models copy
+them through Verilator's ``OBJCACHE`` hook instead of compiling them again.
 
 A bench is a cocotb test module (``metafab.sim.benches.*``). It receives its
 parameters as one JSON document in the environment variable
