@@ -21,9 +21,9 @@ def register(sub):
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.add_argument("--prepare", action="store_true",
-                   help="also compile, once per machine, what later runs reuse: each YoWASP tool's and "
-                   "Amaranth's WebAssembly (into their caches) and Verilator's run-time library (into the "
-                   "build folder); a few minutes the first time, seconds after (make install runs it)")
+                   help="also compile what later runs reuse: each YoWASP tool's and Amaranth's WebAssembly "
+                   "(once per machine, into their caches) and Verilator's run-time library (once per build "
+                   "folder); a few minutes the first time, seconds after (make install runs it)")
     p.set_defaults(func=run)
 
 
