@@ -27,7 +27,7 @@ def register(sub):
 
 
 def maml_model_table() -> list[dict]:
-    from metafab.gen.cycles import maml_cycles
+    from metafab.hw.maml_cycles import maml_cycles
     from metafab.reference.config import MamlConfig
 
     rows = []
@@ -111,7 +111,7 @@ def run(args) -> int:
         say(f"MAC lane in cocotb + {sim}")
         doc["simulator_speed_mac_lane"][sim] = cocotb_mac_speed(sim, args.packets)
     if args.synth:
-        from metafab.gen.flow import build
+        from metafab.gen.synth import build
         from metafab.hw.fixed import MacLane
         from metafab.reference.config import MacLaneConfig
 

@@ -1,12 +1,13 @@
 """``metafab demo``: the main job on the built-in default designs, end to end, with one summary table.
 
-For each engine: generate the default design (Verilog, manifest, wrappers),
-verify it in Verilator against the bit-exact reference (0 mismatching
-words) and the float64 model, and build the board top for the ULX3S-85F
-with the open toolchain. Both board builds start first, in processes of
-their own (the longer similarity build first); the simulations run beside
-them, each in a process of its own, at idle scheduling priority, so that
-the builds, which set the demo's length, keep the two cores.
+For each engine of the registry that is in the demo (``Engine.in_demo``):
+generate the default design's Verilog, verify it in Verilator against the
+bit-exact reference (0 mismatching words) and the float64 model, and build
+the board top for the ULX3S-85F with the open toolchain. The board builds
+start first, in processes of their own (the longer one first,
+``Engine.build_order``); the simulations run beside them, each in a process
+of its own, at idle scheduling priority, so that the builds, which set the
+demo's length, keep the two cores.
 """
 
 from __future__ import annotations
@@ -25,11 +26,26 @@ HELP = "run the main job on the built-in default designs and print a summary tab
 BOARD = "ulx3s-85f"
 
 
+def _demo_engines():
+    from metafab.gen.engines import engines
+
+    return [e for e in engines() if e.in_demo]
+
+
+def _count_dest(engine) -> str:
+    return engine.count_flag.lstrip("-").replace("-", "_")
+
+
 def register(sub):
     p = sub.add_parser("demo", help=HELP, description=HELP + " (generate, verify in Verilator, build for the "
                        f"{BOARD}).")
-    p.add_argument("--tasks", type=int, default=100, help="MAML tasks to verify (default 100)")
-    p.add_argument("--queries", type=int, default=200, help="similarity-engine queries to verify (default 200)")
+    seen = set()
+    for engine in _demo_engines():  # each engine's verification size, e.g. --tasks (maml), --queries (match)
+        if engine.count_flag not in seen:
+            seen.add(engine.count_flag)
+            p.add_argument(engine.count_flag, type=int, default=engine.demo_count,
+                           help=f"{engine.name}: {engine.item}s' worth to verify, as in metafab verify "
+                           f"{engine.name} {engine.count_flag} (default {engine.demo_count})")
     p.add_argument("--board", default=BOARD, help=f"board to build for (default {BOARD})")
     p.add_argument("--skip-build", action="store_true", help="skip synthesis and place and route")
     p.add_argument("--target-mhz", type=float, default=100.0,
@@ -98,51 +114,63 @@ def _lower_priority():
             pass
 
 
+def _verify(name: str, count: int, verilog: str) -> dict:
+    """One engine's default design verified in Verilator (runs in a worker process)."""
+    from metafab.gen import flow
+    from metafab.gen.engines import get_engine
+
+    engine = get_engine(name)
+    cfg = engine.config_from_dict({})
+    return flow.verify(engine, cfg, count=count, sim="verilator", seed=0, verilog=verilog, progress=_say)
+
+
 def run(args) -> int:
-    from metafab.gen import maml_flow, match_flow
-    from metafab.reference.config import MamlConfig, MatchConfig
+    from metafab.gen import flow
+    from metafab.gen.boards import get_board
     from metafab.reference.errors import UserError
     from metafab.sim.runner import build_root
 
-    if args.tasks < 1:
-        raise UserError(f"--tasks must be at least 1, got {args.tasks}")
-    if args.queries < 1:
-        raise UserError(f"--queries must be at least 1, got {args.queries}")
+    engines = _demo_engines()
+    for engine in engines:
+        n = getattr(args, _count_dest(engine))
+        if n < 1:
+            raise UserError(f"{engine.count_flag} must be at least 1, got {n}")
     if not 0 < args.target_mhz <= 1000:
         raise UserError(f"--target-mhz must be in (0, 1000], got {args.target_mhz}")
+    get_board(args.board)
     t0 = time.perf_counter()
     root = build_root() / "demo"
-    cfg, mcfg = MamlConfig(), MatchConfig()
-    doc: dict = {"board": args.board, "maml": {}, "match": {}}
+    cfgs = {e.name: e.config_from_dict({}) for e in engines}
+    doc: dict = {"board": args.board, **{e.name: {} for e in engines}}
     builds = {}
 
     if not args.skip_build:
-        # the similarity build is the longer one: it starts first; each build elaborates its own board top
-        for engine in ("match", "maml"):
-            _say(f"{engine} engine: building the board top for {args.board} in the background "
-                 f"(log: {root / f'{engine}_build.log'})")
-            builds[engine] = _Background(["build", engine, "--board", args.board, "--target-mhz", str(args.target_mhz)],
-                                         root / f"{engine}_build.log")
+        # the longest build starts first; each build elaborates its own board top
+        for engine in sorted(engines, key=lambda e: -e.build_order):
+            log = root / f"{engine.name}_build.log"
+            _say(f"{engine.name} engine: building the board top for {args.board} in the background (log: {log})")
+            builds[engine.name] = _Background(["build", engine.name, "--board", args.board, "--target-mhz",
+                                               str(args.target_mhz)], log)
         # the board builds set the demo's length: the simulations take a core only when one is idle
         _lower_priority()
     try:
         verilog = {}
-        for engine, c, flow in (("maml", cfg, maml_flow), ("match", mcfg, match_flow)):
-            _say(f"{engine} engine {c.name}: generating Verilog")
-            (root / engine).mkdir(parents=True, exist_ok=True)
-            verilog[engine] = flow.engine_verilog(c)
-            (root / engine / f"{flow.TOPLEVEL}.v").write_text(verilog[engine])
-        # the two simulations in two processes of their own (each sets its simulator's environment)
-        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-            maml_job = pool.submit(maml_flow.verify, cfg, tasks=args.tasks, sim="verilator", seed=0,
-                                   verilog=verilog["maml"], progress=_say)
-            match_job = pool.submit(match_flow.verify, mcfg, queries=args.queries, sim="verilator", seed=0,
-                                    features="auto", verilog=verilog["match"], progress=_say)
-            doc["maml"]["verify"], doc["match"]["verify"] = maml_job.result(), match_job.result()
+        for engine in engines:
+            cfg = cfgs[engine.name]
+            _say(f"{engine.name} engine {cfg.name}: generating Verilog")
+            (root / engine.name).mkdir(parents=True, exist_ok=True)
+            verilog[engine.name] = flow.engine_verilog(engine, cfg)
+            (root / engine.name / f"{engine.toplevel}.v").write_text(verilog[engine.name])
+        # the simulations in processes of their own (each sets its simulator's environment)
+        with ProcessPoolExecutor(len(engines), mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs = {e.name: pool.submit(_verify, e.name, getattr(args, _count_dest(e)), verilog[e.name])
+                    for e in engines}
+            for name, job in jobs.items():
+                doc[name]["verify"] = job.result()
         deadline = t0 + 60 * args.build_minutes
-        for engine, b in builds.items():
-            _say(f"{engine} engine: waiting for the board build")
-            doc[engine]["build"] = b.result(deadline)
+        for name, b in builds.items():
+            _say(f"{name} engine: waiting for the board build")
+            doc[name]["build"] = b.result(deadline)
     except BaseException:  # an error or Ctrl-C: no build keeps running behind the user's back
         for b in builds.values():
             b.stop()
@@ -152,13 +180,10 @@ def run(args) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True, default=str))
     else:
         print(table(doc))
-    v, m = doc["maml"]["verify"], doc["match"]["verify"]
-    ok = v["mismatches"] == 0 and v["cycles_match_model"]
-    ok = ok and m["mismatches"] == 0 and m["rtl_equals_fixed"] and m["cycles_match_model"]
-    return 0 if ok else 1
+    return 0 if all(e.passed(doc[e.name]["verify"]) for e in engines) else 1
 
 
-def _build_rows(b: dict, latency) -> list[tuple[str, str]]:
+def _build_rows(engine, b: dict) -> list[tuple[str, str]]:
     if not b:
         return []
     if "error" in b:
@@ -166,58 +191,24 @@ def _build_rows(b: dict, latency) -> list[tuple[str, str]]:
     return [
         (f"{b['board']} ({b['device']})", f"Fmax {b['fmax_mhz']:.1f} MHz; LUT {b['lut']}, FF {b['ff']}, "
                                            f"DSP {b['dsp']}, BRAM {b['bram']}"),
-        *latency(b),
+        *engine.demo_build_rows(b),
     ]
 
 
 def table(doc: dict) -> str:
-    from metafab.gen.anchors import ANCHOR_SOURCE, MAML_SINUSOID_US, MATCHING_D64_US
+    """The demo's summary: a section per engine that ran."""
+    from metafab.gen.anchors import ANCHOR_SOURCE
+    from metafab.gen.engines import engines
 
-    v = doc["maml"]["verify"]
-    rows = [
-        ("design", v["design"]),
-        ("initial weights", v["weights"]),
-        ("tasks verified (Verilator)", f"{v['tasks']} ({v['output_words']} output words)"),
-        ("mismatching output words", str(v["mismatches"])),
-        ("cycles per task", f"{v['cycles_model']} modelled, {', '.join(map(str, v['cycles_measured']))} measured"),
-        ("MAC-lane utilisation", f"{100 * v['utilisation']:.1f} % of {v['lanes']} lanes"),
-    ]
-    if "mse_ratio" in v:
-        rows.append(("query MSE fixed / float64", f"{v['mse_fixed']:.4f} / {v['mse_float64']:.4f} "
-                                                   f"= {v['mse_ratio']:.4f}"))
-    rows += _build_rows(doc["maml"].get("build") or {},
-                        lambda b: [("batch-1 latency at Fmax", f"{b['latency_us']:.2f} us per task")])
-    anchor = MAML_SINUSOID_US[1]
-    rows.append(("H100, PyTorch CUDA graph", f"{anchor['h100_cuda_graph']} us"))
-    rows.append(("numpy float64 on a host CPU", f"{anchor['numpy_f64_host_cpu']} us"))
-    lines = _section("metafab demo: MAML adaptation engine", rows)
-
-    m = doc["match"].get("verify")
-    if m:
-        a = m["accuracy"]
-        rows = [
-            ("design", m["design"]),
-            ("features", m["features"]),
-            ("queries verified (Verilator)", f"{m['queries']} in {m['episodes']} episodes "
-                                             f"({m['output_words']} output words)"),
-            ("mismatching output words", str(m["mismatches"])),
-            ("accuracy RTL / fixed / float64", f"{100 * a['rtl']:.2f} / {100 * a['fixed']:.2f} / "
-                                               f"{100 * a['float64']:.2f} %"),
-            ("latency per query", f"{m['latency_model']} cycles modelled, "
-                                  f"{', '.join(map(str, m['latency_measured']))} measured"),
-            ("initiation interval", f"{m['ii_model']} cycles modelled, {m['ii_measured']} measured"),
-        ]
-
-        def match_latency(b):
-            us = b.get("latency_us") or {}
-            return [("latency per query at Fmax", f"{us.get('compute', 0):.3f} us; one query every "
-                                                  f"{us.get('ii', 0):.3f} us")]
-
-        rows += _build_rows(doc["match"].get("build") or {}, match_latency)
-        anchor = MATCHING_D64_US.get((5, 5))
-        if anchor:
-            rows.append(("H100, PyTorch CUDA graph", f"{anchor['h100_cuda_graph']} us"))
-        lines += _section("metafab demo: similarity engine (Matching Networks)", rows)
+    lines = []
+    for engine in engines():
+        part = doc.get(engine.name) or {}
+        if not part.get("verify"):
+            continue
+        cfg = engine.config_from_dict(part["verify"]["config"])
+        rows = engine.demo_rows(part["verify"]) + _build_rows(engine, part.get("build") or {})
+        rows += engine.demo_anchor_rows()
+        lines += _section(f"metafab demo: {engine.demo_heading(cfg)}", rows)
     lines.append(f"(GPU and CPU figures: {ANCHOR_SOURCE})")
     lines.append(f"total {doc['seconds']:.0f} s")
     return "\n".join(lines)

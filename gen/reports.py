@@ -1,6 +1,6 @@
 """Synthesis and place-and-route reports, parsed into plain dicts.
 
-Three sources, each produced by the flow in :mod:`metafab.gen.flow`:
+Three sources, each produced by the flow in :mod:`metafab.gen.synth`:
 
 * nextpnr's ``--report <file>.json``: ``fmax`` (``{clock: {achieved,
   constraint}}`` in MHz), ``utilization`` (``{cell_type: {used,

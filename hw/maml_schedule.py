@@ -2,7 +2,7 @@
 
 Pure Python, computed from a :class:`~metafab.reference.config.MamlConfig`;
 the engine (:mod:`metafab.hw.maml_engine`) executes it and the cycle model
-(:mod:`metafab.gen.cycles`) counts it. See ``docs/maml_engine.md``.
+(:mod:`metafab.hw.maml_cycles`) counts it. See ``docs/maml_engine.md``.
 
 Every piece of work is a *job* computing ``C[m, n] = sum_r X(m, r) Y(r, n)``
 for ``m < M, n < N, r < R``:

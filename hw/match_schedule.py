@@ -2,7 +2,7 @@
 
 Pure Python (no Amaranth), shared by :mod:`metafab.hw.match_engine`, which
 builds its pipeline from these numbers and asserts them, and by the cycle
-model :mod:`metafab.gen.match_cycles`.
+model :mod:`metafab.hw.match_cycles`.
 
 One query, from the cycle ``b`` its first issue happens ("begin"):
 

@@ -303,6 +303,21 @@ class MamlConfig(_ConfigBase):
         return sum(o * i for o, i in self.weight_shapes)
 
     @property
+    def load_words(self) -> int:
+        """LOAD payload: the augmented master weights ``[W | b]``, layer by layer, row-major."""
+        return self.n_params
+
+    @property
+    def run_words(self) -> int:
+        """RUN payload: the ``K`` support pairs ``(x, y)`` sample by sample, then the ``Q`` query inputs."""
+        return self.k_support * (self.n_in + self.n_out) + self.n_query * self.n_in
+
+    @property
+    def result_words(self) -> int:
+        """RUN response payload: the ``Q x n_out`` query outputs of the adapted net."""
+        return self.n_query * self.n_out
+
+    @property
     def lr_eff(self) -> float:
         """``2 * lr / (k_support * n_out)``: the MSE gradient's factor folded into the step."""
         return 2.0 * self.lr / (self.k_support * self.n_out)

@@ -6,18 +6,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from metafab.gen.engines.maml import random_params, random_tasks
+from metafab.gen.engines.match import episode_codes, make_episodes
 from metafab.gen.export import to_verilog
-from metafab.gen.host import (
-    Host,
-    decode_bytes,
-    maml_load_payload,
-    maml_run_payload,
-    match_load_payload,
-    match_run_payload,
-    request_bytes,
-)
-from metafab.gen.maml_flow import random_params, random_tasks
-from metafab.gen.match_flow import episode_codes, make_episodes
+from metafab.gen.host import Host, decode_bytes, request_bytes
 from metafab.hw.board_top import UartEngineTop, uart_divisor
 from metafab.hw.maml_engine import MamlEngine
 from metafab.hw.match_engine import MatchEngine
@@ -26,6 +18,10 @@ from metafab.reference import maml_fixed as mf
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MamlConfig, MatchConfig
 from metafab.reference.errors import UserError
+from metafab.reference.payloads import maml_load_words as maml_load_payload
+from metafab.reference.payloads import maml_run_words as maml_run_payload
+from metafab.reference.payloads import match_load_words as match_load_payload
+from metafab.reference.payloads import match_run_words as match_run_payload
 from metafab.reference.protocol import STATUS_FIELDS, Opcode, Status, encode_request, from_words
 from metafab.sim.runner import run_bench
 from metafab.sim.tools import find_icarus

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from metafab.gen.cycles import maml_cycles
-from metafab.gen.maml_flow import TOPLEVEL, engine_verilog, random_params, random_tasks, run_engine
+from metafab.gen import flow
+from metafab.gen.engines.maml import ENGINE, random_params, random_tasks, run_engine
+from metafab.hw.maml_cycles import maml_cycles
 from metafab.hw.maml_engine import MamlEngine
 from metafab.hw.maml_schedule import schedule
 from metafab.reference import maml_fixed as mf
@@ -33,7 +34,14 @@ from metafab.sim.runner import SimulationFailed
 
 from .conftest import ecp5_verilog, requires_icarus
 
+TOPLEVEL = ENGINE.toplevel
 DEFAULT = MamlConfig()
+
+
+def engine_verilog(cfg):
+    return flow.engine_verilog(ENGINE, cfg)
+
+
 CONFIGS = {
     "default": DEFAULT,
     "steps5": DEFAULT.replace(steps=5),
@@ -187,12 +195,11 @@ def test_a_wrong_reference_is_caught():
     cfg = CONFIGS["deep-narrow"]
     wq = weights(cfg)
     tasks = random_tasks(cfg, 1, seed=1)
-    from metafab.gen import maml_flow
 
     bumped = [w.copy() for w in wq]
     bumped[-1][0, -1] += 64  # the output bias: every query output moves by 8 LSBs
     with pytest.raises(SimulationFailed, match="mismatching output words"):
-        maml_flow.run_engine(cfg, wq, tasks, run_name="test-wrong", expect_weights=bumped)
+        run_engine(cfg, wq, tasks, run_name="test-wrong", expect_weights=bumped)
 
 
 # --- cocotb + Icarus -------------------------------------------------------------

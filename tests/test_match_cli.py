@@ -47,7 +47,7 @@ def test_generate_match_is_deterministic(capsys, tmp_path):
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["generate", "match", "--layers", "1-8-1"], "--layers is a MAML option"),
+        (["generate", "match", "--layers", "1-8-1"], "unrecognized arguments: --layers 1-8-1"),
         (["generate", "match", "--ways", "0"], "n_way must be in 1..64, got 0"),
         (["generate", "match", "--lanes", "12"], "lanes must be a power of two"),
         (["generate", "match", "--set", "exp_range=3"], "exp_range must be a power of two"),
@@ -85,7 +85,7 @@ def test_verify_match_small_design_json(capsys):
     assert doc["ii_measured"] == doc["ii_model"] and doc["latency_measured"] == [doc["latency_model"]]
     acc = doc["accuracy"]
     assert acc["rtl"] == acc["fixed"] and abs(acc["fixed"] - acc["float64"]) <= 0.05
-    code, out, _ = run_cli(capsys, "sim", "match", *SMALL, "--tasks", "1", "--features", "random", "--sim",
+    code, out, _ = run_cli(capsys, "sim", "match", *SMALL, "--episodes", "1", "--features", "random", "--sim",
                            "icarus")
     assert code == 0 and "mismatches against the reference: 0" in out
 

@@ -4,7 +4,7 @@ Every output word of every query is compared with
 :func:`metafab.reference.match_fixed.readout`, the engine's latency counter
 with the cycle model after every episode, and, in each bench's timing phase
 (queries back to back, no gaps), the cycle of every request and response
-header with :func:`metafab.gen.match_cycles.stream_timeline`. Streams run
+header with :func:`metafab.hw.match_cycles.stream_timeline`. Streams run
 with random idle cycles and back-pressure everywhere else.
 
 Icarus (builds in a second) runs the whole matrix of the issue: 5-way 1-shot,
@@ -24,15 +24,16 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from metafab.gen import match_flow as mf
-from metafab.gen.host import match_load_payload as load_payload
-from metafab.gen.match_cycles import match_cycles, stream_timeline
+from metafab.gen import flow
+from metafab.gen.engines import match as mf
+from metafab.hw.match_cycles import match_cycles, stream_timeline
 from metafab.hw.match_engine import MatchEngine
 from metafab.hw.match_schedule import EXP_LATENCY, HEAD_DELAY, LOGIT_LATENCY, OUTPUT_DELAY, SCALE_LATENCY, timing
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
 from metafab.reference.errors import UserError
 from metafab.reference.fixed import QFormat
+from metafab.reference.payloads import match_load_words as load_payload
 from metafab.reference.protocol import (
     STATUS_FIELDS,
     Opcode,
@@ -192,7 +193,7 @@ def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
     the banks' read address in TRELLIS_FF copies, one per BANK_GROUP banks), simulated with behavioural
     models of those cells: same words, same cycles."""
     cfg = MatchConfig(mode="matching", n_way=3, k_shot=2, dim=10, lanes=8)
-    text, instances = ecp5_verilog(MatchEngine(config=cfg), mf.TOPLEVEL)
+    text, instances = ecp5_verilog(MatchEngine(config=cfg), mf.ENGINE.toplevel)
     lane = [p for p in instances if '.REG_INPUTA_CLK("CLK0")' in p]
     partial = [p for p in instances if '.REG_INPUTA_CLK("NONE")' in p]
     assert len(lane) == cfg.lanes and len(partial) + len(lane) == len(instances)
@@ -208,7 +209,7 @@ def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
             assert f'.REG_{reg}_CLK("CLK0")' in params
     for params in partial:
         assert '.REG_INPUTB_CLK("NONE")' in params and '.REG_OUTPUT_CLK("CLK0")' in params
-    generic = mf.engine_verilog(cfg)
+    generic = flow.engine_verilog(mf.ENGINE, cfg)
     assert "MULT18X18D" not in generic  # simulation and other devices: fabric registers around a multiply
     eps = _episodes(cfg, seed=5)
     r = mf.run_engine(cfg, eps, sim="icarus", timing_queries=_timing_queries(cfg), run_name="test-ecp5-dsp",

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from metafab.gen.cli import main
-from metafab.gen.host import maml_load_payload
-from metafab.gen.maml_flow import initial_params
+from metafab.gen.engines.maml import initial_params
 from metafab.reference import maml_fixed as mf
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MamlConfig, MatchConfig
+from metafab.reference.payloads import maml_load_words as maml_load_payload
 from metafab.reference.protocol import (
     PROTOCOL_VERSION,
     STATUS_FIELDS,
@@ -133,7 +133,7 @@ def test_run_maml_over_a_serial_port(capsys):
 
 def test_run_match_loads_each_episode_and_checks_every_query(capsys):
     with SoftBoard("match", MATCH_CFG) as board:
-        code = main(["run", "match", *MATCH_ARGS, "--port", board.port, "--tasks", "2", "--timeout", "5"])
+        code = main(["run", "match", *MATCH_ARGS, "--port", board.port, "--episodes", "2", "--timeout", "5"])
     out = capsys.readouterr().out
     assert code == 0
     assert board.requests.count(Opcode.LOAD) == 2 and board.requests.count(Opcode.RUN) == 2 * MATCH_CFG.n_way
@@ -143,7 +143,7 @@ def test_run_match_loads_each_episode_and_checks_every_query(capsys):
 
 def test_run_reports_wrong_answers(capsys):
     with SoftBoard("match", MATCH_CFG, corrupt=True) as board:
-        code = main(["run", "match", *MATCH_ARGS, "--port", board.port, "--tasks", "1", "--timeout", "5",
+        code = main(["run", "match", *MATCH_ARGS, "--port", board.port, "--episodes", "1", "--timeout", "5",
                      "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["mismatches"] == MATCH_CFG.n_way

@@ -13,7 +13,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from metafab.gen.flow import FAMILY_TOOLS, build, find_tool
+from metafab.gen.synth import FAMILY_TOOLS, build, find_tool
 from metafab.reference.errors import ToolNotFoundError, UserError
 
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "tests" / "synth"

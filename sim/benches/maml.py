@@ -30,6 +30,7 @@ from cocotb.triggers import ClockCycles
 
 from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig
+from metafab.reference.payloads import maml_load_words, maml_run_words, maml_weights_from_words
 from metafab.reference.protocol import STATUS_FIELDS, Opcode, Status, from_words, to_words
 from metafab.sim.packets import PacketLink
 from metafab.sim.params import bench_params, write_result
@@ -41,21 +42,9 @@ def _params() -> dict:
 
 
 
-def weights_from_words(cfg: MamlConfig, words) -> list[np.ndarray]:
-    """Protocol-order codes back to augmented weight matrices."""
-    out, at = [], 0
-    flat = np.asarray(words, dtype=np.int64)
-    for o, i in cfg.weight_shapes:
-        out.append(flat[at : at + o * i].reshape(o, i))
-        at += o * i
-    return out
-
-
 def task_words(task) -> list[int]:
-    """The RUN payload of one task: support pairs sample by sample, then the queries."""
-    xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in task)
-    support = np.concatenate([xs, ys], axis=1).reshape(-1)
-    return to_words(np.concatenate([support, xq.reshape(-1)]))
+    """The RUN payload of one task ``[xs, ys, xq]`` (act-format code lists)."""
+    return maml_run_words(*task)
 
 
 class MamlBench(StreamBench):
@@ -65,11 +54,11 @@ class MamlBench(StreamBench):
         self.cfg = MamlConfig.from_dict(p["config"])
         self.link = PacketLink(dut, self.clock, idle=p.get("idle", 0.0),
                                backpressure=p.get("backpressure", 0.0), rng=random.Random(p.get("seed", 0)))
-        self.w0 = weights_from_words(self.cfg, p["weights"])
-        self.w_ref = weights_from_words(self.cfg, p.get("reference_weights", p["weights"]))
+        self.w0 = maml_weights_from_words(self.cfg, p["weights"])
+        self.w_ref = maml_weights_from_words(self.cfg, p.get("reference_weights", p["weights"]))
 
     async def load(self):
-        words = to_words(np.concatenate([w.reshape(-1) for w in self.w0]))
+        words = maml_load_words(self.w0)
         resp = await self.link.request(Opcode.LOAD, words)
         assert resp.status == Status.OK, f"LOAD answered {resp.status!r}"
 

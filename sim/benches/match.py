@@ -40,10 +40,10 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from metafab.gen.host import match_load_payload as load_payload
-from metafab.gen.host import match_run_payload as run_payload
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
+from metafab.reference.payloads import match_load_words as load_payload
+from metafab.reference.payloads import match_run_words as run_payload
 from metafab.reference.protocol import (
     MAGIC,
     STATUS_FIELDS,

@@ -1,0 +1,224 @@
+"""The Engine protocol: one object per engine owns everything engine-specific.
+
+A command (``metafab generate / sim / verify / build / run / demo``) and the
+generic flow (:mod:`metafab.gen.flow`) never ask which engine they run: they
+call the methods below. An engine owns
+
+- its **config** class and CLI flags (:attr:`config_class`,
+  :attr:`design_flags`, :meth:`add_arguments`, :meth:`config`);
+- its **hardware** (:meth:`component`, :attr:`toplevel`) and **cycle model**
+  (:meth:`cycles`);
+- its **workloads** (tasks or episodes: :meth:`verify_workload`) and its
+  **payload encoding** (in :mod:`metafab.reference.payloads`, called from
+  :meth:`packet_words`, :meth:`preload` and the benches);
+- its **bench** (:attr:`bench`, a cocotb module in :mod:`metafab.sim.benches`),
+  the figures of a run (:meth:`verify_chunk`, :meth:`verify_report`) and the
+  verdict (:meth:`passed`);
+- its **report rows** (:meth:`verify_rows`, :meth:`build_rows`,
+  :meth:`demo_rows`, :meth:`format_sim`) and its **board-top preload**.
+
+A new engine subclasses :class:`Engine`, fills these in and is registered
+once (:func:`metafab.gen.engines.register_engine`); ``docs/architecture.md``
+has the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from metafab.gen.designs import parse_sets, read_toml
+from metafab.reference.errors import UserError
+
+__all__ = ["Engine", "DesignFlag", "Workload", "Progress"]
+
+Progress = Callable[[str], object] | None
+
+
+@dataclass(frozen=True)
+class DesignFlag:
+    """A CLI flag that sets one config field (``--k-support 5`` sets ``k_support``)."""
+
+    flag: str
+    field: str
+    type: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    help: str = ""
+    choices: tuple | None = None
+
+    @property
+    def dest(self) -> str:
+        return "design_" + self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass
+class Workload:
+    """What a verification runs: ``items`` in bench form (code lists), in chunks; ``source`` says where
+    they come from; ``data`` holds the engine's own extra (float tasks, expected predictions, ...)."""
+
+    items: list
+    source: str
+    data: dict = field(default_factory=dict)
+
+
+class Engine:
+    """Base class of the engines (see the module docstring). Subclasses set the class attributes and
+    implement the methods that raise :class:`NotImplementedError`."""
+
+    #: registry key and CLI name (``metafab verify NAME``)
+    name: str = ""
+    #: one line for ``--help``
+    summary: str = ""
+    #: the demo's section title
+    title: str = ""
+    #: Verilog top-level module name of the engine
+    toplevel: str = ""
+    #: the cocotb bench module
+    bench: str = ""
+    #: the frozen config dataclass
+    config_class: type = object
+    #: the config fields settable by flags
+    design_flags: tuple[DesignFlag, ...] = ()
+    #: what one verification item is (``task``, ``episode``)
+    item: str = "task"
+    #: the flag that sets how much ``verify`` (and the demo) runs, its dest and defaults
+    count_flag: str = "--tasks"
+    count_default: int = 100
+    demo_count: int = 100
+    #: items per simulator run in ``verify``
+    chunk: int = 250
+    #: runs in ``metafab demo`` (with its board build; larger ``build_order`` builds start first)
+    in_demo: bool = False
+    build_order: int = 0
+
+    # --- config -----------------------------------------------------------
+    def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
+        """The engine's flags on ``command``'s parser: the design group, then :meth:`add_command_arguments`."""
+        g = parser.add_argument_group(f"{self.name} design")
+        g.add_argument("--config", metavar="FILE",
+                       help=f"TOML file with the config fields (top level or a [{self.name}] table)")
+        g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                       help="override one config field (repeatable), e.g. --set lanes=64")
+        for f in self.design_flags:
+            metavar = f.metavar or (None if f.choices else f.flag.lstrip("-").upper())
+            g.add_argument(f.flag, dest=f.dest, type=f.type, metavar=metavar, help=f.help, choices=f.choices)
+        self.add_command_arguments(parser, command)
+
+    def add_command_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
+        """Engine-specific options of one command (workload, weights, ...); none by default."""
+
+    def config(self, args) -> Any:
+        """The config the command line describes: the built-in default, then ``--config``, flags, ``--set``."""
+        fields: dict = {}
+        if getattr(args, "config", None):
+            fields.update(read_toml(args.config, self.name))
+        for f in self.design_flags:
+            value = getattr(args, f.dest, None)
+            if value is not None:
+                fields[f.field] = value
+        fields.update(parse_sets(getattr(args, "set", None)))
+        return self.config_from_dict(fields)
+
+    def config_from_dict(self, fields: dict) -> Any:
+        try:
+            return self.config_class.from_dict(fields)
+        except TypeError as exc:
+            raise UserError(f"invalid {self.name} config: {exc}") from None
+
+    # --- hardware ---------------------------------------------------------
+    def component(self, cfg):
+        """The engine's Amaranth component (request / response word streams)."""
+        raise NotImplementedError
+
+    def cycles(self, cfg):
+        """The cycle model of ``cfg`` (an object with ``to_dict()``)."""
+        raise NotImplementedError
+
+    def packet_words(self, cfg) -> tuple[int, int, int]:
+        """Payload words of a LOAD request, a RUN request and a RUN response."""
+        return cfg.load_words, cfg.run_words, cfg.result_words
+
+    def manifest_fields(self, cfg) -> dict:
+        """The engine's own entries of ``manifest.json`` (formats, payload descriptions, ...)."""
+        return {}
+
+    def example_files(self, cfg, args) -> tuple[dict[str, str], dict]:
+        """Files ``generate`` writes beside the Verilog (payload examples) and manifest entries about them."""
+        return {}, {}
+
+    # --- simulation -------------------------------------------------------
+    def simulate(self, cfg, args, progress: Progress) -> dict:
+        """``metafab sim``: a few items cycle by cycle; a JSON-able document with ``mismatches``."""
+        raise NotImplementedError
+
+    def format_sim(self, doc: dict) -> str:
+        raise NotImplementedError
+
+    def verify_options(self, args) -> dict:
+        """Keyword options of :meth:`verify_workload` taken from the command line."""
+        return {}
+
+    def verify_workload(self, cfg, *, count: int, seed: int, **options) -> Workload:
+        raise NotImplementedError
+
+    def verify_chunk(self, cfg, work: Workload, items: list, *, first: bool, sim: str, seed: int,
+                     verilog: str | None, verilator_opt: str | None, progress: Progress) -> dict:
+        """Run one chunk of a verification through the bench; a dict with at least ``mismatches``,
+        ``words`` and ``first_mismatch``."""
+        raise NotImplementedError
+
+    def verify_report(self, cfg, work: Workload, runs: list[dict]) -> dict:
+        """The engine's figures of a verification from its chunks' results."""
+        raise NotImplementedError
+
+    def passed(self, report: dict) -> bool:
+        """Whether a verification passed (0 mismatches, cycles as modelled, ...)."""
+        return report["mismatches"] == 0 and bool(report.get("cycles_match_model", True))
+
+    def verify_rows(self, report: dict) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    # --- board ------------------------------------------------------------
+    def preload(self, cfg, args) -> tuple[list[int], str]:
+        """The LOAD payload the board top holds in ROM, and where it comes from."""
+        raise NotImplementedError
+
+    def build_figures(self, cfg, result: dict, preload_source: str | None) -> dict:
+        """The engine's entries of a build report (cycles, latency at Fmax, anchors)."""
+        raise NotImplementedError
+
+    def build_rows(self, report: dict) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def run_on_board(self, cfg, args, host, say: Callable[[str], object], progress: Callable[[str], object]) -> dict:
+        """``metafab run``: drive the engine on a board through ``host``; a document with ``mismatches``.
+        ``say`` prints a result line (not with ``--json``), ``progress`` a progress line (stderr)."""
+        raise NotImplementedError
+
+    def demo_heading(self, cfg) -> str:
+        """The title of the engine's section of the demo's summary."""
+        return self.title
+
+    def demo_rows(self, verify: dict) -> list[tuple[str, str]]:
+        """The demo's rows of a verification report."""
+        raise NotImplementedError
+
+    def demo_build_rows(self, build: dict) -> list[tuple[str, str]]:
+        """The demo's latency rows of a build report (after the board's own row)."""
+        return []
+
+    def demo_anchor_rows(self) -> list[tuple[str, str]]:
+        """The demo's comparison rows (GPU and CPU anchors)."""
+        return []
+
+    # --- names ------------------------------------------------------------
+    def build_name(self, cfg, top: str) -> str:
+        """The name of a board build: the design and its config digest, so two designs never share a folder."""
+        from metafab.reference.config import config_digest
+
+        return f"{cfg.name.replace('-', '_').replace('.', '_')}_{config_digest(cfg)[:8]}_{top}"
+
+    def __repr__(self) -> str:
+        return f"<engine {self.name}>"

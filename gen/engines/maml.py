@@ -1,0 +1,419 @@
+"""The ``maml`` engine: the MAML inner loop of an MLP on chip (MSE; sinusoid regression by default).
+
+Hardware :class:`metafab.hw.maml_engine.MamlEngine`, cycle model
+:mod:`metafab.hw.maml_cycles`, bit-exact reference
+:mod:`metafab.reference.maml_fixed`, payloads
+:mod:`metafab.reference.payloads`, bench :mod:`metafab.sim.benches.maml`.
+Workload: sinusoid tasks (Finn et al. 2017 ranges) for a 1-input 1-output
+net, random tasks otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from metafab.gen.engines.base import DesignFlag, Engine, Progress, Workload
+from metafab.reference import maml_fixed as mf
+from metafab.reference.config import MamlConfig
+from metafab.reference.errors import UserError
+from metafab.reference.payloads import maml_load_words, maml_run_words, maml_weight_codes
+
+__all__ = ["ENGINE", "MamlEngineSpec", "initial_params", "random_params", "random_tasks", "sinusoid_tasks",
+           "run_engine", "WEIGHTS", "SHIPPED_LAYERS"]
+
+#: Where the initial weights come from (``auto``: shipped when the layers allow it, else random).
+WEIGHTS = ("auto", "shipped", "random")
+SHIPPED_LAYERS = (1, 40, 40, 1)
+
+
+def random_params(cfg: MamlConfig, seed: int, scale: float = 1.0):
+    """Random float weights (He-like, times ``scale``) and small random biases."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for i, o in zip(cfg.layers[:-1], cfg.layers[1:], strict=True):
+        params.append((rng.normal(0, scale * np.sqrt(2.0 / i), (o, i)), rng.normal(0, 0.1 * scale, o)))
+    return params
+
+
+def initial_params(cfg: MamlConfig, weights: str = "auto", seed: int = 0):
+    """Float initial parameters for ``cfg`` and where they come from.
+
+    ``weights="shipped"``: the meta-trained sinusoid init (1-40-40-1 only);
+    ``"random"``: He-initialised with ``seed``; ``"auto"``: shipped when the
+    layers allow it, random otherwise.
+    """
+    if weights not in WEIGHTS:
+        raise UserError(f"unknown weights {weights!r}; valid: {', '.join(WEIGHTS)}")
+    if weights == "shipped" or (weights == "auto" and tuple(cfg.layers) == SHIPPED_LAYERS):
+        if tuple(cfg.layers) != SHIPPED_LAYERS:
+            raise UserError(
+                f"the shipped weights are for layers {'-'.join(map(str, SHIPPED_LAYERS))}, "
+                f"not {'-'.join(map(str, cfg.layers))}; use --weights random"
+            )
+        from metafab.reference.weights import load_sinusoid_init
+
+        k = 5 if cfg.k_support == 5 else 10
+        return load_sinusoid_init(k), f"shipped MAML init (meta-trained with K={k})"
+    return random_params(cfg, seed), f"random (He, seed {seed})"
+
+
+def random_tasks(cfg: MamlConfig, n: int, seed: int, *, extreme: bool = False):
+    """``n`` tasks as act-format code lists ``[xs, ys, xq]`` for any net shape.
+
+    Sinusoid-like targets (amplitude 0.1-5, phase 0-pi, x in [-5, 5]) on
+    every output; ``extreme=True`` draws inputs and targets at the format's
+    limits (saturation cases). Task ``i`` is the same whatever ``n`` is.
+    """
+    rng = np.random.default_rng(seed)
+    K, Q = cfg.k_support, cfg.n_query
+    tasks = []
+    for _ in range(n):
+        if extreme:
+            lo, hi = cfg.act_fmt.min_value, cfg.act_fmt.max_value
+            xs = rng.choice([lo, hi, 0.0], size=(K, cfg.n_in))
+            ys = rng.choice([lo, hi], size=(K, cfg.n_out))
+            xq = rng.choice([lo, hi], size=(Q, cfg.n_in))
+        else:
+            amp, phase = rng.uniform(0.1, 5.0), rng.uniform(0, np.pi)
+            xs = rng.uniform(-5, 5, (K, cfg.n_in))
+            xq = rng.uniform(-5, 5, (Q, cfg.n_in))
+            ys = np.repeat(amp * np.sin(xs[:, :1] - phase), cfg.n_out, axis=1)
+        tasks.append(quantize_task(cfg, xs, ys, xq))
+    return tasks
+
+
+def quantize_task(cfg: MamlConfig, xs, ys, xq) -> list:
+    """One task's real inputs and targets as act-format code lists ``[xs, ys, xq]`` (the bench's form)."""
+    return [mf.quantize_inputs(a, cfg).tolist() for a in (xs, ys, xq)]
+
+
+def sinusoid_tasks(cfg: MamlConfig, n: int, seed: int):
+    """``n`` sinusoid tasks for a 1-input 1-output net (Finn et al. 2017 ranges): the float batch and
+    the tasks as act-format code lists."""
+    if cfg.n_in != 1 or cfg.n_out != 1:
+        raise UserError(f"sinusoid tasks need a 1-input 1-output net, not layers {cfg.layers}")
+    from metafab.reference.sinusoid import SinusoidTasks
+
+    b = SinusoidTasks(k_support=cfg.k_support, k_query=cfg.n_query).sample(np.random.default_rng(seed), n)
+    return b, [quantize_task(cfg, b.x_support[i], b.y_support[i], b.x_query[i]) for i in range(n)]
+
+
+def run_engine(cfg: MamlConfig, wq, tasks, *, sim: str = "verilator", scenario: str = "tasks", idle: float = 0.2,
+               backpressure: float = 0.3, seed: int = 1, waves: bool = False, run_name: str | None = None,
+               verilator_opt: str | None = None, progress: Progress = None, reset_after: int | None = None,
+               expect_weights=None, return_outputs: bool = False, verilog: str | None = None) -> dict:
+    """Run the cocotb MAML bench on ``tasks`` (code lists) with initial weights ``wq``; its figures.
+
+    ``expect_weights`` makes the scoreboard expect the outputs of other
+    initial weights than the loaded ones (a check that it catches errors).
+    ``verilog`` replaces the engine's generated Verilog (e.g. the engine as
+    elaborated for a device, with models of its primitives). Raises
+    :class:`~metafab.sim.runner.SimulationFailed` on a mismatch.
+    """
+    from metafab.gen.flow import simulate
+
+    model = ENGINE.cycles(cfg)
+    params = {
+        "config": cfg.to_dict(),
+        "weights": maml_weight_codes(wq),
+        "tasks": tasks,
+        "idle": idle,
+        "backpressure": backpressure,
+        "seed": seed,
+        "scenario": scenario,
+        "expected_cycles": model.task_cycles,
+    }
+    if return_outputs:
+        params["return_outputs"] = True
+    if reset_after is not None:
+        params["reset_after"] = int(reset_after)
+    if expect_weights is not None:
+        params["reference_weights"] = maml_weight_codes(expect_weights)
+    json.dumps(params)
+    if progress:
+        progress(f"simulating {len(tasks)} task(s) of {cfg.name} with {sim} ({scenario})")
+    out = simulate(ENGINE, cfg, params, sim=sim, scenario=scenario, waves=waves, run_name=run_name,
+                   verilator_opt=verilator_opt, verilog=verilog, progress=progress)
+    out.update(model_cycles=model.task_cycles, utilisation=model.utilisation)
+    return out
+
+
+def _act_float(codes, cfg: MamlConfig) -> np.ndarray:
+    from metafab.reference.fixed import to_float
+
+    return to_float(np.asarray(codes, dtype=np.int64), cfg.act_fmt)
+
+
+def _file_tasks(path: str, cfg: MamlConfig):
+    """Real-valued tasks from a JSON file: a list of ``{"xs", "ys", "xq"}``, checked against the design."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read task file {path!r}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"task file {path!r} is not valid JSON: {exc}") from None
+    if not isinstance(doc, list) or not all(isinstance(t, dict) for t in doc):
+        raise UserError(f"task file {path!r} must hold a list of objects with xs, ys, xq")
+    tasks = []
+    for n, t in enumerate(doc):
+        try:
+            xs, ys, xq = (np.asarray(t[k], dtype=np.float64) for k in ("xs", "ys", "xq"))
+        except (KeyError, ValueError, TypeError):
+            raise UserError(f"task {n} in {path!r} needs numeric xs, ys and xq arrays") from None
+        want = {"xs": (cfg.k_support, cfg.n_in), "ys": (cfg.k_support, cfg.n_out), "xq": (cfg.n_query, cfg.n_in)}
+        for k, a in zip(("xs", "ys", "xq"), (xs, ys, xq), strict=True):
+            if a.shape != want[k]:
+                raise UserError(f"task {n} in {path!r}: {k} has shape {a.shape}, the design needs {want[k]}")
+        tasks.append((xs, ys, xq))
+    return tasks
+
+
+class MamlEngineSpec(Engine):
+    name = "maml"
+    summary = "MAML adaptation engine: inner-loop SGD of an MLP on chip, then the queries (MSE)"
+    title = "MAML adaptation engine"
+    toplevel = "maml_engine"
+    bench = "metafab.sim.benches.maml"
+    config_class = MamlConfig
+    design_flags = (
+        DesignFlag("--layers", "layers", metavar="A-B-...", help="layer widths, e.g. 1-40-40-1"),
+        DesignFlag("--k-support", "k_support", int, "K", "support samples per task"),
+        DesignFlag("--queries", "n_query", int, "Q", "query samples per task"),
+        DesignFlag("--steps", "steps", int, "S", "inner SGD steps"),
+        DesignFlag("--lanes", "lanes", int, "P", "parallel MAC lanes (a power of two)"),
+        DesignFlag("--lr", "lr", float, help="inner learning rate"),
+    )
+    item = "task"
+    count_flag = "--tasks"
+    count_default = 100
+    demo_count = 100
+    chunk = 250
+    in_demo = True
+    build_order = 0
+
+    def add_command_arguments(self, p, command):
+        if command in ("generate", "sim", "verify", "build"):
+            what = {"generate": "written to weights.txt", "build": "preloaded into the board top"}.get(
+                command, "of the engine")
+            p.add_argument("--weights", choices=WEIGHTS, default="auto",
+                           help=f"initial weights {what} (default: shipped when the layers allow, else random)")
+        if command == "run":
+            p.add_argument("--weights", choices=(*WEIGHTS, "preloaded"), default="auto",
+                           help="weights to LOAD first; 'preloaded' sends none (the board top has them)")
+            p.add_argument("--tasks", type=int, default=3, help="built-in sinusoid tasks to run (default 3)")
+            p.add_argument("--input", metavar="FILE",
+                           help='JSON file of tasks instead of the built-in ones: a list of {"xs": [[..]], '
+                           '"ys": [[..]], "xq": [[..]]} in real numbers')
+        if command == "sim":
+            p.add_argument("--tasks", type=int, default=3, help="tasks to run (default 3)")
+        if command == "verify":
+            p.add_argument("--tasks", type=int, default=self.count_default,
+                           help=f"random tasks to run (default {self.count_default})")
+
+    # --- hardware ---------------------------------------------------------
+    def component(self, cfg):
+        from metafab.hw.maml_engine import MamlEngine
+
+        return MamlEngine(config=cfg)
+
+    def cycles(self, cfg):
+        from metafab.hw.maml_cycles import maml_cycles
+
+        return maml_cycles(cfg)
+
+    def manifest_fields(self, cfg):
+        return {
+            "formats": {
+                "act": str(cfg.act_fmt), "weight": str(cfg.weight_fmt), "master": str(cfg.master_fmt),
+                "grad": str(cfg.grad_fmt), "lr": str(cfg.lr_fmt), "acc": str(cfg.acc_fmt),
+            },
+            "lr_eff": cfg.lr_eff,
+            "lr_code": cfg.lr_code,
+            "n_params": cfg.n_params,
+            "weights": None,
+        }
+
+    def example_files(self, cfg, args):
+        params, source = initial_params(cfg, args.weights, args.seed)
+        words = maml_weight_codes(mf.quantize_params(params, cfg))
+        # the weight files are the protocol's LOAD payload, in order ($readmemh-ready)
+        return ({"weights.txt": "".join(f"{w}\n" for w in words),
+                 "weights.hex": "".join(f"{w & 0xFFFFFFFF:08x}\n" for w in words)},
+                {"weights": source})
+
+    # --- workloads --------------------------------------------------------
+    def tasks(self, cfg, n: int, seed: int):
+        """``n`` tasks of ``seed``: ``(float batch or None, code lists)`` (sinusoid when the net allows)."""
+        if cfg.n_in == 1 and cfg.n_out == 1:
+            return sinusoid_tasks(cfg, n, seed)
+        return None, random_tasks(cfg, n, seed)
+
+    def simulate(self, cfg, args, progress):
+        if args.tasks < 1:
+            raise UserError(f"--tasks must be at least 1, got {args.tasks}")
+        params, source = initial_params(cfg, args.weights, args.seed)
+        wq = mf.quantize_params(params, cfg)
+        _, tasks = self.tasks(cfg, args.tasks, args.seed)
+        r = run_engine(cfg, wq, tasks, sim=args.sim, waves=args.waves, return_outputs=True,
+                       run_name=f"sim-{args.sim}", progress=progress)
+        return {
+            "engine": self.name, "design": cfg.name, "weights": source, "simulator": args.sim,
+            "tasks": r["tasks"], "cycles_per_task": r["cycles"], "model_cycles": r["model_cycles"],
+            "mismatches": r["mismatches"], "outputs": [_act_float(o, cfg).tolist() for o in r["outputs"]],
+            "run_folder": r["test_dir"],
+        }
+
+    def format_sim(self, doc):
+        lines = [f"{doc['design']}: {doc['tasks']} task(s) on {doc['simulator']}, weights: {doc['weights']}"]
+        for n, (c, o) in enumerate(zip(doc["cycles_per_task"], doc["outputs"], strict=True)):
+            vals = ", ".join(f"{v:+.4f}" for v in o)
+            lines.append(f"task {n}: {c} cycles; query outputs: {vals}")
+        lines.append(f"cycle model: {doc['model_cycles']} cycles per task; mismatches against the reference: "
+                     f"{doc['mismatches']}")
+        return "\n".join(lines)
+
+    def verify_options(self, args):
+        return {"weights": args.weights}
+
+    def verify_workload(self, cfg, *, count, seed, weights="auto"):
+        params, source = initial_params(cfg, weights, seed)
+        wq = mf.quantize_params(params, cfg)
+        batch, codes = self.tasks(cfg, count, seed)
+        return Workload(codes, source, {"params": params, "wq": wq, "batch": batch})
+
+    def verify_chunk(self, cfg, work, items, *, first, sim, seed, verilog, verilator_opt, progress):
+        return run_engine(cfg, work.data["wq"], items, sim=sim, idle=0.1, backpressure=0.2, seed=seed,
+                          verilog=verilog, verilator_opt=verilator_opt, return_outputs=True,
+                          run_name=f"verify-{sim}", progress=progress)
+
+    def verify_report(self, cfg, work, runs):
+        from metafab.reference import maml as fmaml
+
+        model = self.cycles(cfg)
+        wq, batch, tasks = work.data["wq"], work.data["batch"], len(work.items)
+        cycles = [c for r in runs for c in r["cycles"]]
+        report = {
+            "weights": work.source,
+            "saturated_weights": int(sum(np.isin(w, [cfg.master_fmt.min_code, cfg.master_fmt.max_code]).sum()
+                                         for w in wq)),
+            "tasks": tasks,
+            "cycles_measured": sorted(set(cycles)),
+            "cycles_model": model.task_cycles,
+            "cycles_match_model": set(cycles) == {model.task_cycles},
+            "useful_macs": model.useful_macs,
+            "lanes": cfg.lanes,
+            "utilisation": model.utilisation,
+        }
+        if batch is not None:
+            outputs = [o for r in runs for o in r["outputs"]]
+            y_rtl = np.array([_act_float(o, cfg) for o in outputs]).reshape(tasks, cfg.n_query, 1)
+            mse_fixed = ((y_rtl - batch.y_query) ** 2).mean(axis=(1, 2))
+            mse_float = np.empty(tasks)
+            params = work.data["params"]
+            for i in range(tasks):
+                adapted = fmaml.adapt(params, batch.x_support[i], batch.y_support[i], cfg.steps, cfg.lr)
+                mse_float[i] = ((fmaml.forward(adapted, batch.x_query[i]) - batch.y_query[i]) ** 2).mean()
+            report.update(mse_float64=float(mse_float.mean()), mse_fixed=float(mse_fixed.mean()),
+                          mse_ratio=float(mse_fixed.mean() / mse_float.mean()))
+        return report
+
+    def verify_rows(self, r):
+        rows = [
+            ("design", r["design"]),
+            ("weights", r["weights"]),
+            ("simulator", r["simulator"]),
+            ("tasks", str(r["tasks"])),
+            ("output words", str(r["output_words"])),
+            ("mismatches", f"{r['mismatches']}" + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}")),
+            ("cycles per task", f"{', '.join(map(str, r['cycles_measured']))} measured, {r['cycles_model']} modelled"),
+            ("lane utilisation", f"{100 * r['utilisation']:.1f} % of {r['lanes']} lanes"),
+        ]
+        if "mse_ratio" in r:
+            rows.append(("query MSE", f"fixed {r['mse_fixed']:.5f}, float64 {r['mse_float64']:.5f}, "
+                                      f"ratio {r['mse_ratio']:.4f}"))
+        return rows
+
+    # --- board ------------------------------------------------------------
+    def preload(self, cfg, args):
+        params, source = initial_params(cfg, getattr(args, "weights", "auto") if args else "auto", 0)
+        return maml_load_words(mf.quantize_params(params, cfg)), source
+
+    def build_figures(self, cfg, r, preload_source):
+        from metafab.gen.anchors import maml_anchor
+
+        model = self.cycles(cfg)
+        return {
+            "preloaded_weights": preload_source,
+            "task_cycles": model.task_cycles,
+            "utilisation": model.utilisation,
+            "latency_us": model.latency_us(r["fmax_mhz"]) if r.get("fmax_mhz") else None,
+            "anchor": maml_anchor(cfg.layers, cfg.k_support, cfg.steps),
+        }
+
+    def build_rows(self, r):
+        return [
+            ("cycles per task", str(r["task_cycles"])),
+            ("latency", f"{r['latency_us']:.2f} us per task at Fmax"
+             + (f" ({r['task_cycles'] / (r['board_clock_mhz'] or 1):.1f} us at the board clock)"
+                if r.get("board_clock_mhz") else "")),
+        ]
+
+    def run_on_board(self, cfg, args, host, say, progress):
+        from metafab.reference import fixed as fx
+
+        if args.input:
+            tasks = _file_tasks(args.input, cfg)
+        else:
+            if args.tasks < 1:
+                raise UserError(f"--tasks must be at least 1, got {args.tasks}")
+            b, _ = sinusoid_tasks(cfg, args.tasks, args.seed)
+            tasks = [(b.x_support[i], b.y_support[i], b.x_query[i]) for i in range(args.tasks)]
+        weights = "auto" if args.weights == "preloaded" else args.weights
+        params, source = initial_params(cfg, weights, args.seed)
+        wq = mf.quantize_params(params, cfg)
+        if args.weights != "preloaded":
+            progress(f"loading {cfg.n_params} weights ({source})")
+            host.load(maml_load_words(wq))
+        results, mismatches = [], 0
+        for n, (xs, ys, xq) in enumerate(tasks):
+            codes = [mf.quantize_inputs(a, cfg) for a in (xs, ys, xq)]
+            got = host.run(maml_run_words(*codes))
+            want = mf.run_task(wq, *codes, cfg).y_query.reshape(-1)
+            bad = int((got != want).sum())
+            mismatches += bad
+            st = host.status()
+            results.append({"task": n, "outputs": fx.to_float(got, cfg.act_fmt).tolist(),
+                            "mismatches": bad, "cycles": st["last_cycles"]})
+            vals = ", ".join(f"{v:+.4f}" for v in results[-1]["outputs"])
+            say(f"task {n}: {st['last_cycles']} cycles on chip, {bad} mismatches; outputs {vals}")
+        return {"design": cfg.name, "results": results, "mismatches": mismatches}
+
+    def demo_rows(self, v):
+        rows = [
+            ("design", v["design"]),
+            ("initial weights", v["weights"]),
+            ("tasks verified (Verilator)", f"{v['tasks']} ({v['output_words']} output words)"),
+            ("mismatching output words", str(v["mismatches"])),
+            ("cycles per task", f"{v['cycles_model']} modelled, {', '.join(map(str, v['cycles_measured']))} measured"),
+            ("MAC-lane utilisation", f"{100 * v['utilisation']:.1f} % of {v['lanes']} lanes"),
+        ]
+        if "mse_ratio" in v:
+            rows.append(("query MSE fixed / float64", f"{v['mse_fixed']:.4f} / {v['mse_float64']:.4f} "
+                                                       f"= {v['mse_ratio']:.4f}"))
+        return rows
+
+    def demo_build_rows(self, b):
+        return [("batch-1 latency at Fmax", f"{b['latency_us']:.2f} us per task")]
+
+    def demo_anchor_rows(self):
+        from metafab.gen.anchors import MAML_SINUSOID_US
+
+        anchor = MAML_SINUSOID_US[1]
+        return [("H100, PyTorch CUDA graph", f"{anchor['h100_cuda_graph']} us"),
+                ("numpy float64 on a host CPU", f"{anchor['numpy_f64_host_cpu']} us")]
+
+
+ENGINE = MamlEngineSpec()

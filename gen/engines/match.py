@@ -1,0 +1,517 @@
+"""The ``match`` engine: Matching-Network / Prototypical-Network read-out of a support set on chip.
+
+Hardware :class:`metafab.hw.match_engine.MatchEngine`, cycle model
+:mod:`metafab.hw.match_cycles`, bit-exact reference
+:mod:`metafab.reference.match_fixed`, payloads
+:mod:`metafab.reference.payloads`, bench :mod:`metafab.sim.benches.match`.
+
+Stimulus (``features``):
+
+``embedding``
+    5-way (at most) K-shot episodes of the meta-test digits 5-9 through the
+    shipped embedding network (D = 64);
+``pixels``
+    the same episodes' raw 8x8 pixels in ``[0, 1]`` (D = 64; on these digits
+    they score higher than the shipped embedding, ``docs/reference.md``);
+``random``
+    Gaussian clusters: class centres ``N(0, 1)``, rows and queries the centre
+    plus ``N(0, 0.6^2)`` noise (any N, D);
+``extreme``
+    rows and queries at the limits of ``emb_fmt`` and duplicated rows across
+    classes: saturation and exact ties (accuracy is meaningless there);
+``auto``
+    ``embedding`` when the shape allows it (D = 64, N <= 5), else ``random``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from metafab.gen.engines.base import DesignFlag, Engine, Progress, Workload
+from metafab.reference import match_fixed as mx
+from metafab.reference.config import MATCH_MODES, MatchConfig
+from metafab.reference.errors import UserError
+from metafab.reference.payloads import match_load_words, match_run_words
+
+__all__ = ["ENGINE", "MatchEngineSpec", "FEATURES", "TIMING_QUERIES", "make_episodes", "episode_codes",
+           "resolve_features", "run_engine"]
+
+FEATURES = ("auto", "embedding", "pixels", "random", "extreme")
+#: Queries sent back to back in a bench's timing phase (enough for the steady state).
+TIMING_QUERIES = 6
+#: Queries per class of a verification episode.
+VERIFY_QUERIES_PER_CLASS = 15
+
+
+def resolve_features(cfg: MatchConfig, features: str) -> str:
+    """The stimulus a ``features`` name means for ``cfg`` (``auto`` resolved; UserError if impossible)."""
+    if features not in FEATURES:
+        raise UserError(f"unknown features {features!r}; valid: {', '.join(FEATURES)}")
+    digits_ok = cfg.dim == 64 and cfg.n_way <= 5
+    if features == "auto":
+        return "embedding" if digits_ok else "random"
+    if features in ("embedding", "pixels") and not digits_ok:
+        raise UserError(
+            f"{features} features need dim 64 and at most 5 ways (the meta-test digits 5-9), not "
+            f"{cfg.n_way}-way dim {cfg.dim}; use --features random"
+        )
+    return features
+
+
+def make_episodes(cfg: MatchConfig, n: int, seed: int, features: str = "auto", n_query: int = 15):
+    """``n`` float episodes: dicts with ``support`` (M, D), ``labels``, ``queries`` (Q, D), ``query_labels``.
+
+    Returns ``(episodes, features)`` with ``features`` resolved (see the module docstring). Episode ``i``
+    is the same whatever ``n`` is.
+    """
+    features = resolve_features(cfg, features)
+    rng = np.random.default_rng(seed)
+    out = []
+    if features in ("embedding", "pixels"):
+        from metafab.reference import digits, embedding, weights
+
+        params = weights.load_digits_embedding()
+        sampler = digits.EpisodeSampler(n_way=cfg.n_way, k_shot=cfg.k_shot, n_query=n_query)
+        for _ in range(n):
+            ep = sampler(rng)
+            f = (lambda x: embedding.embed(params, x)) if features == "embedding" else (lambda x: x)
+            out.append({"support": f(ep.support), "labels": ep.support_labels, "queries": f(ep.query),
+                        "query_labels": ep.query_labels})
+        return out, features
+    N, K, D = cfg.n_way, cfg.k_shot, cfg.dim
+    for _ in range(n):
+        labels = np.repeat(np.arange(N), K)
+        rng.shuffle(labels)
+        qlabels = np.repeat(np.arange(N), n_query)
+        if features == "random":
+            centres = rng.normal(0, 1, (N, D))
+            support = centres[labels] + rng.normal(0, 0.6, (N * K, D))
+            queries = centres[qlabels] + rng.normal(0, 0.6, (len(qlabels), D))
+        else:  # extreme: the format's limits, rows repeated across classes (exact ties)
+            lo, hi = cfg.emb_fmt.min_value, cfg.emb_fmt.max_value
+            support = rng.choice([lo, hi, 0.0, hi / 2], size=(N * K, D))
+            if N > 1:  # class 1 repeats class 0's rows: a query gets equal scores for both
+                i0, i1 = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+                support[i1] = support[i0[np.arange(len(i1)) % len(i0)]]
+            queries = rng.choice([lo, hi, 0.0], size=(len(qlabels), D))
+            queries[::3] = support[rng.integers(0, N * K, size=len(queries[::3]))]
+        out.append({"support": support, "labels": labels, "queries": queries, "query_labels": qlabels})
+    return out, features
+
+
+def episode_codes(cfg: MatchConfig, episodes) -> list[dict]:
+    """Episodes as bench parameters: ``emb_fmt`` codes (half to even, saturating) and labels, as lists."""
+    return [
+        {"support": mx.quantize(ep["support"], cfg).tolist(), "labels": [int(v) for v in ep["labels"]],
+         "queries": mx.quantize(ep["queries"], cfg).tolist()}
+        for ep in episodes
+    ]
+
+
+def run_engine(cfg: MatchConfig, episodes: list[dict], *, sim: str = "verilator", scenario: str = "episodes",
+               idle: float = 0.2, backpressure: float = 0.3, seed: int = 1, timing_queries: int = TIMING_QUERIES,
+               waves: bool = False, run_name: str | None = None, verilator_opt: str | None = None,
+               progress: Progress = None, reset_after: int | None = None, return_outputs: bool = False,
+               expect_episodes: list[dict] | None = None, verilog: str | None = None) -> dict:
+    """Run the cocotb similarity bench on ``episodes`` (code dicts, see :func:`episode_codes`).
+
+    ``expect_episodes`` makes the scoreboard expect the outputs of other
+    episodes than the ones sent (a check that it catches errors). ``verilog``
+    replaces the engine's generated Verilog (e.g. the engine as elaborated for
+    a device, with models of its primitives).
+
+    Raises :class:`~metafab.sim.runner.SimulationFailed` on any mismatching
+    word or any cycle count that differs from the model.
+    """
+    from metafab.gen.flow import simulate
+    from metafab.hw.match_cycles import ii_of, stream_timeline
+    from metafab.hw.match_schedule import timing
+
+    model = ENGINE.cycles(cfg)
+    expected = {"latency": model.latency, "load_cycles": model.load_cycles}
+    if timing_queries:
+        tl = stream_timeline(cfg, timing_queries)
+        expected["timeline"] = {"headers": [t["header"] for t in tl],
+                                "responses": [t["response"] for t in tl]}
+    params = {
+        "config": cfg.to_dict(),
+        "episodes": episodes,
+        "idle": idle,
+        "backpressure": backpressure,
+        "seed": seed,
+        "scenario": scenario,
+        "timing_queries": timing_queries if scenario == "episodes" else 0,
+        "expected": expected,
+        "window": timing(cfg).query_slots,
+    }
+    if return_outputs:
+        params["return_outputs"] = True
+    if reset_after is not None:
+        params["reset_after"] = int(reset_after)
+    if expect_episodes is not None:
+        params["reference_episodes"] = expect_episodes
+    json.dumps(params)
+    if progress:
+        nq = sum(len(e["queries"]) for e in episodes)
+        progress(f"simulating {len(episodes)} episode(s), {nq} queries of {cfg.name} with {sim} ({scenario})")
+    out = simulate(ENGINE, cfg, params, sim=sim, scenario=scenario, waves=waves, run_name=run_name,
+                   verilator_opt=verilator_opt, verilog=verilog, progress=progress)
+    t = out.get("timing")
+    if t:
+        out["ii_measured"] = ii_of(t["responses"]) if len(t["responses"]) > 1 else None
+        out["packet_latency_measured"] = t["responses"][0] + cfg.n_way + 2
+    out["model"] = model.to_dict()
+    return out
+
+
+def _float_preds(cfg: MatchConfig, ep) -> np.ndarray:
+    from metafab.reference import matching, proto
+
+    s, q, y = ep["support"], ep["queries"], ep["labels"]
+    if cfg.mode == "matching":
+        return matching.readout(q, s, y, cfg.n_way)[1]
+    return proto.readout(q, proto.prototypes(s, y, cfg.n_way))[1]
+
+
+def _file_episodes(path: str, cfg: MatchConfig):
+    """Real-valued episodes from a JSON file, checked against the design."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read episode file {path!r}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"episode file {path!r} is not valid JSON: {exc}") from None
+    if not isinstance(doc, list) or not all(isinstance(t, dict) for t in doc):
+        raise UserError(f"episode file {path!r} must hold a list of objects with support, labels, queries")
+    eps = []
+    for n, t in enumerate(doc):
+        try:
+            support, queries = (np.asarray(t[k], dtype=np.float64) for k in ("support", "queries"))
+            labels = np.asarray(t["labels"], dtype=np.int64)
+            qlabels = np.asarray(t.get("query_labels", [-1] * len(queries)), dtype=np.int64)
+        except (KeyError, ValueError, TypeError):
+            raise UserError(f"episode {n} in {path!r} needs numeric support, labels and queries arrays") from None
+        m = cfg.n_way * cfg.k_shot
+        want = {"support": (support, (m, cfg.dim)), "labels": (labels, (m,)),
+                "queries": (queries, (len(queries), cfg.dim))}
+        for k, (a, shape) in want.items():
+            if a.shape != shape or (k == "queries" and len(a) == 0):
+                raise UserError(f"episode {n} in {path!r}: {k} has shape {a.shape}, the design needs {shape}"
+                                + (" with at least one query" if k == "queries" else ""))
+        if labels.min() < 0 or labels.max() >= cfg.n_way:
+            raise UserError(f"episode {n} in {path!r}: labels must be 0..{cfg.n_way - 1}")
+        eps.append({"support": support, "labels": labels, "queries": queries, "query_labels": qlabels})
+    return eps, "file"
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.2f} %"
+
+
+class MatchEngineSpec(Engine):
+    name = "match"
+    summary = "similarity engine: Matching (cosine) / Prototypical (-L2) read-out of a support set on chip"
+    title = "similarity engine"
+    toplevel = "match_engine"
+    bench = "metafab.sim.benches.match"
+    config_class = MatchConfig
+    design_flags = (
+        DesignFlag("--mode", "mode", choices=MATCH_MODES,
+                   help="cosine attention over the support set, or squared Euclidean to prototypes"),
+        DesignFlag("--ways", "n_way", int, "N", "classes per episode"),
+        DesignFlag("--shots", "k_shot", int, "K", "support embeddings per class"),
+        DesignFlag("--dim", "dim", int, "D", "embedding dimension"),
+        DesignFlag("--lanes", "lanes", int, "P", "parallel MAC lanes (a power of two)"),
+    )
+    item = "episode"
+    count_flag = "--queries"
+    count_default = 1000
+    demo_count = 200
+    chunk = 20
+    in_demo = True
+    build_order = 1  # the longer build: the demo starts it first
+
+    def add_command_arguments(self, p, command):
+        features = ("--features", dict(default="auto", choices=FEATURES,
+                                       help="query/support embeddings (default: the shipped digits embedding "
+                                       "when D=64, else random clusters)"))
+        if command in ("sim", "verify"):
+            p.add_argument(features[0], **features[1])
+        if command == "sim":
+            p.add_argument("--episodes", type=int, default=1, help="episodes to run, 3 queries each (default 1)")
+        if command == "verify":
+            p.add_argument("--queries", type=int, default=self.count_default,
+                           help=f"queries to run, {VERIFY_QUERIES_PER_CLASS} per class of each episode "
+                           f"(default {self.count_default})")
+        if command == "run":
+            p.add_argument("--support", choices=("load", "preloaded"), default="load",
+                           help="'preloaded' runs the episode whose support set the board top holds, without a "
+                           "LOAD (default: load each episode's support set)")
+            p.add_argument("--episodes", type=int, default=3, help="built-in digits episodes to run (default 3)")
+            p.add_argument("--input", metavar="FILE",
+                           help='JSON file of episodes instead of the built-in ones: a list of {"support": '
+                           '[[..]], "labels": [..], "queries": [[..]]}, optional "query_labels"')
+
+    # --- hardware ---------------------------------------------------------
+    def component(self, cfg):
+        from metafab.hw.match_engine import MatchEngine
+
+        return MatchEngine(config=cfg)
+
+    def cycles(self, cfg):
+        from metafab.hw.match_cycles import match_cycles
+
+        return match_cycles(cfg)
+
+    def packet_words(self, cfg):
+        return cfg.load_words, cfg.query_words, cfg.result_words
+
+    def manifest_fields(self, cfg):
+        return {
+            "formats": {name[:-4]: str(getattr(cfg, name)) for name in
+                        ("emb_fmt", "unit_fmt", "proto_fmt", "acc_fmt", "logit_fmt", "exp_fmt", "prob_fmt")},
+            "payloads": {
+                "LOAD": "per support row: its label (0..N-1), then its D codes in emb_fmt",
+                "RUN": "the D codes of one query in emb_fmt, query_pack to a 32-bit word (2: code 2w in bits "
+                       "15..0 of word w, code 2w+1 in bits 31..16); requests are pipelined",
+                "RUN response": "N probabilities in prob_fmt, then the winning class",
+            },
+            "query_pack": cfg.query_pack,
+        }
+
+    def example_files(self, cfg, args):
+        eps, source = make_episodes(cfg, 1, args.seed, "auto", n_query=1)
+        (ep,) = episode_codes(cfg, eps)
+        words = match_load_words(ep["support"], ep["labels"])
+        return ({"load.hex": "".join(f"{w & 0xFFFFFFFF:08x}\n" for w in words),
+                 "query.hex": "".join(f"{w:08x}\n" for w in match_run_words(ep["queries"][0], cfg))},
+                {"example": {"features": source, "seed": args.seed, "files": ["load.hex", "query.hex"]}})
+
+    # --- workloads --------------------------------------------------------
+    def simulate(self, cfg, args, progress):
+        from metafab.reference.fixed import to_float
+
+        if args.episodes < 1:
+            raise UserError(f"--episodes must be at least 1, got {args.episodes}")
+        eps, source = make_episodes(cfg, args.episodes, args.seed, args.features, n_query=3)
+        r = run_engine(cfg, episode_codes(cfg, eps), sim=args.sim, waves=args.waves, return_outputs=True,
+                       run_name=f"sim-{args.sim}", progress=progress)
+        outs = r["outputs"]
+        return {
+            "engine": self.name, "design": cfg.name, "features": source, "simulator": args.sim,
+            "episodes": len(eps), "queries": r["queries"], "mismatches": r["mismatches"],
+            "latency_cycles": r["cycles"], "ii_measured": r.get("ii_measured"), "model": r["model"],
+            "predictions": [int(o[-1]) for o in outs],
+            "probabilities": [to_float(np.asarray(o[:-1]), cfg.prob_fmt).tolist() for o in outs],
+            "labels": [int(v) for e in eps for v in e["query_labels"]],
+            "run_folder": r["test_dir"],
+        }
+
+    def format_sim(self, doc):
+        lines = [f"{doc['design']}: {doc['episodes']} episode(s), {doc['queries']} queries on {doc['simulator']}, "
+                 f"features: {doc['features']}"]
+        truth = doc["labels"]
+        t = len(doc["predictions"]) - len(truth)  # the timing phase's queries come first
+        for n, (c, p) in enumerate(zip(doc["predictions"][t:], doc["probabilities"][t:], strict=True)):
+            vals = " ".join(f"{v:.3f}" for v in p)
+            lines.append(f"query {n}: class {c} (label {truth[n]}); probabilities {vals}")
+        m = doc["model"]
+        lines.append(f"latency {sorted(set(doc['latency_cycles']))} cycles (model {m['latency']}), "
+                     f"interval {doc['ii_measured']} cycles per query (model {m['ii']}); "
+                     f"mismatches against the reference: {doc['mismatches']}")
+        return "\n".join(lines)
+
+    def verify_options(self, args):
+        return {"features": args.features}
+
+    def verify_workload(self, cfg, *, count, seed, features="auto"):
+        from threadpoolctl import threadpool_limits
+
+        n_eps = -(-count // (cfg.n_way * VERIFY_QUERIES_PER_CLASS))
+        with threadpool_limits(limits=1, user_api="blas"):
+            eps, source = make_episodes(cfg, n_eps, seed, features, VERIFY_QUERIES_PER_CLASS)
+            codes = episode_codes(cfg, eps)
+            fixed, flt, labels = [], [], []
+            for ep, cd in zip(eps, codes, strict=True):
+                prep = mx.prepare(np.asarray(cd["support"]), np.asarray(cd["labels"]), cfg)
+                fixed.append(mx.readout(np.asarray(cd["queries"]), prep, cfg).pred)
+                flt.append(_float_preds(cfg, ep))
+                labels.append(np.asarray(ep["query_labels"]))
+        return Workload(codes, source, {"fixed": np.concatenate(fixed), "float64": np.concatenate(flt),
+                                        "truth": np.concatenate(labels)})
+
+    def verify_chunk(self, cfg, work, items, *, first, sim, seed, verilog, verilator_opt, progress):
+        r = run_engine(cfg, items, sim=sim, idle=0.1, backpressure=0.2, seed=seed, verilog=verilog,
+                       timing_queries=TIMING_QUERIES if first else 0, verilator_opt=verilator_opt,
+                       run_name=f"verify-{sim}", progress=progress)
+        r["preds"] = r["preds"][TIMING_QUERIES if first else 0:]
+        return r
+
+    def verify_report(self, cfg, work, runs):
+        model = self.cycles(cfg)
+        timing = runs[0]
+        cycles = [c for r in runs for c in r["cycles"]]
+        rtl = np.asarray([p for r in runs for p in r["preds"]])
+        fixed, flt, truth = work.data["fixed"], work.data["float64"], work.data["truth"]
+        meaningful = work.source != "extreme"
+        report = {
+            "mode": cfg.mode,
+            "features": work.source,
+            "episodes": len(work.items),
+            "queries": int(len(truth)),
+            "rtl_equals_fixed": bool(np.array_equal(rtl, fixed)),
+            "accuracy": {
+                "rtl": float(np.mean(rtl == truth)) if meaningful else None,
+                "fixed": float(np.mean(fixed == truth)) if meaningful else None,
+                "float64": float(np.mean(flt == truth)) if meaningful else None,
+            },
+            "agreement_fixed_float64": float(np.mean(fixed == flt)),
+            "latency_measured": sorted(set(cycles)),
+            "latency_model": model.latency,
+            "query_latency_model": model.query_latency,
+            "packet_latency_measured": timing.get("packet_latency_measured"),
+            "packet_latency_model": model.packet_latency,
+            "ii_measured": timing.get("ii_measured"),
+            "ii_model": model.ii,
+            "ii_core": model.ii_core,
+            "ii_bound": model.bound,
+            "load_cycles_measured": (timing.get("timing") or {}).get("load_cycles"),
+            "load_cycles_model": model.load_cycles,
+            "lanes": cfg.lanes,
+            "utilisation": model.utilisation,
+        }
+        report["cycles_match_model"] = (
+            set(cycles) == {model.latency} and report["ii_measured"] == model.ii
+            and report["packet_latency_measured"] == model.packet_latency
+        )
+        return report
+
+    def passed(self, r):
+        return r["mismatches"] == 0 and r["rtl_equals_fixed"] and r["cycles_match_model"]
+
+    def verify_rows(self, r):
+        a = r["accuracy"]
+        return [
+            ("design", r["design"]),
+            ("features", r["features"]),
+            ("simulator", r["simulator"]),
+            ("episodes, queries", f"{r['episodes']}, {r['queries']}"),
+            ("output words", str(r["output_words"])),
+            ("mismatches", f"{r['mismatches']}" + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}")),
+            ("accuracy", f"RTL {_pct(a['rtl'])}, fixed point {_pct(a['fixed'])}, float64 {_pct(a['float64'])} "
+                         f"(fixed = float64 on {100 * r['agreement_fixed_float64']:.2f} % of queries)"),
+            ("latency", f"{', '.join(map(str, r['latency_measured']))} cycles measured, {r['latency_model']} "
+                        f"modelled (begin to result); {r['query_latency_model']} from the last query word"),
+            ("packet latency", f"{r['packet_latency_measured']} cycles measured, {r['packet_latency_model']} "
+                               f"modelled (request header to last response word)"),
+            ("interval", f"{r['ii_measured']} cycles per query measured, {r['ii_model']} modelled "
+                         f"({r['ii_bound']}-bound; core {r['ii_core']})"),
+            ("LOAD", f"{r['load_cycles_measured']} cycles measured, {r['load_cycles_model']} modelled"),
+        ]
+
+    # --- board ------------------------------------------------------------
+    #: the seed of the episode whose support set the board top holds (``metafab run match --support preloaded``)
+    PRELOAD_SEED = 0
+
+    def preload(self, cfg, args):
+        eps, source = make_episodes(cfg, 1, self.PRELOAD_SEED, "auto", n_query=1)
+        (ep,) = episode_codes(cfg, eps)
+        return match_load_words(ep["support"], ep["labels"]), source
+
+    def build_figures(self, cfg, r, preload_source):
+        from metafab.gen.anchors import MATCHING_D64_US
+
+        model = self.cycles(cfg)
+        anchor = MATCHING_D64_US.get((cfg.n_way, cfg.k_shot)) if cfg.dim == 64 else None
+        return {
+            "preloaded_support": preload_source,
+            "cycles": model.to_dict(),
+            "latency_us": model.latency_us(r["fmax_mhz"]) if r.get("fmax_mhz") else None,
+            "anchor": dict(anchor) if anchor else None,
+        }
+
+    def build_rows(self, r):
+        c, us = r["cycles"], r.get("latency_us") or {}
+        return [
+            ("latency", f"{c['latency']} cycles = {us.get('compute', 0):.3f} us (begin to result); "
+                        f"{c['query_latency']} cycles = {us.get('query', 0):.3f} us from the last query word"),
+            ("packet latency", f"{c['packet_latency']} cycles = {us.get('packet', 0):.3f} us"),
+            ("interval", f"{c['ii']} cycles = {us.get('ii', 0):.3f} us per query ({c['bound']}-bound)"),
+        ]
+
+    def run_on_board(self, cfg, args, host, say, progress):
+        from metafab.reference import fixed as fx
+
+        preloaded = args.support == "preloaded"
+        if args.input:
+            eps, source = _file_episodes(args.input, cfg)
+        elif preloaded:  # the episode the board top was built with
+            eps, source = make_episodes(cfg, 1, self.PRELOAD_SEED, "auto", n_query=1)
+        else:
+            if args.episodes < 1:
+                raise UserError(f"--episodes must be at least 1, got {args.episodes}")
+            eps, source = make_episodes(cfg, args.episodes, args.seed, "auto", n_query=1)
+        results, mismatches, correct, labelled = [], 0, 0, 0
+        for n, (ep, codes) in enumerate(zip(eps, episode_codes(cfg, eps), strict=True)):
+            support, labels = np.asarray(codes["support"]), np.asarray(codes["labels"])
+            if not (preloaded and n == 0 and not args.input):
+                progress(f"episode {n}: loading {len(labels)} support embeddings ({source})")
+                host.load(match_load_words(support, labels))
+            ro = mx.readout(np.asarray(codes["queries"]), mx.prepare(support, labels, cfg), cfg)
+            for q, query in enumerate(codes["queries"]):
+                got = host.run(match_run_words(query, cfg)).tolist()
+                want = mx.result_words(ro.probs[q], ro.pred[q])
+                bad = sum(int(a != b) for a, b in zip(got, want, strict=True))
+                mismatches += bad
+                label = int(ep["query_labels"][q])
+                if label >= 0:
+                    labelled += 1
+                    correct += int(got[-1] == label)
+                st = host.status()
+                probs = fx.to_float(np.asarray(got[:-1]), cfg.prob_fmt).tolist()
+                results.append({"episode": n, "query": q, "class": int(got[-1]), "label": label,
+                                "probabilities": probs, "mismatches": bad, "cycles": st["last_cycles"]})
+                vals = " ".join(f"{v:.3f}" for v in probs)
+                lab = f" (label {label})" if label >= 0 else ""
+                say(f"episode {n} query {q}: class {got[-1]}{lab}, {st['last_cycles']} cycles on chip, "
+                    f"{bad} mismatches; probabilities {vals}")
+        accuracy = correct / labelled if labelled else None
+        if accuracy is not None:
+            say(f"accuracy {100 * accuracy:.1f} % over {labelled} queries; mismatches {mismatches}")
+        return {"design": cfg.name, "features": source, "results": results, "accuracy": accuracy,
+                "mismatches": mismatches}
+
+    def demo_heading(self, cfg):
+        return f"{self.title} ({'Matching' if cfg.mode == 'matching' else 'Prototypical'} Networks)"
+
+    def demo_rows(self, m):
+        a = m["accuracy"]
+        return [
+            ("design", m["design"]),
+            ("features", m["features"]),
+            ("queries verified (Verilator)", f"{m['queries']} in {m['episodes']} episodes "
+                                             f"({m['output_words']} output words)"),
+            ("mismatching output words", str(m["mismatches"])),
+            ("accuracy RTL / fixed / float64", f"{100 * a['rtl']:.2f} / {100 * a['fixed']:.2f} / "
+                                               f"{100 * a['float64']:.2f} %"),
+            ("latency per query", f"{m['latency_model']} cycles modelled, "
+                                  f"{', '.join(map(str, m['latency_measured']))} measured"),
+            ("initiation interval", f"{m['ii_model']} cycles modelled, {m['ii_measured']} measured"),
+        ]
+
+    def demo_build_rows(self, b):
+        us = b.get("latency_us") or {}
+        return [("latency per query at Fmax", f"{us.get('compute', 0):.3f} us; one query every "
+                                              f"{us.get('ii', 0):.3f} us")]
+
+    def demo_anchor_rows(self):
+        from metafab.gen.anchors import MATCHING_D64_US
+
+        anchor = MATCHING_D64_US.get((5, 5))
+        return [("H100, PyTorch CUDA graph", f"{anchor['h100_cuda_graph']} us")] if anchor else []
+
+
+ENGINE = MatchEngineSpec()
