@@ -113,13 +113,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown_arguments(args, extra: list[str]) -> str:
+    """One line for arguments no parser took: for an engine's command, which engine has the flag instead."""
+    from metafab.gen.engines import engines
+
+    command, engine = getattr(args, "command", None), getattr(args, "engine", None)
+    where = " ".join(x for x in ("metafab", command, engine) if x)
+    flag = next((x.split("=", 1)[0] for x in extra if x.startswith("-")), None)
+    if engine and flag:
+        others = [e.name for e in engines() if e.name != engine and flag in _engine_flags(e, command)]
+        hint = f"; it is an option of the {' and '.join(others)} engine" if others else ""
+        return (f"{where}: error: {flag} does not apply to the {engine} engine{hint} "
+                f"(see {where} --help)")
+    return f"{where}: error: unrecognized arguments: {' '.join(extra)} (see {where} --help)"
+
+
+def _engine_flags(engine, command: str) -> set[str]:
+    p = Parser(add_help=False)
+    engine.add_arguments(p, command)
+    return {s for a in p._actions for s in a.option_strings}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except SystemExit as exc:  # --help, --version (0) or a bad flag (2, one line already printed)
         return exc.code if isinstance(exc.code, int) else 2
+    if extra:
+        print(_unknown_arguments(args, extra), file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -123,7 +123,7 @@ def register(subparsers) -> None:
     sin.add_argument(
         "--out",
         default=None,
-        help="output file (default: build/weights/sinusoid_<method>_<layers>.npz, with a "
+        help="output file (default: $METAFAB_BUILD_DIR/weights/sinusoid_<method>_<layers>.npz, with a "
         "_k<K> suffix when K is not 10)",
     )
     sin.set_defaults(func=run)
@@ -330,7 +330,9 @@ def run(args: argparse.Namespace) -> int:
     train = _train_sinusoid if args.target == "sinusoid" else _train_digits
     with threadpool_limits(limits=1, user_api="blas"):
         params, metadata, name, seconds = train(args)
-    out = args.out if args.out is not None else f"build/weights/{name}"
+    from metafab.sim.runner import build_root
+
+    out = args.out if args.out is not None else build_root() / "weights" / name
     path = weights.save(out, params, metadata)
     print(f"wrote {path} ({seconds:.1f} s of training)", file=sys.stderr)
     print(f"reproduce with: {metadata['command']}", file=sys.stderr)

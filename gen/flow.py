@@ -8,6 +8,7 @@ config; nothing here knows which engine it runs. The commands in
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -149,7 +150,9 @@ def output_folder(out, kind: str, cfg) -> Path:
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
-                raise UserError(f"output path {str(p)!r} exists and is not a folder")
+                raise UserError(f"output path {str(path)!r}: {str(p)!r} exists and is not a folder")
+            if not os.access(p, os.W_OK):
+                raise UserError(f"output path {str(path)!r}: the folder {str(p)!r} is not writable")
             break
     return path
 

@@ -131,8 +131,9 @@ def find_tool(tool: str) -> str:
 
 def default_build_dir(board: str, name: str) -> Path:
     """``$METAFAB_BUILD_DIR/synth/<name>-<board>``, with ``./build`` when the variable is unset."""
-    base = os.environ.get("METAFAB_BUILD_DIR") or "build"
-    return (Path(base) / "synth" / f"{name}-{board}").resolve()
+    from metafab.sim.runner import build_root
+
+    return build_root() / "synth" / f"{name}-{board}"
 
 
 def export_verilog(component, *, name: str = "top") -> str:

@@ -271,6 +271,14 @@ class MamlConfig(_ConfigBase):
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 < self.seed < 2**32:
             raise UserError(f"seed must be an integer in 1..2**32-1, got {self.seed!r}")
+        for what, words, made_of in (
+            ("LOAD request", self.load_words, f"the {self.n_params} weights and biases of layers "
+                                              f"{'-'.join(map(str, self.layers))}"),
+            ("RUN request", self.run_words, f"K={self.k_support} support pairs and {self.n_query} query inputs"),
+            ("RUN response", self.result_words, f"{self.n_query} queries x {self.n_out} outputs"),
+        ):
+            if words > 0xFFFF:
+                raise UserError(f"a {what} would carry {words} words ({made_of}); a packet holds at most 65535")
 
     @classmethod
     def from_dict(cls, d: dict):

@@ -37,8 +37,17 @@ _BUILT_MARK = "metafab-built.ok"
 
 
 def build_root() -> Path:
-    """Where generated files go: ``$METAFAB_BUILD_DIR`` or ``./build``."""
-    return Path(os.environ.get("METAFAB_BUILD_DIR", "build")).resolve()
+    """Where generated files go: ``$METAFAB_BUILD_DIR`` or ``./build`` (UserError if that is not a folder)."""
+    from metafab.reference.errors import UserError
+
+    path = Path(os.environ.get("METAFAB_BUILD_DIR") or "build").resolve()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"the build folder {str(path)!r} (METAFAB_BUILD_DIR or ./build) is not a folder: "
+                                f"{str(p)!r} is a file")
+            break
+    return path
 
 
 class SimulationFailed(RuntimeError):

