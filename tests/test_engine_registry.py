@@ -83,3 +83,13 @@ def test_flags_of_the_echo_engine_do_not_apply_to_others(echo, capsys):
     assert main(["verify", "maml", "--words", "3"]) == 2
     err = capsys.readouterr().err
     assert "--words does not apply to the maml engine; it is an option of the echo engine" in err
+
+
+@pytest.mark.parametrize("name", ["maml", "match"])
+def test_item_i_of_a_seed_is_the_same_whatever_the_count(name):
+    engine = get_engine(name)
+    cfg = engine.config_from_dict({})
+    few = engine.verify_workload(cfg, count=engine.count_default // 50, seed=3).items
+    many = engine.verify_workload(cfg, count=engine.count_default // 10, seed=3).items
+    assert len(many) > len(few) >= 1
+    assert many[: len(few)] == few

@@ -92,12 +92,17 @@ def quantize_task(cfg: MamlConfig, xs, ys, xq) -> list:
 
 def sinusoid_tasks(cfg: MamlConfig, n: int, seed: int):
     """``n`` sinusoid tasks for a 1-input 1-output net (Finn et al. 2017 ranges): the float batch and
-    the tasks as act-format code lists."""
+    the tasks as act-format code lists. The tasks are drawn one after the other from one generator, so
+    task ``i`` of a seed is the same whatever ``n`` is."""
+    import dataclasses
+
     if cfg.n_in != 1 or cfg.n_out != 1:
         raise UserError(f"sinusoid tasks need a 1-input 1-output net, not layers {cfg.layers}")
-    from metafab.reference.sinusoid import SinusoidTasks
+    from metafab.reference.sinusoid import SinusoidTasks, TaskBatch
 
-    b = SinusoidTasks(k_support=cfg.k_support, k_query=cfg.n_query).sample(np.random.default_rng(seed), n)
+    rng, sampler = np.random.default_rng(seed), SinusoidTasks(k_support=cfg.k_support, k_query=cfg.n_query)
+    one = [sampler.sample(rng, 1) for _ in range(n)]
+    b = TaskBatch(**{f.name: np.concatenate([getattr(t, f.name) for t in one]) for f in dataclasses.fields(TaskBatch)})
     return b, [quantize_task(cfg, b.x_support[i], b.y_support[i], b.x_query[i]) for i in range(n)]
 
 
