@@ -10,14 +10,17 @@ flag of another engine is refused.
 
 One error boundary (:func:`main`): a user mistake (a :class:`UserError`, a
 bad flag, a path that cannot be read or written, a file of the wrong kind, a
-simulator that failed) prints one line on stderr and exits with status 2;
-never a traceback.
+simulator that failed) prints one line on stderr and exits with status 2 (a
+simulation that failed its checks: status 1, the line says where its log is);
+never a traceback (``METAFAB_TRACEBACK=1`` shows the traceback behind such a
+line, for a developer).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import zipfile
 
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     where = f"metafab {args.command}" + (f" {args.engine}" if getattr(args, "engine", None) else "")
 
     def fail(message) -> int:
+        if os.environ.get("METAFAB_TRACEBACK") and not isinstance(sys.exc_info()[1], UserError):
+            raise  # noqa: PLE0704 - a developer asked for the traceback of what the boundary turns into a line
         print(f"{where}: error: {message}", file=sys.stderr)
         return 2
 
@@ -159,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         return fail(exc)
-    except SimulationFailed as exc:
-        return fail(f"the simulation failed: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+    except SimulationFailed as exc:  # a failed check or simulator run, not a user mistake: status 1
+        fail(f"the simulation failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return 1
     except OSError as exc:  # a path that cannot be read or written, a file where a folder should be, ...
         path = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
         return fail(f"cannot use{path}: {exc.strerror or exc}")
@@ -168,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})")
     except (EOFError, zipfile.BadZipFile) as exc:
         return fail(f"a file is empty or not the archive it should be ({exc or type(exc).__name__})")
+    except ValueError as exc:  # from numpy or the standard library on a value no check caught
+        return fail(f"bad value: {exc}")
     except KeyboardInterrupt:
         print(f"{where}: interrupted", file=sys.stderr)
         return 130

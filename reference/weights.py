@@ -121,8 +121,8 @@ def _read(source, label: str) -> Weights:
     try:
         with np.load(source, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{label} is not a metafab weights file: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{label} is not a metafab weights file: {exc or 'it is empty'}") from None
     n_layers = sum(1 for name in arrays if name.startswith("W"))
     try:
         params = [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(n_layers)]
