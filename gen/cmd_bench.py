@@ -1,7 +1,7 @@
 """``metafab bench``: the benchmark figures (never timed tests): cycles, utilisation, simulator speed, Fmax.
 
-- the MAML engine's cycle model for the default net across lane counts and
-  step counts: cycles per task, MAC-lane utilisation, latency at 100 MHz;
+- each engine's cycle model across lane counts (:meth:`Engine.bench_model`):
+  cycles, MAC-lane utilisation, latency at 100 MHz;
 - simulator speed on the MAC lane (cycles per second of simulated time) in
   cocotb + Verilator, cocotb + Icarus and the Amaranth simulator, on the
   same random stimulus;
@@ -26,17 +26,25 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def maml_model_table() -> list[dict]:
-    from metafab.hw.maml_cycles import maml_cycles
-    from metafab.reference.config import MamlConfig
+def cycle_models() -> dict:
+    """Each engine's cycle-model table (:meth:`Engine.bench_model`): ``{engine: {"title", "rows"}}``."""
+    from metafab.gen.engines import engines
 
-    rows = []
-    for steps in (1, 5):
-        for lanes in (1, 4, 16, 32, 64, 128):
-            m = maml_cycles(MamlConfig(lanes=lanes, steps=steps))
-            rows.append({"lanes": lanes, "steps": steps, "cycles": m.task_cycles,
-                         "utilisation": m.utilisation, "latency_us_at_100mhz": m.latency_us(100.0)})
-    return rows
+    out = {}
+    for engine in engines():
+        table = engine.bench_model()
+        if table:
+            out[engine.name] = {"title": table[0], "rows": table[1]}
+    return out
+
+
+def _print_table(title: str, rows: list[dict]) -> None:
+    print(title)
+    cols = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    print("  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  " + "  ".join(str(r[c]).rjust(w) for c, w in zip(cols, widths, strict=True)))
 
 
 def amaranth_mac_speed(packets: int) -> dict:
@@ -104,7 +112,7 @@ def run(args) -> int:
     def say(msg):
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
-    doc = {"maml_cycle_model": maml_model_table(), "simulator_speed_mac_lane": {}, "synth_mac_lane": {}}
+    doc = {"cycle_models": cycle_models(), "simulator_speed_mac_lane": {}, "synth_mac_lane": {}}
     say("MAC lane in the Amaranth simulator")
     doc["simulator_speed_mac_lane"]["amaranth"] = amaranth_mac_speed(args.packets)
     for sim in ["verilator"] + (["icarus"] if find_icarus().found else []):
@@ -123,11 +131,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    print("MAML engine cycle model, 1-40-40-1, K=10, 10 queries")
-    print("  steps lanes   cycles  utilisation  latency@100MHz")
-    for r in doc["maml_cycle_model"]:
-        print(f"  {r['steps']:>5} {r['lanes']:>5} {r['cycles']:>8}  {100 * r['utilisation']:>10.1f} %  "
-              f"{r['latency_us_at_100mhz']:>10.1f} us")
+    for table in doc["cycle_models"].values():
+        _print_table(table["title"], table["rows"])
     print("Simulator speed on the MAC lane (one beat per cycle, no back-pressure)")
     for sim, r in doc["simulator_speed_mac_lane"].items():
         print(f"  {sim:<10} {r['cycles_per_second']:>10,.0f} cycles/s  ({r['cycles']} cycles, "

@@ -213,6 +213,10 @@ class Engine:
         """The demo's comparison rows (GPU and CPU anchors)."""
         return []
 
+    def bench_model(self) -> tuple[str, list[dict]] | None:
+        """``metafab bench``: a title and the cycle model's rows over a sweep of designs (None: no table)."""
+        return None
+
     # --- names ------------------------------------------------------------
     def build_name(self, cfg, top: str) -> str:
         """The name of a board build: the design and its config digest, so two designs never share a folder."""

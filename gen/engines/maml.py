@@ -249,6 +249,16 @@ class MamlEngineSpec(Engine):
                  "weights.hex": "".join(f"{w & 0xFFFFFFFF:08x}\n" for w in words)},
                 {"weights": source})
 
+    def bench_model(self):
+        rows = []
+        for steps in (1, 5):
+            for lanes in (1, 4, 16, 32, 64, 128):
+                m = self.cycles(MamlConfig(lanes=lanes, steps=steps))
+                rows.append({"steps": steps, "lanes": lanes, "cycles": m.task_cycles,
+                             "utilisation %": round(100 * m.utilisation, 1),
+                             "latency us @100MHz": round(m.latency_us(100.0), 1)})
+        return "MAML engine cycle model, 1-40-40-1, K=10, 10 queries", rows
+
     # --- workloads --------------------------------------------------------
     def tasks(self, cfg, n: int, seed: int):
         """``n`` tasks of ``seed``: ``(float batch or None, code lists)`` (sinusoid when the net allows)."""

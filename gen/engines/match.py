@@ -290,6 +290,16 @@ class MatchEngineSpec(Engine):
                  "query.hex": "".join(f"{w:08x}\n" for w in match_run_words(ep["queries"][0], cfg))},
                 {"example": {"features": source, "seed": args.seed, "files": ["load.hex", "query.hex"]}})
 
+    def bench_model(self):
+        rows = []
+        for mode in ("matching", "proto"):
+            for lanes in (16, 32, 64, 128):
+                m = self.cycles(MatchConfig(mode=mode, lanes=lanes))
+                rows.append({"mode": mode, "lanes": lanes, "latency": m.latency, "interval": m.ii,
+                             "utilisation %": round(100 * m.utilisation, 1),
+                             "us per query @100MHz": round(m.ii / 100.0, 3)})
+        return "similarity engine cycle model, 5-way 5-shot, D=64", rows
+
     # --- workloads --------------------------------------------------------
     def simulate(self, cfg, args, progress):
         from metafab.reference.fixed import to_float
