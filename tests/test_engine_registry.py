@@ -72,10 +72,12 @@ def test_echo_engine_generate_sim_verify_through_the_cli(echo, capsys, tmp_path)
 
 def test_the_echo_bench_catches_a_wrong_engine(echo):
     """The scoreboard is not blind: an engine that adds the wrong offset fails verification."""
+    from metafab.sim.runner import SimulationFailed
+
     cfg = EchoConfig(words=2, offset=1)
     wrong = flow.engine_verilog(echo, cfg.replace(offset=2))
-    rep = flow.verify(echo, cfg, count=3, sim=SIM, verilog=wrong)
-    assert rep["mismatches"] == 6 and not echo.passed(rep)
+    with pytest.raises(SimulationFailed, match="6 mismatching output words"):
+        flow.verify(echo, cfg, count=3, sim=SIM, verilog=wrong)
     assert reference([1, 2], cfg) == [2, 3]
 
 

@@ -22,8 +22,6 @@ Writes ``{tasks, words, mismatches, cycles, first_mismatch, outputs}`` to ``META
 
 from __future__ import annotations
 
-import random
-
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
@@ -31,15 +29,8 @@ from cocotb.triggers import ClockCycles
 from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig
 from metafab.reference.payloads import maml_load_words, maml_run_words, maml_weights_from_words
-from metafab.reference.protocol import STATUS_FIELDS, Opcode, Status, from_words, to_words
-from metafab.sim.packets import PacketLink
-from metafab.sim.params import bench_params, write_result
-from metafab.sim.stream import StreamBench
-
-
-def _params() -> dict:
-    return bench_params()
-
+from metafab.reference.protocol import Opcode, Status, from_words, to_words
+from metafab.sim.benches.packet_bench import PacketEngineBench, bench_params, mismatch_problems, run_scenarios
 
 
 def task_words(task) -> list[int]:
@@ -47,25 +38,15 @@ def task_words(task) -> list[int]:
     return maml_run_words(*task)
 
 
-class MamlBench(StreamBench):
+class MamlBench(PacketEngineBench):
     def __init__(self, dut, p: dict):
-        super().__init__(dut)
-        self.p = p
+        super().__init__(dut, p)
         self.cfg = MamlConfig.from_dict(p["config"])
-        self.link = PacketLink(dut, self.clock, idle=p.get("idle", 0.0),
-                               backpressure=p.get("backpressure", 0.0), rng=random.Random(p.get("seed", 0)))
         self.w0 = maml_weights_from_words(self.cfg, p["weights"])
         self.w_ref = maml_weights_from_words(self.cfg, p.get("reference_weights", p["weights"]))
 
     async def load(self):
-        words = maml_load_words(self.w0)
-        resp = await self.link.request(Opcode.LOAD, words)
-        assert resp.status == Status.OK, f"LOAD answered {resp.status!r}"
-
-    async def status(self) -> dict:
-        resp = await self.link.request(Opcode.STATUS)
-        assert resp.status == Status.OK
-        return dict(zip(STATUS_FIELDS, resp.payload, strict=True))
+        await self.checked(Opcode.LOAD, maml_load_words(self.w0))
 
     def expected(self, task) -> np.ndarray:
         xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in task)
@@ -94,37 +75,25 @@ def _new_result():
     return {"tasks": 0, "words": 0, "mismatches": 0, "cycles": [], "first_mismatch": None, "outputs": []}
 
 
-def _finish(result: dict, p: dict):
-    exp = p.get("expected_cycles")
-    problems = []
-    if result["mismatches"]:
-        problems.append(f"{result['mismatches']} mismatching output words; first {result['first_mismatch']}")
+def _problems(result: dict, exp) -> list[str]:
+    problems = mismatch_problems(result)
     if exp is not None and any(c != exp for c in result["cycles"]):
         problems.append(f"cycles per task {sorted(set(result['cycles']))} differ from the model's {exp}")
-    if problems:
-        result["failure"] = "; ".join(problems)
-    write_result(result)
-    assert not problems, result["failure"]
+    return problems
 
 
 @cocotb.test()
 async def maml_engine(dut):
     """Load the initial weights, run every task, compare each output word with the reference."""
-    p = _params()
-    scenario = p.get("scenario", "tasks")
-    tb = MamlBench(dut, p)
-    await tb.reset()
-    result = _new_result()
-    if scenario == "tasks":
-        await tb.load()
-        await tb.run_tasks(p["tasks"], result)
-    elif scenario == "errors":
-        await errors_scenario(tb, p, result)
-    elif scenario == "reset":
-        await reset_scenario(tb, p, result)
-    else:
-        raise ValueError(f"unknown scenario {scenario!r}")
-    _finish(result, p)
+    p = bench_params()
+    scenarios = {"tasks": tasks_scenario, "errors": errors_scenario, "reset": reset_scenario}
+    await run_scenarios(MamlBench(dut, p), _new_result(), scenarios, "tasks",
+                        lambda r: _problems(r, p.get("expected_cycles")))
+
+
+async def tasks_scenario(tb: MamlBench, p: dict, result: dict):
+    await tb.load()
+    await tb.run_tasks(p["tasks"], result)
 
 
 async def errors_scenario(tb: MamlBench, p: dict, result: dict):

@@ -34,8 +34,6 @@ to ``METAFAB_BENCH_OUT``.
 
 from __future__ import annotations
 
-import random
-
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
@@ -54,16 +52,7 @@ from metafab.reference.protocol import (
     from_words,
     header,
 )
-from metafab.sim.packets import PacketLink
-from metafab.sim.params import bench_params, write_result
-from metafab.sim.stream import StreamBench
-
-
-def _params() -> dict:
-    return bench_params()
-
-
-
+from metafab.sim.benches.packet_bench import PacketEngineBench, bench_params, mismatch_problems, run_scenarios
 
 
 def _high(h) -> bool:
@@ -108,26 +97,14 @@ class PortTimer:
                 out_packet = not (beat >> 32) & 1
 
 
-class MatchBench(StreamBench):
+class MatchBench(PacketEngineBench):
     def __init__(self, dut, p: dict):
-        super().__init__(dut)
-        self.p = p
+        super().__init__(dut, p)
         self.cfg = MatchConfig.from_dict(p["config"])
-        self.link = PacketLink(dut, self.clock, idle=p.get("idle", 0.0),
-                               backpressure=p.get("backpressure", 0.0), rng=random.Random(p.get("seed", 0)))
         self.timer = PortTimer(self)
 
-    async def request(self, opcode, payload=()):
-        return await self.link.request(opcode, payload)
-
     async def load(self, episode) -> None:
-        resp = await self.request(Opcode.LOAD, load_payload(episode["support"], episode["labels"]))
-        assert resp.status == Status.OK, f"LOAD answered {resp.status!r}"
-
-    async def status(self) -> dict:
-        resp = await self.request(Opcode.STATUS)
-        assert resp.status == Status.OK
-        return dict(zip(STATUS_FIELDS, resp.payload, strict=True))
+        await self.checked(Opcode.LOAD, load_payload(episode["support"], episode["labels"]))
 
     def expected(self, episode, queries) -> np.ndarray:
         """Expected response payloads, ``(Q, N + 1)``."""
@@ -203,11 +180,9 @@ def _new_result():
             "cycles": [], "timing": None, "checks": []}
 
 
-def _finish(result: dict, p: dict):
+def _problems(result: dict, p: dict) -> list[str]:
     exp = p.get("expected") or {}
-    problems = []
-    if result["mismatches"]:
-        problems.append(f"{result['mismatches']} mismatching output words; first {result['first_mismatch']}")
+    problems = mismatch_problems(result)
     lat = exp.get("latency")
     if lat is not None and any(c != lat for c in result["cycles"]):
         problems.append(f"query latency {sorted(set(result['cycles']))} differs from the model's {lat}")
@@ -219,29 +194,15 @@ def _finish(result: dict, p: dict):
                             f"responses {t['responses']} vs {tl['responses']}")
     if t and exp.get("load_cycles") is not None and t["load_cycles"] != exp["load_cycles"]:
         problems.append(f"LOAD took {t['load_cycles']} cycles, the model says {exp['load_cycles']}")
-    if problems:
-        result["failure"] = "; ".join(problems)
-    write_result(result)
-    assert not problems, result["failure"]
+    return problems
 
 
 @cocotb.test()
 async def match_engine(dut):
     """Load each episode's support set, run its queries back to back, compare every output word."""
-    p = _params()
-    scenario = p.get("scenario", "episodes")
-    tb = MatchBench(dut, p)
-    await tb.reset()
-    result = _new_result()
-    if scenario == "episodes":
-        await episodes_scenario(tb, p, result)
-    elif scenario == "errors":
-        await errors_scenario(tb, p, result)
-    elif scenario == "reset":
-        await reset_scenario(tb, p, result)
-    else:
-        raise ValueError(f"unknown scenario {scenario!r}")
-    _finish(result, p)
+    p = bench_params()
+    scenarios = {"episodes": episodes_scenario, "errors": errors_scenario, "reset": reset_scenario}
+    await run_scenarios(MatchBench(dut, p), _new_result(), scenarios, "episodes", lambda r: _problems(r, p))
 
 
 async def episodes_scenario(tb: MatchBench, p: dict, result: dict):
