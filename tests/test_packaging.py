@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SUBPACKAGES = ["metafab.reference", "metafab.hw", "metafab.gen", "metafab.sim", "metafab.sim.benches"]
+SUBPACKAGES = ["metafab.reference", "metafab.hw", "metafab.gen", "metafab.gen.engines", "metafab.sim", "metafab.sim.benches"]
 
 
 def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
@@ -36,9 +36,31 @@ def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
         "from metafab.reference.weights import load_sinusoid_init\n"
         "assert len(load_sinusoid_init()) == 3\n"
         "import metafab.hw.maml_engine, metafab.gen.cli, metafab.sim.runner\n"
+        "from metafab.gen.engines import engine_names\n"
+        "assert engine_names()[:2] == ('maml', 'match'), engine_names()\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-S", "-c", code, str(site), deps], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_layers_below_gen_do_not_import_it():
+    """reference/, hw/ and sim/ never import metafab.gen (docs/architecture.md): gen ties them together."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    offenders = []
+    for layer in ("reference", "hw", "sim"):
+        for path in sorted((repo / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                if any(n == "metafab.gen" or n.startswith("metafab.gen.") for n in names):
+                    offenders.append(f"{path.relative_to(repo)}:{node.lineno}")
+    assert offenders == []
