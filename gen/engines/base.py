@@ -32,7 +32,7 @@ from typing import Any
 from metafab.gen.designs import parse_sets, read_toml
 from metafab.reference.errors import UserError
 
-__all__ = ["Engine", "DesignFlag", "Workload", "Progress"]
+__all__ = ["Engine", "DesignFlag", "Workload", "Progress", "read_json_objects"]
 
 Progress = Callable[[str], object] | None
 
@@ -61,6 +61,23 @@ class Workload:
     items: list
     source: str
     data: dict = field(default_factory=dict)
+
+
+def read_json_objects(path: str, what: str, fields: str) -> list[dict]:
+    """A user's JSON file that holds a list of objects (tasks, episodes): the list, or a UserError
+    naming the file and what it must hold (``what``: "task", ``fields``: "xs, ys, xq")."""
+    import json
+    from pathlib import Path
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read {what} file {path!r}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} file {path!r} is not valid JSON: {exc}") from None
+    if not isinstance(doc, list) or not all(isinstance(t, dict) for t in doc):
+        raise UserError(f"{what} file {path!r} must hold a list of objects with {fields}")
+    return doc
 
 
 class Engine:

@@ -11,11 +11,10 @@ net, random tasks otherwise.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
-from metafab.gen.engines.base import DesignFlag, Engine, Progress, Workload
+from metafab.gen.engines.base import DesignFlag, Engine, Progress, Workload, read_json_objects
 from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig
 from metafab.reference.errors import UserError
@@ -154,14 +153,7 @@ def _act_float(codes, cfg: MamlConfig) -> np.ndarray:
 
 def _file_tasks(path: str, cfg: MamlConfig):
     """Real-valued tasks from a JSON file: a list of ``{"xs", "ys", "xq"}``, checked against the design."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read task file {path!r}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"task file {path!r} is not valid JSON: {exc}") from None
-    if not isinstance(doc, list) or not all(isinstance(t, dict) for t in doc):
-        raise UserError(f"task file {path!r} must hold a list of objects with xs, ys, xq")
+    doc = read_json_objects(path, "task", "xs, ys, xq")
     tasks = []
     for n, t in enumerate(doc):
         try:

@@ -26,11 +26,10 @@ Stimulus (``features``):
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
-from metafab.gen.engines.base import DesignFlag, Engine, Progress, Workload
+from metafab.gen.engines.base import DesignFlag, Engine, Progress, Workload, read_json_objects
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MATCH_MODES, MatchConfig
 from metafab.reference.errors import UserError
@@ -178,14 +177,7 @@ def _float_preds(cfg: MatchConfig, ep) -> np.ndarray:
 
 def _file_episodes(path: str, cfg: MatchConfig):
     """Real-valued episodes from a JSON file, checked against the design."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read episode file {path!r}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"episode file {path!r} is not valid JSON: {exc}") from None
-    if not isinstance(doc, list) or not all(isinstance(t, dict) for t in doc):
-        raise UserError(f"episode file {path!r} must hold a list of objects with support, labels, queries")
+    doc = read_json_objects(path, "episode", "support, labels, queries")
     eps = []
     for n, t in enumerate(doc):
         try:
