@@ -9,7 +9,8 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SUBPACKAGES = ["metafab.reference", "metafab.hw", "metafab.gen", "metafab.gen.engines", "metafab.sim", "metafab.sim.benches"]
+SUBPACKAGES = ["metafab.reference", "metafab.hw", "metafab.gen", "metafab.gen.engines", "metafab.sim",
+               "metafab.sim.benches"]
 
 
 def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
