@@ -27,11 +27,11 @@ A+3     update subtraction and saturation; the output tile is written
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import registered_product, reject, resize
-from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend
+from metafab.hw.frontend import CoreBusSignature, OpSpec, PacketEngine
 from metafab.hw.maml_schedule import (
     BACKWARD,
     ERROR,
@@ -183,7 +183,12 @@ class _Pipe:
 class MamlCore(wiring.Component):
     """The compute core: tile memories, sequencer, ``P`` lanes, adder tree, accumulators, post-processing.
 
-    Its interface is the front end's core interface (see :mod:`metafab.hw.frontend`).
+    Attributes
+    ----------
+    bus : In(CoreBusSignature(pipelined=False))
+        The core bus from the front end (see :mod:`metafab.hw.frontend`).
+    busy : Out(1)
+        A RUN is in progress.
     """
 
     def __init__(self, *, config: MamlConfig):
@@ -195,23 +200,7 @@ class MamlCore(wiring.Component):
             reject(self, exc)
         self._cfg = config
         self._sch = schedule(config)
-        super().__init__(
-            {
-                "wr_valid": In(1),
-                "wr_op": In(8),
-                "wr_index": In(16),
-                "wr_data": In(32),
-                "abort": In(1),
-                "start": In(1),
-                "start_op": In(8),
-                "done": Out(1),
-                "done_status": Out(8),
-                "rd_index": In(16),
-                "rd_data": Out(32),
-                "last_cycles": Out(32),
-                "busy": Out(1),
-            }
-        )
+        super().__init__({"bus": In(CoreBusSignature.for_ops(maml_ops(config))), "busy": Out(1)})
 
     @property
     def config(self) -> MamlConfig:
@@ -321,13 +310,13 @@ class MamlCore(wiring.Component):
         abort, start, start_load = Signal(), Signal(), Signal()
         word = Signal(signed(32))
         m.d.sync += [
-            is_load.eq(self.wr_valid & (self.wr_op == int(Opcode.LOAD))),
-            is_run.eq(self.wr_valid & (self.wr_op == int(Opcode.RUN))),
-            first_word.eq(self.wr_index == 0),
-            word.eq(self.wr_data),
-            abort.eq(self.abort),
-            start.eq(self.start),
-            start_load.eq(self.start_op == int(Opcode.LOAD)),
+            is_load.eq(self.bus.wr_valid & (self.bus.wr_op == int(Opcode.LOAD))),
+            is_run.eq(self.bus.wr_valid & (self.bus.wr_op == int(Opcode.RUN))),
+            first_word.eq(self.bus.wr_index == 0),
+            word.eq(self.bus.wr_data),
+            abort.eq(self.bus.abort),
+            start.eq(self.bus.start),
+            start_load.eq(self.bus.start_op == int(Opcode.LOAD)),
         ]
         bad = Signal()  # a payload value outside its format
 
@@ -442,8 +431,8 @@ class MamlCore(wiring.Component):
         cycles = Signal(32)
         last_cycles = Signal(32)
         done_r = Signal()
-        m.d.comb += [self.done.eq(done_r), self.done_status.eq(status), self.last_cycles.eq(last_cycles),
-                     self.busy.eq(busy)]
+        m.d.comb += [self.bus.done.eq(done_r), self.bus.done_status.eq(status),
+                     self.bus.last_cycles.eq(last_cycles), self.busy.eq(busy)]
         m.d.sync += done_r.eq(0)
 
         issue = Signal()
@@ -983,19 +972,21 @@ class MamlCore(wiring.Component):
 
         # response payload: query outputs, sample by sample
         rd = Signal(32)
-        with m.Switch(self.rd_index):
+        with m.Switch(self.bus.rd_index):
             for q in range(Q):
                 for o in range(cfg.n_out):
                     with m.Case(q * cfg.n_out + o):
                         m.d.comb += rd.eq(yout[q][o].as_signed())
-        m.d.comb += self.rd_data.eq(rd)
+        m.d.comb += self.bus.rd_data.eq(rd)
         for name, mem in mems.items():
             mem.elaborate_into(m, f"mem_{name.lower()}", platform)
         return m
 
 
-class MamlEngine(wiring.Component):
+class MamlEngine(PacketEngine):
     """The MAML engine behind the packet protocol: ports ``i`` and ``o`` (32-bit words + last).
+
+    A :class:`~metafab.hw.frontend.PacketEngine` of a :class:`MamlCore` and :func:`maml_ops`.
 
     Parameters
     ----------
@@ -1007,12 +998,10 @@ class MamlEngine(wiring.Component):
             reject(self, TypeError(f"config must be a MamlConfig, got {config!r}"))
         self._cfg = config
         try:
-            self._core = MamlCore(config=config)
+            core = MamlCore(config=config)
         except (UserError, TypeError) as exc:
             reject(self, exc)
-        self._front = PacketFrontend(ops=maml_ops(config))
-        super().__init__({"i": In(stream.Signature(WORD_LAYOUT)),
-                          "o": Out(stream.Signature(WORD_LAYOUT))})
+        super().__init__(core=core, ops=maml_ops(config))
 
     @property
     def config(self) -> MamlConfig:
@@ -1020,16 +1009,4 @@ class MamlEngine(wiring.Component):
 
     @property
     def schedule(self):
-        return self._core.schedule
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.front = front = self._front
-        m.submodules.core = core = self._core
-        wiring.connect(m, wiring.flipped(self.i), front.i)
-        wiring.connect(m, front.o, wiring.flipped(self.o))
-        for name in ("wr_valid", "wr_op", "wr_index", "wr_data", "abort", "start", "start_op", "rd_index"):
-            m.d.comb += getattr(core, name).eq(getattr(front, name))
-        for name in ("done", "done_status", "rd_data", "last_cycles"):
-            m.d.comb += getattr(front, name).eq(getattr(core, name))
-        return m
+        return self.core.schedule

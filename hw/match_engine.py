@@ -21,12 +21,12 @@ step in :mod:`metafab.hw.match_schedule`.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from metafab.hw.fixed import registered_product, reject, replicated_register, saturate, shape_of
-from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend, StreamRegister
+from metafab.hw.frontend import CoreBusSignature, OpSpec, PacketEngine
 from metafab.hw.match_schedule import (
     INPUT_DELAY,
     LOGIT_LATENCY,
@@ -99,8 +99,8 @@ def _mux_list(m: Module, index, values, shape, name: str) -> Signal:
 class MatchCore(wiring.Component):
     """The compute core: support builder, lane banks, query buffer, dot-product engine, read-out tail.
 
-    Its interface is the front end's core interface, with the pipelined-request
-    signals (see :mod:`metafab.hw.frontend`).
+    Its interface is the core bus with the pipelined-request members
+    (``bus``: ``In(CoreBusSignature(pipelined=True))``, see :mod:`metafab.hw.frontend`).
 
     Parameters
     ----------
@@ -112,24 +112,7 @@ class MatchCore(wiring.Component):
             reject(self, TypeError(f"config must be a MatchConfig, got {config!r}"))
         self._cfg = config
         self._tm = timing(config)
-        super().__init__({
-            "wr_valid": In(1),
-            "wr_op": In(8),
-            "wr_index": In(16),
-            "wr_data": In(32),
-            "abort": In(1),
-            "start": In(1),
-            "start_op": In(8),
-            "done": Out(1),
-            "done_status": Out(8),
-            "rd_index": In(16),
-            "rd_data": Out(32),
-            "last_cycles": Out(32),
-            "accept": Out(1),
-            "presult_valid": Out(1),
-            "presult_status": Out(8),
-            "presult_ack": In(1),
-        })
+        super().__init__({"bus": In(CoreBusSignature.for_ops(match_ops(config)))})
 
     @property
     def config(self) -> MatchConfig:
@@ -162,17 +145,18 @@ class MatchCore(wiring.Component):
         # (wr_first: the word is its payload's first, compared here so that no index compare sits
         # in front of the support builder's class counters)
         wr_index, wr_data, wr_first = Signal(16), Signal(32), Signal()
-        m.d.sync += [wr_index.eq(self.wr_index), wr_first.eq(self.wr_index == 0), wr_data.eq(self.wr_data)]
+        m.d.sync += [wr_index.eq(self.bus.wr_index), wr_first.eq(self.bus.wr_index == 0),
+                     wr_data.eq(self.bus.wr_data)]
         # the pulses decoded by opcode before their register (no opcode compare in front of the
         # support builder's and the query buffer's logic)
-        in_load, in_run = self.wr_op == int(Opcode.LOAD), self.wr_op == int(Opcode.RUN)
+        in_load, in_run = self.bus.wr_op == int(Opcode.LOAD), self.bus.wr_op == int(Opcode.RUN)
         ld_word, ld_abort, ld_start = Signal(), Signal(), Signal()
         q_word, run_abort, run_start = Signal(), Signal(), Signal()
         m.d.sync += [
-            ld_word.eq(self.wr_valid & in_load), ld_abort.eq(self.abort & in_load),
-            ld_start.eq(self.start & (self.start_op == int(Opcode.LOAD))),
-            q_word.eq(self.wr_valid & in_run), run_abort.eq(self.abort & in_run),
-            run_start.eq(self.start & (self.start_op == int(Opcode.RUN))),
+            ld_word.eq(self.bus.wr_valid & in_load), ld_abort.eq(self.bus.abort & in_load),
+            ld_start.eq(self.bus.start & (self.bus.start_op == int(Opcode.LOAD))),
+            q_word.eq(self.bus.wr_valid & in_run), run_abort.eq(self.bus.abort & in_run),
+            run_start.eq(self.bus.start & (self.bus.start_op == int(Opcode.RUN))),
         ]
         assert INPUT_DELAY == 1
 
@@ -184,8 +168,8 @@ class MatchCore(wiring.Component):
             bld.load_data.eq(wr_data),
             bld.abort.eq(ld_abort),
             bld.start.eq(ld_start),
-            self.done.eq(bld.done),
-            self.done_status.eq(bld.status),
+            self.bus.done.eq(bld.done),
+            self.bus.done_status.eq(bld.status),
         ]
 
         # lane banks: element d of vector v in bank d % P at address v*C + d//P
@@ -248,7 +232,7 @@ class MatchCore(wiring.Component):
         half_w_n = Signal.like(half_w)
         m.d.comb += half_w_n.eq(Mux(run_start, _next(half_w, QS), half_w))
         m.d.sync += [half_w.eq(half_w_n), accept.eq(_mux_list(m, half_w_n, q_full_n, 1, "fill_full") == 0)]
-        m.d.comb += self.accept.eq(accept)
+        m.d.comb += self.bus.accept.eq(accept)
 
         # element d goes to lane d % P, chunk d // P; QP divides P, so lane L takes field L % QP
         q_base = first_el[:LP] if LP else Const(0, 1)  # lane of the word's element 0
@@ -327,7 +311,7 @@ class MatchCore(wiring.Component):
         v = Signal(range(V + 1))
         cur_half, cur_bad, cur_entry = Signal.like(half_r), Signal(), Signal.like(entry_b)
         begin_time = [Signal(32, name=f"begin_time{e}") for e in range(RS)]
-        ack = self.presult_ack
+        ack = self.bus.presult_ack
 
         ready_q = _mux_list(m, half_r, q_rdy, 1, "next_ready")
         # since >= II - 1 and inflight < RS as registers of their own, their next values selected by
@@ -634,22 +618,27 @@ class MatchCore(wiring.Component):
                         m.d.sync += [res_full[e].eq(0), head_pred.eq(pred[e]), head_status.eq(res_status[e])]
                         m.d.sync += [head_probs[n].eq(probs[e][n]) for n in range(N)]
         m.d.comb += [
-            self.presult_valid.eq(head),
-            self.presult_status.eq(head_status),
-            self.last_cycles.eq(last_cycles),
+            self.bus.presult_valid.eq(head),
+            self.bus.presult_status.eq(head_status),
+            self.bus.last_cycles.eq(last_cycles),
         ]
         rd = Signal(32)
         ext = (lambda x: x.as_signed()) if pf.signed else (lambda x: x)
-        with m.Switch(self.rd_index[: NW + 1]):
+        with m.Switch(self.bus.rd_index[: NW + 1]):
             for n in range(N + 1):
                 with m.Case(n):
                     m.d.comb += rd.eq(ext(head_probs[n]) if n < N else head_pred)
-        m.d.comb += self.rd_data.eq(rd)
+        m.d.comb += self.bus.rd_data.eq(rd)
         return m
 
 
-class MatchEngine(wiring.Component):
+class MatchEngine(PacketEngine):
     """The similarity engine behind the packet protocol: ports ``i`` and ``o`` (32-bit words + last).
+
+    A :class:`~metafab.hw.frontend.PacketEngine` of a :class:`MatchCore` and
+    :func:`match_ops`. The response words leave from registers (the front
+    end's word selection is not on the consumer's path): one cycle on every
+    response, ``OUTPUT_DELAY`` in the cycle model.
 
     Parameters
     ----------
@@ -661,11 +650,10 @@ class MatchEngine(wiring.Component):
             reject(self, TypeError(f"config must be a MatchConfig, got {config!r}"))
         self._cfg = config
         try:
-            self._core = MatchCore(config=config)
-            self._front = PacketFrontend(ops=match_ops(config))
+            core = MatchCore(config=config)
         except (UserError, TypeError) as exc:
             reject(self, exc)
-        super().__init__({"i": In(stream.Signature(WORD_LAYOUT)), "o": Out(stream.Signature(WORD_LAYOUT))})
+        super().__init__(core=core, ops=match_ops(config), out_register=True)
 
     @property
     def config(self) -> MatchConfig:
@@ -673,22 +661,4 @@ class MatchEngine(wiring.Component):
 
     @property
     def timing(self):
-        return self._core.timing
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.front = front = self._front
-        m.submodules.core = core = self._core
-        wiring.connect(m, wiring.flipped(self.i), front.i)
-        # the response words leave from registers (the front end's word selection is not on the
-        # consumer's path); one cycle on every response, OUTPUT_DELAY in the cycle model
-        m.submodules.out_reg = out_reg = StreamRegister()
-        wiring.connect(m, front.o, out_reg.i)
-        wiring.connect(m, out_reg.o, wiring.flipped(self.o))
-        for name in ("wr_valid", "wr_op", "wr_index", "wr_data", "abort", "start", "start_op", "rd_index",
-                     "presult_ack"):
-            m.d.comb += getattr(core, name).eq(getattr(front, name))
-        for name in ("done", "done_status", "rd_data", "last_cycles", "accept", "presult_valid",
-                     "presult_status"):
-            m.d.comb += getattr(front, name).eq(getattr(core, name))
-        return m
+        return self.core.timing
