@@ -30,7 +30,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import registered_product, reject, resize
+from metafab.hw.fixed import clamp, fits, out_of_range, registered_product, reject, resize, round_shift_parts
 from metafab.hw.frontend import CoreBusSignature, OpSpec, PacketEngine
 from metafab.hw.maml_schedule import (
     BACKWARD,
@@ -138,17 +138,6 @@ def _select(m, target, selector, choices, domain="sync", default=None, early=Non
                     stmts += target.eq(exprs[key])
         with m.Default():
             stmts += target.eq(default)
-
-
-def _fits(v, n: int):
-    """1 when the signed value ``v`` lies in ``[-2**(n-1), 2**(n-1))`` (its top bits are all equal)."""
-    top = v[n - 1 :]
-    return top.all() | ~top.any()
-
-
-def _saturated(v, fits, negative, dst: QFormat):
-    """``v`` as a ``dst`` code when it fits, else ``dst``'s limit on the side ``negative`` says."""
-    return Mux(fits, v[: dst.width].as_signed(), Mux(negative, dst.min_code, dst.max_code))
 
 
 def _check_config(cfg: MamlConfig):
@@ -320,14 +309,11 @@ class MamlCore(wiring.Component):
         ]
         bad = Signal()  # a payload value outside its format
 
-        def out_of(fmt: QFormat):
-            return (word < fmt.min_code) | (word > fmt.max_code)
-
         def check(fmt: QFormat):
             with m.If(first_word):
-                m.d.sync += bad.eq(out_of(fmt))
+                m.d.sync += bad.eq(out_of_range(word, fmt))
             with m.Else():
-                m.d.sync += bad.eq(bad | out_of(fmt))
+                m.d.sync += bad.eq(bad | out_of_range(word, fmt))
 
         with m.If(abort):
             m.d.sync += bad.eq(0)
@@ -377,7 +363,7 @@ class MamlCore(wiring.Component):
                         ld_waddr.eq(tile_addr(t, m_now, c_now)),
                         ld_wpos.eq(_times(m_now & (gr - 1), gc) + (c_now & (gc - 1))),
                     ]
-        ld_wen = is_load & ~out_of(mfmt)
+        ld_wen = is_load & ~out_of_range(word, mfmt)
 
         # task inputs: support (x, y) pairs sample by sample, then the queries
         per = cfg.n_in + cfg.n_out
@@ -694,18 +680,6 @@ class MamlCore(wiring.Component):
             raw_fmt[kind] = QFormat.from_width(AW - sh, pf)
         kinds_present = sorted({j.kind for j in jobs}, key=lambda k: _KIND[k])
 
-        def round_parts(raw, src: QFormat, dst: QFormat, rounding):
-            """``(q, up)``: the shifted code and the rounding increment of resize(src -> dst)."""
-            d = src.frac_bits - dst.frac_bits
-            if d <= 0:
-                return raw << (-d), Const(0, 1)
-            q = raw >> d
-            if rounding is Rounding.TRUNCATE:
-                return q, Const(0, 1)
-            # half to even: up when the dropped bits exceed 1/2, or equal it and q is odd
-            r = raw.as_unsigned()[:d]
-            below = r[: d - 1].any() if d > 1 else Const(0, 1)
-            return q, r[d - 1] & (below | q[0])
         p1ctl, p2ctl, p3ctl = (_Pipe(ctl_fields, f"p{i}") for i in (1, 2, 3))
         m.d.sync += [p1ctl.eq(rctl), p2ctl.eq(p1ctl), p3ctl.eq(p2ctl)]
         kind0, kind1, kind2 = Signal(2), Signal(2), Signal(2)
@@ -868,7 +842,7 @@ class MamlCore(wiring.Component):
                 for kinds in parts.values():
                     rf = raw_fmt[kinds[0]]
                     raw = acc[a][: rf.width].as_signed()
-                    q, up = round_parts(raw, rf, targets[kinds[0]][0], targets[kinds[0]][1])
+                    q, up = round_shift_parts(raw, rf.frac_bits - targets[kinds[0]][0].frac_bits, targets[kinds[0]][1])
                     with m.Case(*[_KIND[k] for k in kinds]):
                         m.d.comb += [qsel.eq(q[:NQ].as_signed()), usel.eq(up)]
             m.d.sync += [qn1[a].eq(qsel), up1[a].eq(usel)]
@@ -878,7 +852,7 @@ class MamlCore(wiring.Component):
                     q = acc[a][: rf.width].as_signed() >> drop[kind] if drop[kind] > 0 else \
                         acc[a][: rf.width].as_signed() << -drop[kind]
                     with m.Case(_KIND[kind]):
-                        m.d.sync += [big1[a].eq(~_fits(q, nbits[kind] + 1)), sgn1[a].eq(acc[a][rf.width - 1])]
+                        m.d.sync += [big1[a].eq(~fits(q, nbits[kind] + 1)), sgn1[a].eq(acc[a][rf.width - 1])]
             # A+1 -> A+2: round and saturate (the update keeps its exact rounded value)
             v = Signal(signed(NQ + 1), name=f"v_{a}")
             m.d.comb += v.eq(qn1[a] + up1[a])
@@ -887,7 +861,7 @@ class MamlCore(wiring.Component):
             sat = {}
             for w in sat_widths:
                 dst = QFormat.from_width(w, 0)
-                sat[w] = _saturated(v, ~big1[a] & _fits(v, w), neg, dst)
+                sat[w] = clamp(v, ~big1[a] & fits(v, w), neg, dst)
             with m.Switch(kind1):
                 for kind in kinds_present:
                     with m.Case(_KIND[kind]):
@@ -904,7 +878,7 @@ class MamlCore(wiring.Component):
                     m.d.comb += diff.eq(wold3[a] - v2[a])
                     far = Mux(sgn2[a], mfmt.max_code, mfmt.min_code)
                     m.d.sync += out3[a].eq(Mux(big2[a], far,
-                                               _saturated(diff, _fits(diff, mw), diff[-1], mfmt)))
+                                               clamp(diff, fits(diff, mw), diff[-1], mfmt)))
             with m.Else():
                 m.d.sync += out3[a].eq(Mux(zero, 0, v2[a]))
 

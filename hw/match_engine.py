@@ -25,7 +25,15 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
-from metafab.hw.fixed import registered_product, reject, replicated_register, saturate, shape_of
+from metafab.hw.fixed import (
+    out_of_range,
+    registered_product,
+    reject,
+    replicated_register,
+    round_shift,
+    saturate,
+    shape_of,
+)
 from metafab.hw.frontend import CoreBusSignature, OpSpec, PacketEngine
 from metafab.hw.match_schedule import (
     INPUT_DELAY,
@@ -35,7 +43,7 @@ from metafab.hw.match_schedule import (
     timing,
 )
 from metafab.hw.match_support import SupportBuilder, support_widths
-from metafab.hw.match_units import Argmax, ExpTable, RecipUnit, ScaleRound, round_shift_const
+from metafab.hw.match_units import Argmax, ExpTable, RecipUnit, ScaleRound
 from metafab.reference.config import MatchConfig
 from metafab.reference.errors import UserError
 from metafab.reference.protocol import WORD_BITS, Opcode, Status
@@ -220,7 +228,7 @@ class MatchCore(wiring.Component):
         m.d.comb += first_el.eq(wr_index << LQP)
         el = [wr_data[h * FW:(h + 1) * FW].as_signed() for h in range(QP)]
         el_in = [first_el + h < D for h in range(QP)]  # the last word of an odd D has a pad field
-        out_of = Cat(*[el_in[h] & ((el[h] < ef.min_code) | (el[h] > ef.max_code)) for h in range(QP)]).any()
+        out_of = Cat(*[el_in[h] & out_of_range(el[h], ef) for h in range(QP)]).any()
         with m.If(run_abort):
             m.d.sync += fill_bad.eq(0)
         with m.Elif(q_word):
@@ -472,7 +480,7 @@ class MatchCore(wiring.Component):
             xe = Signal(signed(xw), name="logit_exact")
             m.d.sync += xe.eq((dot << (fa - fe - fs + 1)) - (norm_rd.data << (fa - 2 * fs)))
             xr = Signal(signed(xw), name="logit_rounded")
-            m.d.sync += xr.eq(round_shift_const(xe, fa - lf.frac_bits, cfg.logit_rounding))
+            m.d.sync += xr.eq(round_shift(xe, fa - lf.frac_bits, cfg.logit_rounding))
             logit = Signal(shape_of(lf), name="logit")
             m.d.sync += logit.eq(saturate(xr, lf))
             assert LOGIT_LATENCY == 3  # exact value, rounding, saturation
