@@ -54,6 +54,7 @@ word streams ``i`` and ``o``.
 """
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
@@ -63,7 +64,8 @@ from metafab.hw.fixed import reject
 from metafab.reference.errors import UserError
 from metafab.reference.protocol import MAGIC, PROTOCOL_VERSION, STATUS_FIELDS, Opcode, Status
 
-__all__ = ["WORD_LAYOUT", "OpSpec", "CoreBusSignature", "PacketFrontend", "PacketEngine", "StreamRegister"]
+__all__ = ["WORD_LAYOUT", "OpSpec", "CoreBusSignature", "CoreParts", "PacketFrontend", "PacketEngine",
+           "StreamRegister"]
 
 #: Payload of the host streams: one 32-bit word and the end-of-packet flag.
 WORD_LAYOUT = data.StructLayout({"data": 32, "last": 1})
@@ -151,6 +153,20 @@ class CoreBusSignature(wiring.Signature):
 
     def __repr__(self):
         return f"CoreBusSignature(pipelined={self._pipelined})"
+
+
+class CoreParts(SimpleNamespace):
+    """What the parts of one core's elaboration share.
+
+    A core's ``elaborate`` builds its Module in named parts (methods taking
+    this record as ``dp``), in data-path order: each part reads the values it
+    needs from the record and adds the ones later parts use with
+    :meth:`add`. The Module is ``dp.m``, the platform ``dp.platform``.
+    """
+
+    def add(self, **values):
+        """Make ``values`` (name -> value) available to the later parts."""
+        self.__dict__.update(values)
 
 
 class PacketFrontend(wiring.Component):

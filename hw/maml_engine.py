@@ -26,14 +26,12 @@ A+3     update subtraction and saturation; the output tile is written
 ======  =========================================================================
 """
 
-from types import SimpleNamespace
-
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import clamp, fits, out_of_range, registered_product, reject, resize, round_shift_parts
-from metafab.hw.frontend import CoreBusSignature, OpSpec, PacketEngine
+from metafab.hw.frontend import CoreBusSignature, CoreParts, OpSpec, PacketEngine
 from metafab.hw.maml_schedule import (
     BACKWARD,
     ERROR,
@@ -155,14 +153,6 @@ def _check_config(cfg: MamlConfig):
             raise UserError(f"{point}=stochastic is not supported by the MAML engine (reference only)")
 
 
-class _Parts(SimpleNamespace):
-    """What the parts of one elaboration share: each part reads the values it needs and adds the
-    ones later parts use (``dp.add(name=value)``); the Module is ``dp.m``, the platform ``dp.platform``."""
-
-    def add(self, **values):
-        self.__dict__.update(values)
-
-
 class _Pipe:
     """A bundle of control fields copied from stage to stage."""
 
@@ -211,7 +201,7 @@ class MamlCore(wiring.Component):
 
     def elaborate(self, platform):
         """The core, part by part in the order of the pipeline (see the module docstring)."""
-        dp = _Parts(m=Module(), platform=platform)
+        dp = CoreParts(m=Module(), platform=platform)
         self._plan(dp)
         self._storage(dp)
         self._loader(dp)
@@ -230,7 +220,7 @@ class MamlCore(wiring.Component):
             mem.elaborate_into(dp.m, f"mem_{name.lower()}", platform)
         return dp.m
 
-    def _plan(self, dp: _Parts):
+    def _plan(self, dp: CoreParts):
         """Formats, operand widths and the schedule's dimensions shared by every part."""
         cfg, sch = self._cfg, self._sch
         P = cfg.lanes
@@ -275,7 +265,7 @@ class MamlCore(wiring.Component):
         dp.add(mfmt=mfmt, one=one, prod_frac=prod_frac, sch=sch, shape_id=shape_id, shapes=shapes)
         dp.add(wfmt=wfmt)
 
-    def _storage(self, dp: _Parts):
+    def _storage(self, dp: CoreParts):
         """The tile memories (one per matrix; W holds two copies) and the tile addressing helpers."""
         L, T, mfmt, one = dp.L, dp.T, dp.mfmt, dp.one
         wts = [T[f"W{l}"] for l in range(L)]
@@ -328,7 +318,7 @@ class MamlCore(wiring.Component):
 
         dp.add(local_code=local_code, mems=mems, offsets=offsets, tile_addr=tile_addr, wts=wts)
 
-    def _loader(self, dp: _Parts):
+    def _loader(self, dp: CoreParts):
         """The payload words of LOAD (weights) and RUN (task inputs) into the memories; the range checks."""
         K, L, Q, T, act, cfg, layers, m, mems = dp.K, dp.L, dp.Q, dp.T, dp.act, dp.cfg, dp.layers, dp.m, dp.mems
         mfmt, tile_addr, wts = dp.mfmt, dp.tile_addr, dp.wts
@@ -432,7 +422,7 @@ class MamlCore(wiring.Component):
         dp.add(bad=bad, ld_waddr=ld_waddr, ld_wen=ld_wen, ld_wpos=ld_wpos, start=start, start_load=start_load)
         dp.add(wmem=wmem, word=word)
 
-    def _sequencer(self, dp: _Parts):
+    def _sequencer(self, dp: CoreParts):
         """The job table and the issue stage: job, tile coordinates and the cycle count of a run."""
         J, NS, bad, cfg, jobs, m, sch, start = dp.J, dp.NS, dp.bad, dp.cfg, dp.jobs, dp.m, dp.sch, dp.start
         start_load = dp.start_load
@@ -543,7 +533,7 @@ class MamlCore(wiring.Component):
         dp.add(busy=busy, cycles=cycles, done_r=done_r, final=final, issue=issue, jj=jj)
         dp.add(last_cycles=last_cycles, last_r=last_r, m0=m0, n0=n0, r0=r0, use_w0=use_w0)
 
-    def _issue(self, dp: _Parts):
+    def _issue(self, dp: CoreParts):
         """Issue stage c: read addresses and selector codes; the control pipeline that follows every issue."""
         J, MAXL, T, final, issue, jj, jobs = dp.J, dp.MAXL, dp.T, dp.final, dp.issue, dp.jj, dp.jobs
         last_r, levels, local_code, m, m0, mems = dp.last_r, dp.levels, dp.local_code, dp.m, dp.m0, dp.mems
@@ -607,7 +597,7 @@ class MamlCore(wiring.Component):
         dp.add(LXW=LXW, LYW=LYW, ctl=ctl, ctl_fields=ctl_fields, xloc2=xloc2, xloc3=xloc3, yloc2=yloc2)
         dp.add(yloc3=yloc3)
 
-    def _operands(self, dp: _Parts):
+    def _operands(self, dp: CoreParts):
         """c+3: the X and Y tiles extracted from the registered memory words; c+4: the lane operands."""
         LXW, LYW, P, T, TX, TY, XW, YW, cfg = dp.LXW, dp.LYW, dp.P, dp.T, dp.TX, dp.TY, dp.XW, dp.YW, dp.cfg
         ctl, jobs, lr_code, m, mems, mfmt = dp.ctl, dp.jobs, dp.lr_code, dp.m, dp.mems, dp.mfmt
@@ -684,7 +674,7 @@ class MamlCore(wiring.Component):
 
         dp.add(x4=x4, y4=y4)
 
-    def _lanes(self, dp: _Parts):
+    def _lanes(self, dp: CoreParts):
         """c+4: one registered product per lane; c+5..: the adder tree."""
         MAXL, P, XW, YW, m, platform, x4, y4 = dp.MAXL, dp.P, dp.XW, dp.YW, dp.m, dp.platform, dp.x4, dp.y4
         tree = [[registered_product(m, platform, x4[p], y4[p], name=f"prod5_{p}") for p in range(P)]]
@@ -698,7 +688,7 @@ class MamlCore(wiring.Component):
 
         dp.add(tree=tree)
 
-    def _accumulators(self, dp: _Parts):
+    def _accumulators(self, dp: CoreParts):
         """The accumulators: which tree level reaches them in a cycle, and the sums of a pass (cycle A)."""
         AW, NACC, P, ctl, ctl_fields, levels, m = dp.AW, dp.NACC, dp.P, dp.ctl, dp.ctl_fields, dp.levels, dp.m
         tree = dp.tree
@@ -739,7 +729,7 @@ class MamlCore(wiring.Component):
 
         dp.add(acc=acc, hctl=hctl, rctl=rctl)
 
-    def _post_control(self, dp: _Parts):
+    def _post_control(self, dp: CoreParts):
         """Post-processing: result formats per job kind and the control of stages A+1 .. A+3."""
         AW, L, accf, act, cfg, ctl_fields, gfmt = dp.AW, dp.L, dp.accf, dp.act, dp.cfg, dp.ctl_fields, dp.gfmt
         jobs, m, mfmt, prod_frac, rctl = dp.jobs, dp.m, dp.mfmt, dp.prod_frac, dp.rctl
@@ -768,7 +758,7 @@ class MamlCore(wiring.Component):
         dp.add(hidden2=hidden2, kind0=kind0, kind1=kind1, kind2=kind2, kinds_present=kinds_present, p1ctl=p1ctl)
         dp.add(p2ctl=p2ctl, p3ctl=p3ctl, raw_fmt=raw_fmt, targets=targets)
 
-    def _post_addresses(self, dp: _Parts):
+    def _post_addresses(self, dp: CoreParts):
         """Reads of ReLU masks and old weights in A; output tile codes, write addresses and valid mask."""
         NACC, T, hctl, jobs, local_code, m, mems = dp.NACC, dp.T, dp.hctl, dp.jobs, dp.local_code, dp.m, dp.mems
         p1ctl, p2ctl, rctl, tile_addr, wmem = dp.p1ctl, dp.p2ctl, dp.rctl, dp.tile_addr, dp.wmem
@@ -863,7 +853,7 @@ class MamlCore(wiring.Component):
         dp.add(OLW=OLW, aloc2=aloc2, aloc3=aloc3, oaddr3=oaddr3, oloc3=oloc3, oloc4=oloc4, out_mems=out_mems)
         dp.add(pos_mems=pos_mems, vmask3=vmask3)
 
-    def _aux_operands(self, dp: _Parts):
+    def _aux_operands(self, dp: CoreParts):
         """Per accumulator: the auxiliary element (ReLU mask bit or old weight) of the pass at A+2."""
         NACC, OLW, T, aloc2, aloc3, jobs, m = dp.NACC, dp.OLW, dp.T, dp.aloc2, dp.aloc3, dp.jobs, dp.m
         mems, mfmt, offsets, p1ctl, p2ctl = dp.mems, dp.mfmt, dp.offsets, dp.p1ctl, dp.p2ctl
@@ -903,7 +893,7 @@ class MamlCore(wiring.Component):
 
         dp.add(mask3=mask3, wold3=wold3)
 
-    def _round_saturate(self, dp: _Parts):
+    def _round_saturate(self, dp: CoreParts):
         """A -> A+3: rounding, saturation, ReLU and mask; the update's subtraction from the old weight."""
         L, NACC, acc, act, gfmt, hidden2, kind0 = dp.L, dp.NACC, dp.acc, dp.act, dp.gfmt, dp.hidden2, dp.kind0
         kind1, kind2, kinds_present, m, mask3 = dp.kind1, dp.kind2, dp.kinds_present, dp.m, dp.mask3
@@ -983,7 +973,7 @@ class MamlCore(wiring.Component):
 
         dp.add(out3=out3)
 
-    def _write_back(self, dp: _Parts):
+    def _write_back(self, dp: CoreParts):
         """A+3: the output tile written (and the weight memory's LOAD writes)."""
         OLW, T, jobs, ld_waddr, ld_wen, ld_wpos = dp.OLW, dp.T, dp.jobs, dp.ld_waddr, dp.ld_wen, dp.ld_wpos
         m, mems, oaddr3, offsets, oloc3, oloc4 = dp.m, dp.mems, dp.oaddr3, dp.offsets, dp.oloc3, dp.oloc4
@@ -1035,7 +1025,7 @@ class MamlCore(wiring.Component):
 
         dp.add(wvalid=wvalid)
 
-    def _response(self, dp: _Parts):
+    def _response(self, dp: CoreParts):
         """The query predictions, the done pulse and the response payload."""
         J, Q, act, busy, cfg, cycles, done_r = dp.J, dp.Q, dp.act, dp.busy, dp.cfg, dp.cycles, dp.done_r
         jobs, last_cycles, m, out3, p3ctl, sch = dp.jobs, dp.last_cycles, dp.m, dp.out3, dp.p3ctl, dp.sch

@@ -20,8 +20,6 @@ step in :mod:`metafab.hw.match_schedule`.
   and the next one streams in while they compute.
 """
 
-from types import SimpleNamespace
-
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -36,7 +34,7 @@ from metafab.hw.fixed import (
     saturate,
     shape_of,
 )
-from metafab.hw.frontend import CoreBusSignature, OpSpec, PacketEngine
+from metafab.hw.frontend import CoreBusSignature, CoreParts, OpSpec, PacketEngine
 from metafab.hw.match_schedule import (
     INPUT_DELAY,
     LOGIT_LATENCY,
@@ -106,14 +104,6 @@ def _mux_list(m: Module, index, values, shape, name: str) -> Signal:
     return out
 
 
-class _Parts(SimpleNamespace):
-    """What the parts of one elaboration share: each part reads the values it needs and adds the
-    ones later parts use (``dp.add(name=value)``); the Module is ``dp.m``, the platform ``dp.platform``."""
-
-    def add(self, **values):
-        self.__dict__.update(values)
-
-
 class MatchCore(wiring.Component):
     """The compute core: support builder, lane banks, query buffer, dot-product engine, read-out tail.
 
@@ -142,7 +132,7 @@ class MatchCore(wiring.Component):
 
     def elaborate(self, platform):
         """The core, part by part in the order of the data path (see the module docstring)."""
-        dp = _Parts(m=Module(), platform=platform)
+        dp = CoreParts(m=Module(), platform=platform)
         self._plan(dp)
         self._inputs(dp)
         self._support(dp)
@@ -160,7 +150,7 @@ class MatchCore(wiring.Component):
         self._results(dp)
         return dp.m
 
-    def _plan(self, dp: _Parts):
+    def _plan(self, dp: CoreParts):
         """Dimensions, formats and timing shared by every part; the free-running cycle counter."""
         m = dp.m
         cfg, tm = self._cfg, self._tm
@@ -182,7 +172,7 @@ class MatchCore(wiring.Component):
         dp.add(C=C, D=D, H=H, II=II, LP=LP, M=M, N=N, P=P, QS=QS, RS=RS, V=V, cfg=cfg, cycle1=cycle1, ef=ef)
         dp.add(lf=lf, matching=matching, sf=sf, tm=tm, widths=widths)
 
-    def _inputs(self, dp: _Parts):
+    def _inputs(self, dp: CoreParts):
         """The front end's words and pulses, registered once and decoded by opcode."""
         m = dp.m
         # (they fan out to every bank's write enable; INPUT_DELAY in the schedule)
@@ -207,7 +197,7 @@ class MatchCore(wiring.Component):
         dp.add(ld_abort=ld_abort, ld_start=ld_start, ld_word=ld_word, q_word=q_word, run_abort=run_abort)
         dp.add(run_start=run_start, wr_data=wr_data, wr_first=wr_first, wr_index=wr_index)
 
-    def _support(self, dp: _Parts):
+    def _support(self, dp: CoreParts):
         """LOAD: the support builder, the lane banks and the label (matching) or norm (proto) memory."""
         C, M, N, P, V, cfg, ld_abort, ld_start = dp.C, dp.M, dp.N, dp.P, dp.V, dp.cfg, dp.ld_abort, dp.ld_start
         ld_word, m, matching, platform, sf = dp.ld_word, dp.m, dp.matching, dp.platform, dp.sf
@@ -256,7 +246,7 @@ class MatchCore(wiring.Component):
 
         dp.add(AW=AW, depth=depth, groups=groups, label_rd=label_rd, lane_rd=lane_rd, norm_rd=norm_rd)
 
-    def _query_buffer(self, dp: _Parts):
+    def _query_buffer(self, dp: CoreParts):
         """RUN: the query streams into a free slot of the query buffer; the slot flags and accept."""
         C, D, LP, P, QS, cfg, ef, groups, m = dp.C, dp.D, dp.LP, dp.P, dp.QS, dp.cfg, dp.ef, dp.groups, dp.m
         platform, q_word, run_abort, run_start, tm = dp.platform, dp.q_word, dp.run_abort, dp.run_start, dp.tm
@@ -330,7 +320,7 @@ class MatchCore(wiring.Component):
         dp.add(QAW=QAW, QP=QP, el=el, el_in=el_in, half_w=half_w, q_bad=q_bad, q_full_n=q_full_n, q_rd=q_rd)
         dp.add(q_rdy=q_rdy)
 
-    def _query_norm(self, dp: _Parts):
+    def _query_norm(self, dp: CoreParts):
         """Matching: |q|^2 (exact) and 1/|q| as (y, k), ready before the query's first dot product."""
         H, QP, QS, cfg, ef, el, el_in, half_w = dp.H, dp.QP, dp.QS, dp.cfg, dp.ef, dp.el, dp.el_in, dp.half_w
         m, q_word, tm, widths, wr_first, wr_index = dp.m, dp.q_word, dp.tm, dp.widths, dp.wr_first, dp.wr_index
@@ -366,7 +356,7 @@ class MatchCore(wiring.Component):
 
         dp.add(KW=KW, kq=kq, yq=yq)
 
-    def _begin(self, dp: _Parts):
+    def _begin(self, dp: CoreParts):
         """Begin: the dot-product engine takes the next query (issue counters, result slots)."""
         C, II, QS, RS, V, cycle1, depth, m = dp.C, dp.II, dp.QS, dp.RS, dp.V, dp.cycle1, dp.depth, dp.m
         q_bad, q_full_n, q_rdy = dp.q_bad, dp.q_full_n, dp.q_rdy
@@ -428,7 +418,7 @@ class MatchCore(wiring.Component):
         dp.add(cur_half=cur_half, cur_half_n=cur_half_n, entry_b=entry_b, half_r=half_r, icount_n=icount_n)
         dp.add(issuing=issuing, v=v)
 
-    def _dot_product(self, dp: _Parts):
+    def _dot_product(self, dp: CoreParts):
         """Stage 0: every lane read at one address; products, adder tree and the accumulator over chunks."""
         AW, C, D, P, QAW, V, c, c_n, cur_bad = dp.AW, dp.C, dp.D, dp.P, dp.QAW, dp.V, dp.c, dp.c_n, dp.cur_bad
         cur_entry, cur_half, cur_half_n, ef = dp.cur_entry, dp.cur_half, dp.cur_half_n, dp.ef
@@ -496,7 +486,7 @@ class MatchCore(wiring.Component):
 
         dp.add(EW=EW, VW=VW, acc_tag=acc_tag, dot=dot, dw=dw, field=field, x_tag=x_tag, x_valid=x_valid)
 
-    def _logit_setup(self, dp: _Parts):
+    def _logit_setup(self, dp: CoreParts):
         """The exp table and the class sums it feeds; the tag of the logit path."""
         EW, N, VW, cfg, field, lf, m = dp.EW, dp.N, dp.VW, dp.cfg, dp.field, dp.lf, dp.m
         exp_tag_w = VW + 3 + EW  # v, first_v, last_v, bad, entry
@@ -519,7 +509,7 @@ class MatchCore(wiring.Component):
         dp.add(S=S, T=T, ex=ex, exp_tag_w=exp_tag_w, fin_bad=fin_bad, fin_entry=fin_entry, fin_go=fin_go)
         dp.add(one=one, pack=pack, unpack=unpack)
 
-    def _logits_matching(self, dp: _Parts):
+    def _logits_matching(self, dp: CoreParts):
         """Matching: cosine logits (dot * y * 2**-k), exp, and the class sums by label."""
         H, KW, N, S, T, cfg, dot, dw, ex = dp.H, dp.KW, dp.N, dp.S, dp.T, dp.cfg, dp.dot, dp.dw, dp.ex
         exp_tag_w, field, fin_bad, fin_entry = dp.exp_tag_w, dp.field, dp.fin_bad, dp.fin_entry
@@ -555,7 +545,7 @@ class MatchCore(wiring.Component):
         m.d.sync += [fin_go.eq(ex.o.valid & unpack(et, "last_v")), fin_entry.eq(unpack(et, "entry")),
                      fin_bad.eq(unpack(et, "bad"))]
 
-    def _logits_proto(self, dp: _Parts):
+    def _logits_proto(self, dp: CoreParts):
         """Proto: logits 2 q.p - |p|^2, their maximum, then one exp per class in a pass."""
         EW, N, S, T, VW, acc_tag, cfg, dot = dp.EW, dp.N, dp.S, dp.T, dp.VW, dp.acc_tag, dp.cfg, dp.dot
         dw, ef, ex, field, fin_bad, fin_entry = dp.dw, dp.ef, dp.ex, dp.field, dp.fin_bad, dp.fin_entry
@@ -619,7 +609,7 @@ class MatchCore(wiring.Component):
         m.d.sync += [fin_go.eq(ex.o.valid & unpack(et, "last_v")), fin_entry.eq(unpack(et, "entry")),
                      fin_bad.eq(unpack(et, "bad"))]
 
-    def _finaliser(self, dp: _Parts):
+    def _finaliser(self, dp: CoreParts):
         """The finaliser: 1/T, the probabilities and the argmax over the N classes."""
         EW, H, N, S, T, cfg, fin_bad = dp.EW, dp.H, dp.N, dp.S, dp.T, dp.cfg, dp.fin_bad
         fin_entry, fin_go, m, tm = dp.fin_entry, dp.fin_go, dp.m, dp.tm
@@ -677,7 +667,7 @@ class MatchCore(wiring.Component):
 
         dp.add(NW=NW, am=am, am_entry=am_entry, pf=pf, prob=prob)
 
-    def _results(self, dp: _Parts):
+    def _results(self, dp: CoreParts):
         """The results: RS slots, answered in order through the head registers."""
         EW, N, NW, RS, ack, am, am_entry = dp.EW, dp.N, dp.NW, dp.RS, dp.ack, dp.am, dp.am_entry
         begin_time, cycle1, m, pf, prob = dp.begin_time, dp.cycle1, dp.m, dp.pf, dp.prob
