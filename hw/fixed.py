@@ -2,9 +2,20 @@
 
 The functions build combinational Amaranth expressions for the reference's
 operations (same formats, same rounding, same overflow, same order):
-:func:`shape_of`, :func:`resize`, :func:`xorshift32_next`. :class:`MacLane`
-is the multiply-accumulate lane the engines reuse: a stream of ``(a, b,
-last)`` operand pairs in, one resized dot product out per packet.
+:func:`shape_of`, :func:`resize`, :func:`round_shift`, :func:`saturate`,
+:func:`xorshift32_next`. Both engines take their rounding and saturation
+from here: :func:`half_even_up` is the one round-half-to-even rule,
+:func:`round_shift_parts` / :func:`round_shift` drop a constant number of
+fraction bits with it, and :func:`fits` / :func:`clamp` are the
+saturation's range test and limit selection (used whole by :func:`saturate`,
+or split over pipeline stages by the MAML engine). :func:`out_of_range` is
+the input check of a payload value against its format.
+
+:class:`MacLane` is a stand-alone multiply-accumulate lane (a stream of
+``(a, b, last)`` operand pairs in, one resized dot product out per packet),
+the reference point of ``metafab bench`` and of the MAC-lane benches; the
+engines do not instantiate it (they build their lanes from
+:func:`registered_product` and their own adder trees).
 """
 
 
@@ -29,8 +40,9 @@ from metafab.reference.config import MacLaneConfig
 from metafab.reference.errors import UserError
 from metafab.reference.fixed import Overflow, QFormat, Rounding
 
-__all__ = ["shape_of", "extend", "resize", "saturate", "wrap", "xorshift32_next", "Xorshift32", "MacLane",
-           "registered_product", "replicated_register", "global_net"]
+__all__ = ["shape_of", "extend", "resize", "round_shift", "round_shift_parts", "half_even_up", "saturate",
+           "fits", "clamp", "out_of_range", "wrap", "xorshift32_next", "Xorshift32", "MacLane",
+           "registered_product", "product_register", "replicated_register", "global_net"]
 
 
 def reject(component, exc: Exception):
@@ -177,31 +189,51 @@ def shape_of(fmt: QFormat) -> Shape:
     return signed(fmt.width) if fmt.signed else unsigned(fmt.width)
 
 
+def fits(value: Value, width: int) -> Value:
+    """1 when the signed code ``value`` lies in ``[-2**(width-1), 2**(width-1))``.
+
+    Its bits from ``width - 1`` up are then all equal (all copies of the sign): an AND / OR
+    over those bits, not a magnitude compare (a carry chain on an FPGA).
+    """
+    top = Value.cast(value)[width - 1:]
+    return top.all() | ~top.any()
+
+
+def clamp(value: Value, in_range: Value, negative: Value, dst: QFormat) -> Value:
+    """``value`` as a ``dst`` code when ``in_range``, else ``dst``'s limit on the side ``negative`` says.
+
+    The selection step of a saturation whose range test (``in_range``, e.g. :func:`fits`) and
+    sign may come from elsewhere (an earlier pipeline stage).
+    """
+    return Mux(in_range, wrap(value, dst), Mux(negative, dst.min_code, dst.max_code))
+
+
+def out_of_range(value: Value, fmt: QFormat) -> Value:
+    """1 when the integer ``value`` is not a code of ``fmt`` (below its ``min_code`` or above ``max_code``)."""
+    return (value < fmt.min_code) | (value > fmt.max_code)
+
+
 def saturate(value: Value, dst: QFormat) -> Value:
     """Clamp an integer code expression to ``dst``'s range; result has ``dst``'s shape.
 
-    ``dst``'s range is all codes of its width, so the value is out of range exactly when its
-    bits above that width are not copies of the sign (signed ``dst``: bits from ``width - 1``
-    up; unsigned: from ``width`` up, and a negative value is below it): OR / AND trees over
-    those bits, not magnitude compares (carry chains on an FPGA).
+    ``dst``'s range is all codes of its width, so the value is in range exactly when its
+    bits above that width are copies of the sign (:func:`fits`; an unsigned ``dst`` also
+    needs the sign to be 0): OR / AND trees over those bits, not magnitude compares (carry
+    chains on an FPGA). Out of range, :func:`clamp` picks the limit on the value's side.
     """
     v = Value.cast(value)
     w, n = len(v), dst.width
-    top = n - 1 if dst.signed else n  # bits [top, w) of an in-range value are all its sign
     if v.shape().signed:
-        neg = v[w - 1]
-        high = v[top:w - 1] if w - 1 > top else None  # the bits between the range and the sign
-        over = ~neg & high.any() if high is not None else Const(0, 1)
+        negative = v[w - 1]
         if dst.signed:
-            under = neg & ~high.all() if high is not None else Const(0, 1)
+            in_range = fits(v, n) if w > n else Const(1, 1)
         else:
-            under = neg
+            in_range = ~negative & ~v[n:].any() if w > n else ~negative
     else:
-        over = v[top:].any() if w > top else Const(0, 1)
-        under = Const(0, 1)
-    hi = Const(dst.max_code, signed(n + 1))
-    lo = Const(dst.min_code, signed(n + 1))
-    return wrap(Mux(over, hi, Mux(under, lo, v)), dst)
+        top = n - 1 if dst.signed else n  # an unsigned value fits when its bits from here up are 0
+        negative = Const(0, 1)
+        in_range = ~v[top:].any() if w > top else Const(1, 1)
+    return wrap(clamp(v, in_range, negative, dst), dst)
 
 
 def extend(value: Value, width: int) -> Value:
@@ -227,6 +259,51 @@ def _stochastic_bits(rnd32: Value, shift: int) -> Value:
     return Value.cast(rnd32).as_unsigned() << (shift - 32)
 
 
+def half_even_up(guard: Value, sticky: Value, lsb: Value) -> Value:
+    """The round-half-to-even increment (1 bit) of a truncated quotient.
+
+    ``guard``: the first dropped bit (worth one half); ``sticky``: any later dropped bit is set;
+    ``lsb``: the quotient's lowest bit. Up when the dropped part exceeds one half, or equals it
+    and the quotient is odd (bit logic, not a compare against "half"). The one rounding rule of
+    the reference's ``half_even``.
+    """
+    return guard & (sticky | lsb)
+
+
+def round_shift_parts(value: Value, shift: int, rounding: Rounding | str) -> tuple[Value, Value]:
+    """``(q, up)`` with ``round(value * 2**-shift) = q + up`` for a constant ``shift``.
+
+    ``q`` is ``value >> shift`` (arithmetic; ``value << -shift`` when ``shift <= 0``) and ``up``
+    the 1-bit increment of ``rounding`` (``truncate``: 0; ``half_even``: :func:`half_even_up`),
+    for callers that register the two separately. Stochastic rounding needs random bits: see
+    :func:`resize`.
+    """
+    rounding = Rounding.parse(rounding)
+    v = Value.cast(value)
+    if shift <= 0:
+        return v << (-shift), Const(0, 1)
+    q = v >> shift
+    if rounding is Rounding.TRUNCATE:
+        return q, Const(0, 1)
+    if rounding is not Rounding.HALF_EVEN:
+        raise UserError(f"round_shift_parts takes truncate or half_even rounding, got {rounding.value!r}")
+    r = v.as_unsigned()[:shift]
+    sticky = r[: shift - 1].any() if shift > 1 else Const(0, 1)
+    return q, half_even_up(r[shift - 1], sticky, q[0])
+
+
+def round_shift(value: Value, shift: int, rounding: Rounding | str) -> Value:
+    """``value * 2**-shift`` rounded to an integer (a constant ``shift >= 0``), as the reference's
+    :func:`~metafab.reference.fixed.round_shift` (``truncate`` or ``half_even``)."""
+    v = Value.cast(value)
+    if shift == 0:
+        return v
+    q, up = round_shift_parts(v, shift, rounding)
+    if Rounding.parse(rounding) is Rounding.TRUNCATE:
+        return q
+    return q + up
+
+
 def resize(
     value: Value,
     src: QFormat,
@@ -250,18 +327,12 @@ def resize(
     v = v.as_signed() if src.signed else v.as_unsigned()
     d = src.frac_bits - dst.frac_bits
     if d > 0:
-        if rounding is Rounding.TRUNCATE:
-            v = v >> d
-        elif rounding is Rounding.HALF_EVEN:
-            q = v >> d
-            r = v.as_unsigned()[:d]
-            half = 1 << (d - 1)
-            up = (r > half) | ((r == half) & q[0])
-            v = q + up
-        else:
+        if rounding is Rounding.STOCHASTIC:
             if rnd32 is None:
                 raise UserError("stochastic rounding needs the xorshift32 state (rnd32)")
             v = (v + _stochastic_bits(rnd32, d)) >> d
+        else:
+            v = round_shift(v, d, rounding)
     elif d < 0:
         v = v << (-d)
     if overflow is Overflow.SATURATE:
@@ -316,8 +387,9 @@ class MacLane(wiring.Component):
     ``b`` in ``cfg.b_fmt``. The lane accumulates ``a*b`` exactly in
     ``cfg.acc_fmt`` (wrapping) and, after the beat with ``last`` set, emits
     ``resize(acc, acc_fmt -> out_fmt, rounding, overflow)`` on ``o``. One beat
-    per cycle when ``o`` is not back-pressured; latency 4 cycles from the last
-    input beat to the result. Matches
+    per cycle when ``o`` is not back-pressured; latency :attr:`LATENCY` = 5
+    cycles from the cycle of the last input beat to the cycle its result is
+    valid (operands, product, accumulator, rounding, output register). Matches
     :func:`metafab.reference.fixed.dot` followed by
     :func:`~metafab.reference.fixed.resize`.
 

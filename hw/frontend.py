@@ -7,7 +7,9 @@ sends exactly one response packet per request. A malformed request is
 drained up to its ``last`` word and answered with an error status; the
 front end then waits for the next header, so the stream never hangs.
 
-Core interface (directions from the front end's side):
+The core bus (:class:`CoreBusSignature`, members as seen from the front
+end; a core has the flipped signature, and the two are joined with
+:func:`amaranth.lib.wiring.connect`):
 
 ``wr_valid, wr_op, wr_index, wr_data`` (out)
     one payload word per cycle, its opcode and index in the packet; the
@@ -27,7 +29,8 @@ Core interface (directions from the front end's side):
 Pipelined requests (an opcode whose :class:`OpSpec` has ``pipelined=True``;
 at most one such opcode): the front end does not wait for the core to
 finish one before it takes the next, so the core can work on one request
-while the next one streams in. Extra core signals:
+while the next one streams in. The bus then has three more members
+(``CoreBusSignature(pipelined=True)``):
 
 ``accept`` (in)
     the core can take the payload (and the start) of a new pipelined
@@ -43,11 +46,15 @@ while the next one streams in. Extra core signals:
 Responses keep the order of the requests: a request that is not the
 pipelined opcode (STATUS, LOAD, a malformed packet) waits until every
 started pipelined request has been answered; a malformed pipelined request
-is answered after them too. Cores without a pipelined opcode leave the
-three signals unconnected (the front end then behaves as if they were 0).
+is answered after them too. Without a pipelined opcode the bus has no such
+members.
+
+:class:`PacketEngine` is a whole engine: a front end and a core behind the
+word streams ``i`` and ``o``.
 """
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
@@ -57,7 +64,8 @@ from metafab.hw.fixed import reject
 from metafab.reference.errors import UserError
 from metafab.reference.protocol import MAGIC, PROTOCOL_VERSION, STATUS_FIELDS, Opcode, Status
 
-__all__ = ["WORD_LAYOUT", "OpSpec", "PacketFrontend", "StreamRegister"]
+__all__ = ["WORD_LAYOUT", "OpSpec", "CoreBusSignature", "CoreParts", "PacketFrontend", "PacketEngine",
+           "StreamRegister"]
 
 #: Payload of the host streams: one 32-bit word and the end-of-packet flag.
 WORD_LAYOUT = data.StructLayout({"data": 32, "last": 1})
@@ -83,6 +91,84 @@ class OpSpec:
     pipelined: bool = False
 
 
+def _pipelined_op(ops: dict):
+    """The one pipelined opcode of ``ops``, or None."""
+    return next((op for op, spec in ops.items() if spec.pipelined), None)
+
+
+class CoreBusSignature(wiring.Signature):
+    """The bus between :class:`PacketFrontend` and an engine core, from the front end's side.
+
+    Parameters
+    ----------
+    pipelined : bool
+        The core has a pipelined opcode: the bus has ``accept``,
+        ``presult_valid``, ``presult_status`` and ``presult_ack`` too (see the
+        module docstring).
+
+    Members (from the front end; a core uses ``In(CoreBusSignature(...))``):
+    ``wr_valid``, ``wr_op`` (8), ``wr_index`` (16), ``wr_data`` (32),
+    ``abort``, ``start``, ``start_op`` (8), ``rd_index`` (16) out;
+    ``done``, ``done_status`` (8), ``rd_data`` (32), ``last_cycles`` (32) in.
+    """
+
+    def __init__(self, *, pipelined: bool):
+        if not isinstance(pipelined, bool):
+            raise TypeError(f"pipelined must be a bool, got {pipelined!r}")
+        self._pipelined = pipelined
+        members = {
+            "wr_valid": Out(1),
+            "wr_op": Out(8),
+            "wr_index": Out(16),
+            "wr_data": Out(32),
+            "abort": Out(1),
+            "start": Out(1),
+            "start_op": Out(8),
+            "done": In(1),
+            "done_status": In(8),
+            "rd_index": Out(16),
+            "rd_data": In(32),
+            "last_cycles": In(32),
+        }
+        if pipelined:
+            members.update({
+                "accept": In(1),
+                "presult_valid": In(1),
+                "presult_status": In(8),
+                "presult_ack": Out(1),
+            })
+        super().__init__(members)
+
+    @classmethod
+    def for_ops(cls, ops: dict) -> "CoreBusSignature":
+        """The bus of a core with the opcodes ``ops`` (pipelined when one of them is)."""
+        return cls(pipelined=_pipelined_op(ops) is not None)
+
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
+
+    def __eq__(self, other):
+        return type(other) is CoreBusSignature and other.pipelined == self.pipelined
+
+    def __repr__(self):
+        return f"CoreBusSignature(pipelined={self._pipelined})"
+
+
+class CoreParts(SimpleNamespace):
+    """What the parts of one core's elaboration share.
+
+    A core's ``elaborate`` builds its Module in named parts (methods taking
+    this record as ``dp``), in data-path order: each part reads the values it
+    needs from the record and adds the ones later parts use with
+    :meth:`add`. The Module is ``dp.m``, the platform ``dp.platform``.
+    """
+
+    def add(self, **values):
+        """Make ``values`` (name -> value) available to the later parts."""
+        self.__dict__.update(values)
+
+
 class PacketFrontend(wiring.Component):
     """Request parser and response sender for one engine core (see the module docstring).
 
@@ -91,6 +177,15 @@ class PacketFrontend(wiring.Component):
     ops : dict of int -> OpSpec
         The core's opcodes (``Opcode.LOAD``, ``Opcode.RUN``...). ``Opcode.STATUS``
         is answered by the front end itself.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(WORD_LAYOUT))
+        Request words.
+    o : Out(stream.Signature(WORD_LAYOUT))
+        Response words.
+    core : Out(CoreBusSignature)
+        The bus to the engine core.
     """
 
     def __init__(self, *, ops: dict):
@@ -108,22 +203,7 @@ class PacketFrontend(wiring.Component):
             {
                 "i": In(stream.Signature(WORD_LAYOUT)),
                 "o": Out(stream.Signature(WORD_LAYOUT)),
-                "wr_valid": Out(1),
-                "wr_op": Out(8),
-                "wr_index": Out(16),
-                "wr_data": Out(32),
-                "abort": Out(1),
-                "start": Out(1),
-                "start_op": Out(8),
-                "done": In(1),
-                "done_status": In(8),
-                "rd_index": Out(16),
-                "rd_data": In(32),
-                "last_cycles": In(32),
-                "accept": In(1),
-                "presult_valid": In(1),
-                "presult_status": In(8),
-                "presult_ack": Out(1),
+                "core": Out(CoreBusSignature.for_ops(ops)),
             }
         )
 
@@ -187,7 +267,7 @@ class PacketFrontend(wiring.Component):
 
         # the STATUS payload, in protocol order
         status_words = {
-            "last_cycles": self.last_cycles,
+            "last_cycles": self.core.last_cycles,
             "runs": runs,
             "errors": errors,
             "last_error": last_error,
@@ -197,11 +277,11 @@ class PacketFrontend(wiring.Component):
         assert tuple(status_words) == STATUS_FIELDS
 
         m.d.comb += [
-            self.wr_op.eq(op),
-            self.wr_index.eq(index),
-            self.wr_data.eq(word),
-            self.start_op.eq(op),
-            self.rd_index.eq(resp_idx),
+            self.core.wr_op.eq(op),
+            self.core.wr_index.eq(index),
+            self.core.wr_data.eq(word),
+            self.core.start_op.eq(op),
+            self.core.rd_index.eq(resp_idx),
         ]
 
         def fail(code, *, drain: bool):
@@ -266,20 +346,20 @@ class PacketFrontend(wiring.Component):
                 # payload of a pipelined request flows only while the core can take it
                 take_word = Signal()
                 if piped is not None:
-                    m.d.comb += take_word.eq(~op_piped | self.accept)
+                    m.d.comb += take_word.eq(~op_piped | self.core.accept)
                 else:
                     m.d.comb += take_word.eq(1)
                 m.d.comb += self.i.ready.eq(take_word)
                 with m.If(self.i.valid & take_word):
                     with m.If(final & ~last):
                         # one word too many: this one is not delivered
-                        m.d.comb += self.abort.eq(delivered)
+                        m.d.comb += self.core.abort.eq(delivered)
                         fail(Status.BAD_LENGTH, drain=True)
                     with m.Elif(~final & last):
-                        m.d.comb += self.abort.eq(1)
+                        m.d.comb += self.core.abort.eq(1)
                         fail(Status.BAD_LENGTH, drain=False)
                     with m.Else():
-                        m.d.comb += self.wr_valid.eq(1)
+                        m.d.comb += self.core.wr_valid.eq(1)
                         m.d.sync += [index.eq(index + 1), left.eq(left - 1), final.eq(left == 1),
                                      delivered.eq(1)]
                         with m.If(final):
@@ -293,17 +373,17 @@ class PacketFrontend(wiring.Component):
                 if piped is not None:
                     with m.Elif(op_piped):
                         # started, answered later by the pipelined sender; take the next header now
-                        with m.If(self.accept):
-                            m.d.comb += [self.start.eq(1), pipe_inc.eq(1)]
+                        with m.If(self.core.accept):
+                            m.d.comb += [self.core.start.eq(1), pipe_inc.eq(1)]
                             m.next = "HEADER"
                 with m.Else():
-                    m.d.comb += self.start.eq(1)
+                    m.d.comb += self.core.start.eq(1)
                     m.next = "WAIT"
 
             with m.State("WAIT"):
-                with m.If(self.done):
-                    ok = self.done_status == Status.OK
-                    m.d.sync += [resp_status.eq(self.done_status), resp_idx.eq(0)]
+                with m.If(self.core.done):
+                    ok = self.core.done_status == Status.OK
+                    m.d.sync += [resp_status.eq(self.core.done_status), resp_idx.eq(0)]
                     with m.Switch(op):
                         for code, spec in ops.items():
                             with m.Case(int(code)):
@@ -314,7 +394,7 @@ class PacketFrontend(wiring.Component):
                                     with m.If(ok):
                                         m.d.sync += runs.eq(runs + 1)
                     with m.If(~ok):
-                        m.d.sync += [errors.eq(errors + 1), last_error.eq(self.done_status)]
+                        m.d.sync += [errors.eq(errors + 1), last_error.eq(self.core.done_status)]
                     m.next = "RESPOND"
 
             with m.State("DRAIN"):
@@ -355,7 +435,7 @@ class PacketFrontend(wiring.Component):
                                 m.d.comb += value.eq(v)
                 if reads_core:  # else no answer of this FSM carries core data: no path from rd_data
                     with m.Else():
-                        m.d.comb += value.eq(self.rd_data)
+                        m.d.comb += value.eq(self.core.rd_data)
                 final = resp_idx == resp_len - 1
                 m.d.comb += [
                     self.o.valid.eq(1),
@@ -381,30 +461,30 @@ class PacketFrontend(wiring.Component):
         idx = Signal(16)  # the word being offered
         idx1 = Signal(16)  # idx + 1, the word being fetched (a register: no adder before the core's mux)
         word = Signal(32)  # its value
-        ok = self.presult_status == Status.OK
+        ok = self.core.presult_status == Status.OK
         length = Signal(16)
         m.d.comb += length.eq(Mux(ok, spec.resp_len, 0))
 
         def finished():
-            m.d.comb += [self.presult_ack.eq(1), pipe_dec.eq(1)]
+            m.d.comb += [self.core.presult_ack.eq(1), pipe_dec.eq(1)]
             with m.If(ok):
                 if spec.counts_run:
                     m.d.sync += runs.eq(runs + 1)
             with m.Else():
-                m.d.sync += [errors.eq(errors + 1), last_error.eq(self.presult_status)]
+                m.d.sync += [errors.eq(errors + 1), last_error.eq(self.core.presult_status)]
 
         with m.FSM(name="pipe"):
             with m.State("HEAD"):
                 # outstanding != 0 here: the main FSM is not answering anything (ordering rule)
-                with m.If(self.presult_valid & ~idle_pipe):
+                with m.If(self.core.presult_valid & ~idle_pipe):
                     m.d.comb += [
-                        self.rd_index.eq(0),
+                        self.core.rd_index.eq(0),
                         self.o.valid.eq(1),
-                        self.o.payload.data.eq((MAGIC << 24) | (self.presult_status << 16) | length),
+                        self.o.payload.data.eq((MAGIC << 24) | (self.core.presult_status << 16) | length),
                         self.o.payload.last.eq(length == 0),
                     ]
                     with m.If(self.o.ready):
-                        m.d.sync += [idx.eq(0), idx1.eq(1), word.eq(self.rd_data)]
+                        m.d.sync += [idx.eq(0), idx1.eq(1), word.eq(self.core.rd_data)]
                         with m.If(length == 0):
                             finished()
                         with m.Else():
@@ -412,13 +492,13 @@ class PacketFrontend(wiring.Component):
             with m.State("DATA"):
                 final = idx == length - 1
                 m.d.comb += [
-                    self.rd_index.eq(idx1),
+                    self.core.rd_index.eq(idx1),
                     self.o.valid.eq(1),
                     self.o.payload.data.eq(word),
                     self.o.payload.last.eq(final),
                 ]
                 with m.If(self.o.ready):
-                    m.d.sync += [idx.eq(idx1), idx1.eq(idx1 + 1), word.eq(self.rd_data)]
+                    m.d.sync += [idx.eq(idx1), idx1.eq(idx1 + 1), word.eq(self.core.rd_data)]
                     with m.If(final):
                         finished()
                         m.next = "HEAD"
@@ -440,4 +520,82 @@ class StreamRegister(wiring.Component):
             m.d.sync += [data.eq(self.i.payload), full.eq(1)]
         with m.Elif(self.o.ready):
             m.d.sync += full.eq(0)
+        return m
+
+
+class PacketEngine(wiring.Component):
+    """An engine behind the packet protocol: :class:`PacketFrontend` + a core, ports ``i`` and ``o``.
+
+    Parameters
+    ----------
+    core : wiring.Component
+        The compute core; its ``bus`` member is ``In(CoreBusSignature.for_ops(ops))``.
+    ops : dict of int -> OpSpec
+        The core's opcodes (see :class:`PacketFrontend`).
+    out_register : bool
+        Send the response words through a :class:`StreamRegister` (one more
+        cycle on every response): the front end's word selection is then not
+        on the consumer's path.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(WORD_LAYOUT))
+        Request words (32-bit data + ``last``).
+    o : Out(stream.Signature(WORD_LAYOUT))
+        Response words.
+
+    Raises
+    ------
+    TypeError
+        ``core`` is not a component with a core bus matching ``ops``.
+    UserError
+        ``ops`` is not a valid opcode table (see :class:`PacketFrontend`).
+    """
+
+    def __init__(self, *, core, ops: dict, out_register: bool = False):
+        def fail(exc):
+            if isinstance(core, wiring.Component):
+                core._MustUse__silence = True  # never elaborated: no "created but never used" warning
+            reject(self, exc)
+
+        if not isinstance(core, wiring.Component) or "bus" not in core.signature.members:
+            fail(TypeError(f"core must be a wiring.Component with a 'bus' member, got {core!r}"))
+        try:
+            front = PacketFrontend(ops=ops)
+        except UserError as exc:
+            fail(exc)
+        bus, need = core.signature.members["bus"], In(CoreBusSignature.for_ops(ops))
+        if bus != need:
+            front._MustUse__silence = True
+            fail(TypeError(f"the core's bus is {bus!r}; ops {ops!r} need {need!r}"))
+        self._core = core
+        self._front = front
+        self._ops = dict(ops)
+        self._out_register = bool(out_register)
+        super().__init__({"i": In(stream.Signature(WORD_LAYOUT)), "o": Out(stream.Signature(WORD_LAYOUT))})
+
+    @property
+    def core(self) -> wiring.Component:
+        return self._core
+
+    @property
+    def ops(self) -> dict:
+        return dict(self._ops)
+
+    @property
+    def out_register(self) -> bool:
+        return self._out_register
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.front = front = self._front
+        m.submodules.core = core = self._core
+        wiring.connect(m, wiring.flipped(self.i), front.i)
+        if self._out_register:
+            m.submodules.out_reg = out_reg = StreamRegister()
+            wiring.connect(m, front.o, out_reg.i)
+            wiring.connect(m, out_reg.o, wiring.flipped(self.o))
+        else:
+            wiring.connect(m, front.o, wiring.flipped(self.o))
+        wiring.connect(m, front.core, core.bus)
         return m

@@ -27,11 +27,11 @@ A+3     update subtraction and saturation; the output tile is written
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import registered_product, reject, resize
-from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend
+from metafab.hw.fixed import clamp, fits, out_of_range, registered_product, reject, resize, round_shift_parts
+from metafab.hw.frontend import CoreBusSignature, CoreParts, OpSpec, PacketEngine
 from metafab.hw.maml_schedule import (
     BACKWARD,
     ERROR,
@@ -140,17 +140,6 @@ def _select(m, target, selector, choices, domain="sync", default=None, early=Non
             stmts += target.eq(default)
 
 
-def _fits(v, n: int):
-    """1 when the signed value ``v`` lies in ``[-2**(n-1), 2**(n-1))`` (its top bits are all equal)."""
-    top = v[n - 1 :]
-    return top.all() | ~top.any()
-
-
-def _saturated(v, fits, negative, dst: QFormat):
-    """``v`` as a ``dst`` code when it fits, else ``dst``'s limit on the side ``negative`` says."""
-    return Mux(fits, v[: dst.width].as_signed(), Mux(negative, dst.min_code, dst.max_code))
-
-
 def _check_config(cfg: MamlConfig):
     if cfg.lanes & (cfg.lanes - 1):
         raise UserError(f"lanes must be a power of two (1, 2, 4, ..., 256), got {cfg.lanes}")
@@ -183,7 +172,12 @@ class _Pipe:
 class MamlCore(wiring.Component):
     """The compute core: tile memories, sequencer, ``P`` lanes, adder tree, accumulators, post-processing.
 
-    Its interface is the front end's core interface (see :mod:`metafab.hw.frontend`).
+    Attributes
+    ----------
+    bus : In(CoreBusSignature(pipelined=False))
+        The core bus from the front end (see :mod:`metafab.hw.frontend`).
+    busy : Out(1)
+        A RUN is in progress.
     """
 
     def __init__(self, *, config: MamlConfig):
@@ -195,23 +189,7 @@ class MamlCore(wiring.Component):
             reject(self, exc)
         self._cfg = config
         self._sch = schedule(config)
-        super().__init__(
-            {
-                "wr_valid": In(1),
-                "wr_op": In(8),
-                "wr_index": In(16),
-                "wr_data": In(32),
-                "abort": In(1),
-                "start": In(1),
-                "start_op": In(8),
-                "done": Out(1),
-                "done_status": Out(8),
-                "rd_index": In(16),
-                "rd_data": Out(32),
-                "last_cycles": Out(32),
-                "busy": Out(1),
-            }
-        )
+        super().__init__({"bus": In(CoreBusSignature.for_ops(maml_ops(config))), "busy": Out(1)})
 
     @property
     def config(self) -> MamlConfig:
@@ -221,10 +199,30 @@ class MamlCore(wiring.Component):
     def schedule(self):
         return self._sch
 
-    # ------------------------------------------------------------------
-    def elaborate(self, platform):  # noqa: C901 - one datapath, read top to bottom
+    def elaborate(self, platform):
+        """The core, part by part in the order of the pipeline (see the module docstring)."""
+        dp = CoreParts(m=Module(), platform=platform)
+        self._plan(dp)
+        self._storage(dp)
+        self._loader(dp)
+        self._sequencer(dp)
+        self._issue(dp)
+        self._operands(dp)
+        self._lanes(dp)
+        self._accumulators(dp)
+        self._post_control(dp)
+        self._post_addresses(dp)
+        self._aux_operands(dp)
+        self._round_saturate(dp)
+        self._write_back(dp)
+        self._response(dp)
+        for name, mem in dp.mems.items():
+            mem.elaborate_into(dp.m, f"mem_{name.lower()}", platform)
+        return dp.m
+
+    def _plan(self, dp: CoreParts):
+        """Formats, operand widths and the schedule's dimensions shared by every part."""
         cfg, sch = self._cfg, self._sch
-        m = Module()
         P = cfg.lanes
         L = cfg.n_layers
         K, Q = cfg.k_support, cfg.n_query
@@ -262,7 +260,14 @@ class MamlCore(wiring.Component):
         AW = accf.width
         one = 1 << act.frac_bits
 
-        # ---------------- storage ----------------
+        dp.add(AW=AW, J=J, K=K, L=L, MAXL=MAXL, NACC=NACC, NS=NS, P=P, Q=Q, T=T, TX=TX, TY=TY, XW=XW, YW=YW)
+        dp.add(accf=accf, act=act, cfg=cfg, gfmt=gfmt, jobs=jobs, layers=layers, levels=levels, lr_code=lr_code)
+        dp.add(mfmt=mfmt, one=one, prod_frac=prod_frac, sch=sch, shape_id=shape_id, shapes=shapes)
+        dp.add(wfmt=wfmt)
+
+    def _storage(self, dp: CoreParts):
+        """The tile memories (one per matrix; W holds two copies) and the tile addressing helpers."""
+        L, T, mfmt, one = dp.L, dp.T, dp.mfmt, dp.one
         wts = [T[f"W{l}"] for l in range(L)]
         W_WORDS = sum(t.words for t in wts)
         mems = {"W": TileMemory("w", depth=2 * W_WORDS, elements=max(t.elements for t in wts),
@@ -311,7 +316,12 @@ class MamlCore(wiring.Component):
                     seen[loc] = (ro, co)
             return sorted((loc, ro, co) for loc, (ro, co) in seen.items())
 
-        # ---------------- loader (payload words from the front end) ----------------
+        dp.add(local_code=local_code, mems=mems, offsets=offsets, tile_addr=tile_addr, wts=wts)
+
+    def _loader(self, dp: CoreParts):
+        """The payload words of LOAD (weights) and RUN (task inputs) into the memories; the range checks."""
+        K, L, Q, T, act, cfg, layers, m, mems = dp.K, dp.L, dp.Q, dp.T, dp.act, dp.cfg, dp.layers, dp.m, dp.mems
+        mfmt, tile_addr, wts = dp.mfmt, dp.tile_addr, dp.wts
         # The front end's write and start signals enter through one register, decoded by opcode
         # before it: every load and start decision starts from a register of the core, not from the
         # input stream's handshake through the front end (in a board top that path ran from the UART
@@ -321,24 +331,21 @@ class MamlCore(wiring.Component):
         abort, start, start_load = Signal(), Signal(), Signal()
         word = Signal(signed(32))
         m.d.sync += [
-            is_load.eq(self.wr_valid & (self.wr_op == int(Opcode.LOAD))),
-            is_run.eq(self.wr_valid & (self.wr_op == int(Opcode.RUN))),
-            first_word.eq(self.wr_index == 0),
-            word.eq(self.wr_data),
-            abort.eq(self.abort),
-            start.eq(self.start),
-            start_load.eq(self.start_op == int(Opcode.LOAD)),
+            is_load.eq(self.bus.wr_valid & (self.bus.wr_op == int(Opcode.LOAD))),
+            is_run.eq(self.bus.wr_valid & (self.bus.wr_op == int(Opcode.RUN))),
+            first_word.eq(self.bus.wr_index == 0),
+            word.eq(self.bus.wr_data),
+            abort.eq(self.bus.abort),
+            start.eq(self.bus.start),
+            start_load.eq(self.bus.start_op == int(Opcode.LOAD)),
         ]
         bad = Signal()  # a payload value outside its format
 
-        def out_of(fmt: QFormat):
-            return (word < fmt.min_code) | (word > fmt.max_code)
-
         def check(fmt: QFormat):
             with m.If(first_word):
-                m.d.sync += bad.eq(out_of(fmt))
+                m.d.sync += bad.eq(out_of_range(word, fmt))
             with m.Else():
-                m.d.sync += bad.eq(bad | out_of(fmt))
+                m.d.sync += bad.eq(bad | out_of_range(word, fmt))
 
         with m.If(abort):
             m.d.sync += bad.eq(0)
@@ -388,7 +395,7 @@ class MamlCore(wiring.Component):
                         ld_waddr.eq(tile_addr(t, m_now, c_now)),
                         ld_wpos.eq(_times(m_now & (gr - 1), gc) + (c_now & (gc - 1))),
                     ]
-        ld_wen = is_load & ~out_of(mfmt)
+        ld_wen = is_load & ~out_of_range(word, mfmt)
 
         # task inputs: support (x, y) pairs sample by sample, then the queries
         per = cfg.n_in + cfg.n_out
@@ -412,7 +419,13 @@ class MamlCore(wiring.Component):
         element_write(mems["Y"], T["Y"], f_now - cfg.n_in, k_now, word, is_run & ~q_now & ~is_x)
         element_write(mems["Q0"], T["Q0"], f_now, k_now, word, is_run & q_now)
 
-        # ---------------- job table ----------------
+        dp.add(bad=bad, ld_waddr=ld_waddr, ld_wen=ld_wen, ld_wpos=ld_wpos, start=start, start_load=start_load)
+        dp.add(wmem=wmem, word=word)
+
+    def _sequencer(self, dp: CoreParts):
+        """The job table and the issue stage: job, tile coordinates and the cycle count of a run."""
+        J, NS, bad, cfg, jobs, m, sch, start = dp.J, dp.NS, dp.bad, dp.cfg, dp.jobs, dp.m, dp.sch, dp.start
+        start_load = dp.start_load
         gap_first, gap_later, gap_query = sch.gaps()
         pm_a = _const_array([j.shape.pm for j in jobs])
         pn_a = _const_array([j.shape.pn for j in jobs])
@@ -442,8 +455,8 @@ class MamlCore(wiring.Component):
         cycles = Signal(32)
         last_cycles = Signal(32)
         done_r = Signal()
-        m.d.comb += [self.done.eq(done_r), self.done_status.eq(status), self.last_cycles.eq(last_cycles),
-                     self.busy.eq(busy)]
+        m.d.comb += [self.bus.done.eq(done_r), self.bus.done_status.eq(status),
+                     self.bus.last_cycles.eq(last_cycles), self.busy.eq(busy)]
         m.d.sync += done_r.eq(0)
 
         issue = Signal()
@@ -517,7 +530,14 @@ class MamlCore(wiring.Component):
                     with m.Else():
                         enter_job(jj + 1, step == 0)
 
-        # ---------------- issue stage: read addresses and selector codes ----------------
+        dp.add(busy=busy, cycles=cycles, done_r=done_r, final=final, issue=issue, jj=jj)
+        dp.add(last_cycles=last_cycles, last_r=last_r, m0=m0, n0=n0, r0=r0, use_w0=use_w0)
+
+    def _issue(self, dp: CoreParts):
+        """Issue stage c: read addresses and selector codes; the control pipeline that follows every issue."""
+        J, MAXL, T, final, issue, jj, jobs = dp.J, dp.MAXL, dp.T, dp.final, dp.issue, dp.jj, dp.jobs
+        last_r, levels, local_code, m, m0, mems = dp.last_r, dp.levels, dp.local_code, dp.m, dp.m0, dp.mems
+        n0, r0, tile_addr, use_w0 = dp.n0, dp.r0, dp.tile_addr, dp.use_w0
         coord = {"m": m0, "n": n0, "r": r0}
         issue_mems = ["W"] + [n for n in mems if not n.startswith("P") and n != "W"]
         addr0 = {n: Signal.like(mems[n].reads[0].addr, name=f"raddr0_{n.lower()}") for n in issue_mems}
@@ -574,7 +594,15 @@ class MamlCore(wiring.Component):
         m.d.sync += [xloc1.eq(xloc0), yloc1.eq(yloc0), xloc2.eq(xloc1), yloc2.eq(yloc1),
                      xloc3.eq(xloc2), yloc3.eq(yloc2)]
 
-        # ---------------- c+3: extraction of the X and Y tiles from the registered words ----------------
+        dp.add(LXW=LXW, LYW=LYW, ctl=ctl, ctl_fields=ctl_fields, xloc2=xloc2, xloc3=xloc3, yloc2=yloc2)
+        dp.add(yloc3=yloc3)
+
+    def _operands(self, dp: CoreParts):
+        """c+3: the X and Y tiles extracted from the registered memory words; c+4: the lane operands."""
+        LXW, LYW, P, T, TX, TY, XW, YW, cfg = dp.LXW, dp.LYW, dp.P, dp.T, dp.TX, dp.TY, dp.XW, dp.YW, dp.cfg
+        ctl, jobs, lr_code, m, mems, mfmt = dp.ctl, dp.jobs, dp.lr_code, dp.m, dp.mems, dp.mfmt
+        offsets, shape_id, shapes, wfmt, xloc2 = dp.offsets, dp.shape_id, dp.shapes, dp.wfmt, dp.xloc2
+        xloc3, yloc2, yloc3 = dp.xloc3, dp.yloc2, dp.yloc3
         lr_const = Const(lr_code, signed(XW))
 
         def weight_operand(mem, e):
@@ -644,7 +672,11 @@ class MamlCore(wiring.Component):
             _select(m, x4[p], shp3, xc, domain="comb", early=shp2)
             _select(m, y4[p], shp3, yc, domain="comb", early=shp2)
 
-        # ---------------- c+4: products; c+5..: adder tree ----------------
+        dp.add(x4=x4, y4=y4)
+
+    def _lanes(self, dp: CoreParts):
+        """c+4: one registered product per lane; c+5..: the adder tree."""
+        MAXL, P, XW, YW, m, platform, x4, y4 = dp.MAXL, dp.P, dp.XW, dp.YW, dp.m, dp.platform, dp.x4, dp.y4
         tree = [[registered_product(m, platform, x4[p], y4[p], name=f"prod5_{p}") for p in range(P)]]
         assert all(t.shape() == signed(XW + YW) for t in tree[0])
         for lvl in range(1, MAXL + 1):
@@ -654,7 +686,12 @@ class MamlCore(wiring.Component):
             m.d.sync += [cur[q].eq(prev[2 * q] + prev[2 * q + 1]) for q in range(len(cur))]
             tree.append(cur)
 
-        # ---------------- accumulators ----------------
+        dp.add(tree=tree)
+
+    def _accumulators(self, dp: CoreParts):
+        """The accumulators: which tree level reaches them in a cycle, and the sums of a pass (cycle A)."""
+        AW, NACC, P, ctl, ctl_fields, levels, m = dp.AW, dp.NACC, dp.P, dp.ctl, dp.ctl_fields, dp.levels, dp.m
+        tree = dp.tree
         # which tree level reaches the accumulators this cycle (``hit``), and that pass's control
         # fields (``hctl``): decoded from the control pipeline a stage early and registered, so
         # that only registers drive the accumulators' input selection and carry chains
@@ -690,7 +727,12 @@ class MamlCore(wiring.Component):
         m.d.sync += rctl.valid.eq(any_hit & hctl.last)
         assert accumulate_stage(0) == product_stage() + 1
 
-        # ---------------- post-processing ----------------
+        dp.add(acc=acc, hctl=hctl, rctl=rctl)
+
+    def _post_control(self, dp: CoreParts):
+        """Post-processing: result formats per job kind and the control of stages A+1 .. A+3."""
+        AW, L, accf, act, cfg, ctl_fields, gfmt = dp.AW, dp.L, dp.accf, dp.act, dp.cfg, dp.ctl_fields, dp.gfmt
+        jobs, m, mfmt, prod_frac, rctl = dp.jobs, dp.m, dp.mfmt, dp.prod_frac, dp.rctl
         kind_a = _const_array([_KIND[j.kind] for j in jobs])
         upd_fmt = QFormat(accf.int_bits + 1, mfmt.frac_bits)
         targets = {  # kind -> (destination format, rounding, overflow)
@@ -705,18 +747,6 @@ class MamlCore(wiring.Component):
             raw_fmt[kind] = QFormat.from_width(AW - sh, pf)
         kinds_present = sorted({j.kind for j in jobs}, key=lambda k: _KIND[k])
 
-        def round_parts(raw, src: QFormat, dst: QFormat, rounding):
-            """``(q, up)``: the shifted code and the rounding increment of resize(src -> dst)."""
-            d = src.frac_bits - dst.frac_bits
-            if d <= 0:
-                return raw << (-d), Const(0, 1)
-            q = raw >> d
-            if rounding is Rounding.TRUNCATE:
-                return q, Const(0, 1)
-            # half to even: up when the dropped bits exceed 1/2, or equal it and q is odd
-            r = raw.as_unsigned()[:d]
-            below = r[: d - 1].any() if d > 1 else Const(0, 1)
-            return q, r[d - 1] & (below | q[0])
         p1ctl, p2ctl, p3ctl = (_Pipe(ctl_fields, f"p{i}") for i in (1, 2, 3))
         m.d.sync += [p1ctl.eq(rctl), p2ctl.eq(p1ctl), p3ctl.eq(p2ctl)]
         kind0, kind1, kind2 = Signal(2), Signal(2), Signal(2)
@@ -725,6 +755,13 @@ class MamlCore(wiring.Component):
         m.d.comb += [kind0.eq(kind_a[rctl.jj]), kind1.eq(kind_a[p1ctl.jj]), kind2.eq(kind_a[p2ctl.jj]),
                      hidden2.eq(layer_a[p2ctl.jj] < L - 1)]
 
+        dp.add(hidden2=hidden2, kind0=kind0, kind1=kind1, kind2=kind2, kinds_present=kinds_present, p1ctl=p1ctl)
+        dp.add(p2ctl=p2ctl, p3ctl=p3ctl, raw_fmt=raw_fmt, targets=targets)
+
+    def _post_addresses(self, dp: CoreParts):
+        """Reads of ReLU masks and old weights in A; output tile codes, write addresses and valid mask."""
+        NACC, T, hctl, jobs, local_code, m, mems = dp.NACC, dp.T, dp.hctl, dp.jobs, dp.local_code, dp.m, dp.mems
+        p1ctl, p2ctl, rctl, tile_addr, wmem = dp.p1ctl, dp.p2ctl, dp.rctl, dp.tile_addr, dp.wmem
         # ReLU masks (backward) and old weights (update) are read in cycle A; their registered
         # data is there in A+2, for the last post-processing stage. Their addresses are computed
         # from the control a cycle before A (rctl is hctl registered) and registered in one copy
@@ -813,6 +850,14 @@ class MamlCore(wiring.Component):
                     m.d.sync += vmask2.eq(Cat(*bits))
         m.d.sync += vmask3.eq(vmask2)
 
+        dp.add(OLW=OLW, aloc2=aloc2, aloc3=aloc3, oaddr3=oaddr3, oloc3=oloc3, oloc4=oloc4, out_mems=out_mems)
+        dp.add(pos_mems=pos_mems, vmask3=vmask3)
+
+    def _aux_operands(self, dp: CoreParts):
+        """Per accumulator: the auxiliary element (ReLU mask bit or old weight) of the pass at A+2."""
+        NACC, OLW, T, aloc2, aloc3, jobs, m = dp.NACC, dp.OLW, dp.T, dp.aloc2, dp.aloc3, dp.jobs, dp.m
+        mems, mfmt, offsets, p1ctl, p2ctl = dp.mems, dp.mfmt, dp.offsets, dp.p1ctl, dp.p2ctl
+        pos_mems = dp.pos_mems
         def aux_elements(mem_names, ctl_, loc, port, early):
             """Per accumulator: the auxiliary element (mask bit or old weight) of the pass in ``ctl_``
             (``early``: the selector a cycle before, for the choice codes decoded ahead)."""
@@ -846,6 +891,13 @@ class MamlCore(wiring.Component):
         mask3 = aux_elements(pos_mems, p2ctl, aloc3, 0, aux_early) if pos_mems else [None] * NACC
         wold3 = aux_elements(["W"], p2ctl, aloc3, 1, aux_early)
 
+        dp.add(mask3=mask3, wold3=wold3)
+
+    def _round_saturate(self, dp: CoreParts):
+        """A -> A+3: rounding, saturation, ReLU and mask; the update's subtraction from the old weight."""
+        L, NACC, acc, act, gfmt, hidden2, kind0 = dp.L, dp.NACC, dp.acc, dp.act, dp.gfmt, dp.hidden2, dp.kind0
+        kind1, kind2, kinds_present, m, mask3 = dp.kind1, dp.kind2, dp.kinds_present, dp.m, dp.mask3
+        mfmt, raw_fmt, targets, wold3 = dp.mfmt, dp.raw_fmt, dp.targets, dp.wold3
         # Saturation never compares wide values: a code fits ``n`` bits when its bits from
         # ``n-1`` up are all equal. Post 1 keeps ``n+1`` bits of the shifted code and a flag
         # for "far out of range", so the rounding adder and the update's subtraction are narrow.
@@ -879,7 +931,7 @@ class MamlCore(wiring.Component):
                 for kinds in parts.values():
                     rf = raw_fmt[kinds[0]]
                     raw = acc[a][: rf.width].as_signed()
-                    q, up = round_parts(raw, rf, targets[kinds[0]][0], targets[kinds[0]][1])
+                    q, up = round_shift_parts(raw, rf.frac_bits - targets[kinds[0]][0].frac_bits, targets[kinds[0]][1])
                     with m.Case(*[_KIND[k] for k in kinds]):
                         m.d.comb += [qsel.eq(q[:NQ].as_signed()), usel.eq(up)]
             m.d.sync += [qn1[a].eq(qsel), up1[a].eq(usel)]
@@ -889,7 +941,7 @@ class MamlCore(wiring.Component):
                     q = acc[a][: rf.width].as_signed() >> drop[kind] if drop[kind] > 0 else \
                         acc[a][: rf.width].as_signed() << -drop[kind]
                     with m.Case(_KIND[kind]):
-                        m.d.sync += [big1[a].eq(~_fits(q, nbits[kind] + 1)), sgn1[a].eq(acc[a][rf.width - 1])]
+                        m.d.sync += [big1[a].eq(~fits(q, nbits[kind] + 1)), sgn1[a].eq(acc[a][rf.width - 1])]
             # A+1 -> A+2: round and saturate (the update keeps its exact rounded value)
             v = Signal(signed(NQ + 1), name=f"v_{a}")
             m.d.comb += v.eq(qn1[a] + up1[a])
@@ -898,7 +950,7 @@ class MamlCore(wiring.Component):
             sat = {}
             for w in sat_widths:
                 dst = QFormat.from_width(w, 0)
-                sat[w] = _saturated(v, ~big1[a] & _fits(v, w), neg, dst)
+                sat[w] = clamp(v, ~big1[a] & fits(v, w), neg, dst)
             with m.Switch(kind1):
                 for kind in kinds_present:
                     with m.Case(_KIND[kind]):
@@ -915,11 +967,18 @@ class MamlCore(wiring.Component):
                     m.d.comb += diff.eq(wold3[a] - v2[a])
                     far = Mux(sgn2[a], mfmt.max_code, mfmt.min_code)
                     m.d.sync += out3[a].eq(Mux(big2[a], far,
-                                               _saturated(diff, _fits(diff, mw), diff[-1], mfmt)))
+                                               clamp(diff, fits(diff, mw), diff[-1], mfmt)))
             with m.Else():
                 m.d.sync += out3[a].eq(Mux(zero, 0, v2[a]))
 
-        # ---------------- write-back (A+3) ----------------
+        dp.add(out3=out3)
+
+    def _write_back(self, dp: CoreParts):
+        """A+3: the output tile written (and the weight memory's LOAD writes)."""
+        OLW, T, jobs, ld_waddr, ld_wen, ld_wpos = dp.OLW, dp.T, dp.jobs, dp.ld_waddr, dp.ld_wen, dp.ld_wpos
+        m, mems, oaddr3, offsets, oloc3, oloc4 = dp.m, dp.mems, dp.oaddr3, dp.offsets, dp.oloc3, dp.oloc4
+        out3, out_mems, p2ctl, p3ctl, vmask3 = dp.out3, dp.out_mems, dp.p2ctl, dp.p3ctl, dp.vmask3
+        wmem, word = dp.wmem, dp.word
         wvalid = p3ctl.valid
         wsel = Cat(oloc4, p3ctl.jj)
         wsel_early = Cat(oloc3, p2ctl.jj)  # the same, a cycle earlier: each element's choice is decoded ahead
@@ -964,6 +1023,13 @@ class MamlCore(wiring.Component):
             else:
                 m.d.comb += [mem.write.data.eq(data), mem.write.en.eq(ens)]
 
+        dp.add(wvalid=wvalid)
+
+    def _response(self, dp: CoreParts):
+        """The query predictions, the done pulse and the response payload."""
+        J, Q, act, busy, cfg, cycles, done_r = dp.J, dp.Q, dp.act, dp.busy, dp.cfg, dp.cycles, dp.done_r
+        jobs, last_cycles, m, out3, p3ctl, sch = dp.jobs, dp.last_cycles, dp.m, dp.out3, dp.p3ctl, dp.sch
+        wvalid = dp.wvalid
         # predictions of the queries, for the response
         last_q = J - 1
         lj = jobs[last_q]
@@ -983,19 +1049,18 @@ class MamlCore(wiring.Component):
 
         # response payload: query outputs, sample by sample
         rd = Signal(32)
-        with m.Switch(self.rd_index):
+        with m.Switch(self.bus.rd_index):
             for q in range(Q):
                 for o in range(cfg.n_out):
                     with m.Case(q * cfg.n_out + o):
                         m.d.comb += rd.eq(yout[q][o].as_signed())
-        m.d.comb += self.rd_data.eq(rd)
-        for name, mem in mems.items():
-            mem.elaborate_into(m, f"mem_{name.lower()}", platform)
-        return m
+        m.d.comb += self.bus.rd_data.eq(rd)
 
 
-class MamlEngine(wiring.Component):
+class MamlEngine(PacketEngine):
     """The MAML engine behind the packet protocol: ports ``i`` and ``o`` (32-bit words + last).
+
+    A :class:`~metafab.hw.frontend.PacketEngine` of a :class:`MamlCore` and :func:`maml_ops`.
 
     Parameters
     ----------
@@ -1007,12 +1072,10 @@ class MamlEngine(wiring.Component):
             reject(self, TypeError(f"config must be a MamlConfig, got {config!r}"))
         self._cfg = config
         try:
-            self._core = MamlCore(config=config)
+            core = MamlCore(config=config)
         except (UserError, TypeError) as exc:
             reject(self, exc)
-        self._front = PacketFrontend(ops=maml_ops(config))
-        super().__init__({"i": In(stream.Signature(WORD_LAYOUT)),
-                          "o": Out(stream.Signature(WORD_LAYOUT))})
+        super().__init__(core=core, ops=maml_ops(config))
 
     @property
     def config(self) -> MamlConfig:
@@ -1020,16 +1083,4 @@ class MamlEngine(wiring.Component):
 
     @property
     def schedule(self):
-        return self._core.schedule
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.front = front = self._front
-        m.submodules.core = core = self._core
-        wiring.connect(m, wiring.flipped(self.i), front.i)
-        wiring.connect(m, front.o, wiring.flipped(self.o))
-        for name in ("wr_valid", "wr_op", "wr_index", "wr_data", "abort", "start", "start_op", "rd_index"):
-            m.d.comb += getattr(core, name).eq(getattr(front, name))
-        for name in ("done", "done_status", "rd_data", "last_cycles"):
-            m.d.comb += getattr(front, name).eq(getattr(core, name))
-        return m
+        return self.core.schedule

@@ -21,12 +21,20 @@ step in :mod:`metafab.hw.match_schedule`.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
-from metafab.hw.fixed import registered_product, reject, replicated_register, saturate, shape_of
-from metafab.hw.frontend import WORD_LAYOUT, OpSpec, PacketFrontend, StreamRegister
+from metafab.hw.fixed import (
+    out_of_range,
+    registered_product,
+    reject,
+    replicated_register,
+    round_shift,
+    saturate,
+    shape_of,
+)
+from metafab.hw.frontend import CoreBusSignature, CoreParts, OpSpec, PacketEngine
 from metafab.hw.match_schedule import (
     INPUT_DELAY,
     LOGIT_LATENCY,
@@ -35,7 +43,7 @@ from metafab.hw.match_schedule import (
     timing,
 )
 from metafab.hw.match_support import SupportBuilder, support_widths
-from metafab.hw.match_units import Argmax, ExpTable, RecipUnit, ScaleRound, round_shift_const
+from metafab.hw.match_units import Argmax, ExpTable, RecipUnit, ScaleRound
 from metafab.reference.config import MatchConfig
 from metafab.reference.errors import UserError
 from metafab.reference.protocol import WORD_BITS, Opcode, Status
@@ -99,8 +107,8 @@ def _mux_list(m: Module, index, values, shape, name: str) -> Signal:
 class MatchCore(wiring.Component):
     """The compute core: support builder, lane banks, query buffer, dot-product engine, read-out tail.
 
-    Its interface is the front end's core interface, with the pipelined-request
-    signals (see :mod:`metafab.hw.frontend`).
+    Its interface is the core bus with the pipelined-request members
+    (``bus``: ``In(CoreBusSignature(pipelined=True))``, see :mod:`metafab.hw.frontend`).
 
     Parameters
     ----------
@@ -112,24 +120,7 @@ class MatchCore(wiring.Component):
             reject(self, TypeError(f"config must be a MatchConfig, got {config!r}"))
         self._cfg = config
         self._tm = timing(config)
-        super().__init__({
-            "wr_valid": In(1),
-            "wr_op": In(8),
-            "wr_index": In(16),
-            "wr_data": In(32),
-            "abort": In(1),
-            "start": In(1),
-            "start_op": In(8),
-            "done": Out(1),
-            "done_status": Out(8),
-            "rd_index": In(16),
-            "rd_data": Out(32),
-            "last_cycles": Out(32),
-            "accept": Out(1),
-            "presult_valid": Out(1),
-            "presult_status": Out(8),
-            "presult_ack": In(1),
-        })
+        super().__init__({"bus": In(CoreBusSignature.for_ops(match_ops(config)))})
 
     @property
     def config(self) -> MatchConfig:
@@ -139,9 +130,30 @@ class MatchCore(wiring.Component):
     def timing(self):
         return self._tm
 
-    def elaborate(self, platform):  # noqa: C901 - one datapath, read top to bottom
+    def elaborate(self, platform):
+        """The core, part by part in the order of the data path (see the module docstring)."""
+        dp = CoreParts(m=Module(), platform=platform)
+        self._plan(dp)
+        self._inputs(dp)
+        self._support(dp)
+        self._query_buffer(dp)
+        if dp.matching:
+            self._query_norm(dp)
+        self._begin(dp)
+        self._dot_product(dp)
+        self._logit_setup(dp)
+        if dp.matching:
+            self._logits_matching(dp)
+        else:
+            self._logits_proto(dp)
+        self._finaliser(dp)
+        self._results(dp)
+        return dp.m
+
+    def _plan(self, dp: CoreParts):
+        """Dimensions, formats and timing shared by every part; the free-running cycle counter."""
+        m = dp.m
         cfg, tm = self._cfg, self._tm
-        m = Module()
         matching = cfg.mode == "matching"
         N, M, D, P = cfg.n_way, cfg.n_support, cfg.dim, cfg.lanes
         C, V = cfg.chunks, cfg.n_vectors
@@ -157,26 +169,39 @@ class MatchCore(wiring.Component):
         cycle1 = Signal(32, init=1)
         m.d.sync += cycle1.eq(cycle1 + 1)
 
-        # ---------------- the front end's words and pulses, registered once ----------------
+        dp.add(C=C, D=D, H=H, II=II, LP=LP, M=M, N=N, P=P, QS=QS, RS=RS, V=V, cfg=cfg, cycle1=cycle1, ef=ef)
+        dp.add(lf=lf, matching=matching, sf=sf, tm=tm, widths=widths)
+
+    def _inputs(self, dp: CoreParts):
+        """The front end's words and pulses, registered once and decoded by opcode."""
+        m = dp.m
         # (they fan out to every bank's write enable; INPUT_DELAY in the schedule)
         # (wr_first: the word is its payload's first, compared here so that no index compare sits
         # in front of the support builder's class counters)
         wr_index, wr_data, wr_first = Signal(16), Signal(32), Signal()
-        m.d.sync += [wr_index.eq(self.wr_index), wr_first.eq(self.wr_index == 0), wr_data.eq(self.wr_data)]
+        m.d.sync += [wr_index.eq(self.bus.wr_index), wr_first.eq(self.bus.wr_index == 0),
+                     wr_data.eq(self.bus.wr_data)]
         # the pulses decoded by opcode before their register (no opcode compare in front of the
         # support builder's and the query buffer's logic)
-        in_load, in_run = self.wr_op == int(Opcode.LOAD), self.wr_op == int(Opcode.RUN)
+        in_load, in_run = self.bus.wr_op == int(Opcode.LOAD), self.bus.wr_op == int(Opcode.RUN)
         ld_word, ld_abort, ld_start = Signal(), Signal(), Signal()
         q_word, run_abort, run_start = Signal(), Signal(), Signal()
         m.d.sync += [
-            ld_word.eq(self.wr_valid & in_load), ld_abort.eq(self.abort & in_load),
-            ld_start.eq(self.start & (self.start_op == int(Opcode.LOAD))),
-            q_word.eq(self.wr_valid & in_run), run_abort.eq(self.abort & in_run),
-            run_start.eq(self.start & (self.start_op == int(Opcode.RUN))),
+            ld_word.eq(self.bus.wr_valid & in_load), ld_abort.eq(self.bus.abort & in_load),
+            ld_start.eq(self.bus.start & (self.bus.start_op == int(Opcode.LOAD))),
+            q_word.eq(self.bus.wr_valid & in_run), run_abort.eq(self.bus.abort & in_run),
+            run_start.eq(self.bus.start & (self.bus.start_op == int(Opcode.RUN))),
         ]
         assert INPUT_DELAY == 1
 
-        # ---------------- LOAD: the support builder ----------------
+        dp.add(ld_abort=ld_abort, ld_start=ld_start, ld_word=ld_word, q_word=q_word, run_abort=run_abort)
+        dp.add(run_start=run_start, wr_data=wr_data, wr_first=wr_first, wr_index=wr_index)
+
+    def _support(self, dp: CoreParts):
+        """LOAD: the support builder, the lane banks and the label (matching) or norm (proto) memory."""
+        C, M, N, P, V, cfg, ld_abort, ld_start = dp.C, dp.M, dp.N, dp.P, dp.V, dp.cfg, dp.ld_abort, dp.ld_start
+        ld_word, m, matching, platform, sf = dp.ld_word, dp.m, dp.matching, dp.platform, dp.sf
+        widths, wr_data, wr_first = dp.widths, dp.wr_data, dp.wr_first
         m.submodules.builder = bld = SupportBuilder(config=cfg)
         m.d.comb += [
             bld.load_valid.eq(ld_word),
@@ -184,8 +209,8 @@ class MatchCore(wiring.Component):
             bld.load_data.eq(wr_data),
             bld.abort.eq(ld_abort),
             bld.start.eq(ld_start),
-            self.done.eq(bld.done),
-            self.done_status.eq(bld.status),
+            self.bus.done.eq(bld.done),
+            self.bus.done_status.eq(bld.status),
         ]
 
         # lane banks: element d of vector v in bank d % P at address v*C + d//P
@@ -205,6 +230,7 @@ class MatchCore(wiring.Component):
             m.d.comb += [wp.addr.eq(c_addr), wp.data.eq(c_data), wp.en.eq(c_valid & (c_lane == lane))]
             lane_rd.append(rp)
 
+        label_rd = norm_rd = None  # the read port of the labels (matching) or of the norms (proto)
         if matching:
             labels = Memory(shape=range(max(2, N)), depth=M, init=[0] * M)
             m.submodules.labels = labels
@@ -218,7 +244,13 @@ class MatchCore(wiring.Component):
             m.d.comb += [nwp.addr.eq(bld.nw_addr), nwp.data.eq(bld.nw_data), nwp.en.eq(bld.nw_valid)]
             norm_rd = norms.read_port()
 
-        # ---------------- RUN: the query streams into a free slot of the query buffer ----------------
+        dp.add(AW=AW, depth=depth, groups=groups, label_rd=label_rd, lane_rd=lane_rd, norm_rd=norm_rd)
+
+    def _query_buffer(self, dp: CoreParts):
+        """RUN: the query streams into a free slot of the query buffer; the slot flags and accept."""
+        C, D, LP, P, QS, cfg, ef, groups, m = dp.C, dp.D, dp.LP, dp.P, dp.QS, dp.cfg, dp.ef, dp.groups, dp.m
+        platform, q_word, run_abort, run_start, tm = dp.platform, dp.q_word, dp.run_abort, dp.run_start, dp.tm
+        wr_data, wr_first, wr_index = dp.wr_data, dp.wr_first, dp.wr_index
         half_w = Signal(range(QS))  # the slot being filled
         q_full = [Signal(name=f"q_full{h}") for h in range(QS)]
         # their next values as signals, so that the front end's accept can be a register
@@ -236,7 +268,7 @@ class MatchCore(wiring.Component):
         m.d.comb += first_el.eq(wr_index << LQP)
         el = [wr_data[h * FW:(h + 1) * FW].as_signed() for h in range(QP)]
         el_in = [first_el + h < D for h in range(QP)]  # the last word of an odd D has a pad field
-        out_of = Cat(*[el_in[h] & ((el[h] < ef.min_code) | (el[h] > ef.max_code)) for h in range(QP)]).any()
+        out_of = Cat(*[el_in[h] & out_of_range(el[h], ef) for h in range(QP)]).any()
         with m.If(run_abort):
             m.d.sync += fill_bad.eq(0)
         with m.Elif(q_word):
@@ -248,7 +280,7 @@ class MatchCore(wiring.Component):
         half_w_n = Signal.like(half_w)
         m.d.comb += half_w_n.eq(Mux(run_start, _next(half_w, QS), half_w))
         m.d.sync += [half_w.eq(half_w_n), accept.eq(_mux_list(m, half_w_n, q_full_n, 1, "fill_full") == 0)]
-        m.d.comb += self.accept.eq(accept)
+        m.d.comb += self.bus.accept.eq(accept)
 
         # element d goes to lane d % P, chunk d // P; QP divides P, so lane L takes field L % QP
         q_base = first_el[:LP] if LP else Const(0, 1)  # lane of the word's element 0
@@ -285,38 +317,49 @@ class MatchCore(wiring.Component):
             with m.Elif(q_wait[h] != 0):
                 m.d.sync += q_wait[h].eq(q_wait[h] - 1)
 
-        if matching:
-            # |q|^2 (exact) and 1/|q| as (y, k), ready before the query's first dot product
-            vals = [Signal(shape_of(ef), name=f"qsq_in{h}") for h in range(QP)]
-            in_v, in_first, in_last = Signal(), Signal(), Signal()
-            in_half = Signal.like(half_w)
-            m.d.sync += [vals[h].eq(Mux(el_in[h], el[h][: ef.width], 0)) for h in range(QP)]
-            m.d.sync += [in_v.eq(q_word), in_first.eq(wr_first),
-                         in_last.eq(wr_index == cfg.query_words - 1), in_half.eq(half_w)]
-            qsq = [Signal(unsigned(2 * ef.width), name=f"qsq{h}") for h in range(QP)]
-            qs_v, qs_first, qs_last = Signal(), Signal(), Signal()
-            qs_half = Signal.like(half_w)
-            m.d.sync += [qsq[h].eq(vals[h] * vals[h]) for h in range(QP)]
-            m.d.sync += [qs_v.eq(in_v), qs_first.eq(in_first), qs_last.eq(in_last), qs_half.eq(in_half)]
-            qn = Signal(unsigned(widths["norm"]))
-            qn_last = Signal()
-            qn_half = Signal.like(half_w)
-            m.d.sync += [qn_last.eq(qs_v & qs_last), qn_half.eq(qs_half)]
-            with m.If(qs_v):
-                m.d.sync += qn.eq(sum(qsq, Mux(qs_first, 0, qn)))
-            assert SQUARE_LATENCY == 3  # word, product, sum
-            qrs = RecipUnit(config=cfg, kind="rsqrt", in_width=widths["norm"], tag_width=len(half_w))
-            m.submodules.qrsqrt = qrs
-            assert qrs.LATENCY == tm.rsqrt_latency
-            m.d.comb += [qrs.i.valid.eq(qn_last), qrs.i.payload.x.eq(qn), qrs.i.payload.tag.eq(qn_half)]
-            KW = len(qrs.o.payload.exp)
-            yq = [Signal(unsigned(H + 1), name=f"yq{h}") for h in range(QS)]
-            kq = [Signal(KW, name=f"kq{h}") for h in range(QS)]
-            for h in range(QS):
-                with m.If(qrs.o.valid & (qrs.o.payload.tag == h)):
-                    m.d.sync += [yq[h].eq(qrs.o.payload.y), kq[h].eq(qrs.o.payload.exp)]
+        dp.add(QAW=QAW, QP=QP, el=el, el_in=el_in, half_w=half_w, q_bad=q_bad, q_full_n=q_full_n, q_rd=q_rd)
+        dp.add(q_rdy=q_rdy)
 
-        # ---------------- begin: the dot-product engine takes the next query ----------------
+    def _query_norm(self, dp: CoreParts):
+        """Matching: |q|^2 (exact) and 1/|q| as (y, k), ready before the query's first dot product."""
+        H, QP, QS, cfg, ef, el, el_in, half_w = dp.H, dp.QP, dp.QS, dp.cfg, dp.ef, dp.el, dp.el_in, dp.half_w
+        m, q_word, tm, widths, wr_first, wr_index = dp.m, dp.q_word, dp.tm, dp.widths, dp.wr_first, dp.wr_index
+        # |q|^2 (exact) and 1/|q| as (y, k), ready before the query's first dot product
+        vals = [Signal(shape_of(ef), name=f"qsq_in{h}") for h in range(QP)]
+        in_v, in_first, in_last = Signal(), Signal(), Signal()
+        in_half = Signal.like(half_w)
+        m.d.sync += [vals[h].eq(Mux(el_in[h], el[h][: ef.width], 0)) for h in range(QP)]
+        m.d.sync += [in_v.eq(q_word), in_first.eq(wr_first),
+                     in_last.eq(wr_index == cfg.query_words - 1), in_half.eq(half_w)]
+        qsq = [Signal(unsigned(2 * ef.width), name=f"qsq{h}") for h in range(QP)]
+        qs_v, qs_first, qs_last = Signal(), Signal(), Signal()
+        qs_half = Signal.like(half_w)
+        m.d.sync += [qsq[h].eq(vals[h] * vals[h]) for h in range(QP)]
+        m.d.sync += [qs_v.eq(in_v), qs_first.eq(in_first), qs_last.eq(in_last), qs_half.eq(in_half)]
+        qn = Signal(unsigned(widths["norm"]))
+        qn_last = Signal()
+        qn_half = Signal.like(half_w)
+        m.d.sync += [qn_last.eq(qs_v & qs_last), qn_half.eq(qs_half)]
+        with m.If(qs_v):
+            m.d.sync += qn.eq(sum(qsq, Mux(qs_first, 0, qn)))
+        assert SQUARE_LATENCY == 3  # word, product, sum
+        qrs = RecipUnit(config=cfg, kind="rsqrt", in_width=widths["norm"], tag_width=len(half_w))
+        m.submodules.qrsqrt = qrs
+        assert qrs.LATENCY == tm.rsqrt_latency
+        m.d.comb += [qrs.i.valid.eq(qn_last), qrs.i.payload.x.eq(qn), qrs.i.payload.tag.eq(qn_half)]
+        KW = len(qrs.o.payload.exp)
+        yq = [Signal(unsigned(H + 1), name=f"yq{h}") for h in range(QS)]
+        kq = [Signal(KW, name=f"kq{h}") for h in range(QS)]
+        for h in range(QS):
+            with m.If(qrs.o.valid & (qrs.o.payload.tag == h)):
+                m.d.sync += [yq[h].eq(qrs.o.payload.y), kq[h].eq(qrs.o.payload.exp)]
+
+        dp.add(KW=KW, kq=kq, yq=yq)
+
+    def _begin(self, dp: CoreParts):
+        """Begin: the dot-product engine takes the next query (issue counters, result slots)."""
+        C, II, QS, RS, V, cycle1, depth, m = dp.C, dp.II, dp.QS, dp.RS, dp.V, dp.cycle1, dp.depth, dp.m
+        q_bad, q_full_n, q_rdy = dp.q_bad, dp.q_full_n, dp.q_rdy
         half_r = Signal(range(QS))  # the query slot to issue next
         entry_b = Signal(range(RS))  # the result slot of the next query
         inflight = Signal(range(RS + 1))
@@ -327,7 +370,7 @@ class MatchCore(wiring.Component):
         v = Signal(range(V + 1))
         cur_half, cur_bad, cur_entry = Signal.like(half_r), Signal(), Signal.like(entry_b)
         begin_time = [Signal(32, name=f"begin_time{e}") for e in range(RS)]
-        ack = self.presult_ack
+        ack = self.bus.presult_ack
 
         ready_q = _mux_list(m, half_r, q_rdy, 1, "next_ready")
         # since >= II - 1 and inflight < RS as registers of their own, their next values selected by
@@ -371,7 +414,16 @@ class MatchCore(wiring.Component):
         with m.Elif(since < II):
             m.d.sync += since.eq(since + 1)
 
-        # ---------------- stage 0: read every lane at one address ----------------
+        dp.add(ack=ack, begin_time=begin_time, c=c, c_n=c_n, cur_bad=cur_bad, cur_entry=cur_entry)
+        dp.add(cur_half=cur_half, cur_half_n=cur_half_n, entry_b=entry_b, half_r=half_r, icount_n=icount_n)
+        dp.add(issuing=issuing, v=v)
+
+    def _dot_product(self, dp: CoreParts):
+        """Stage 0: every lane read at one address; products, adder tree and the accumulator over chunks."""
+        AW, C, D, P, QAW, V, c, c_n, cur_bad = dp.AW, dp.C, dp.D, dp.P, dp.QAW, dp.V, dp.c, dp.c_n, dp.cur_bad
+        cur_entry, cur_half, cur_half_n, ef = dp.cur_entry, dp.cur_half, dp.cur_half_n, dp.ef
+        entry_b, groups, half_r, icount_n, issuing = dp.entry_b, dp.groups, dp.half_r, dp.icount_n, dp.issuing
+        lane_rd, m, platform, q_rd, sf, tm, v = dp.lane_rd, dp.m, dp.platform, dp.q_rd, dp.sf, dp.tm, dp.v
         # (the address reaches every bank: a copy of its register per BANK_GROUP banks, so that
         # no single register drives all P banks across the chip)
         lane_addr = replicated_register(m, platform, icount_n[:AW], groups, name="bank_addr")
@@ -432,7 +484,11 @@ class MatchCore(wiring.Component):
         x_valid = field(x_tag, "valid") & field(x_tag, "last_c")
         assert 1 + 1 + 1 + stages + 1 == tm.dot_latency
 
-        # ---------------- logits ----------------
+        dp.add(EW=EW, VW=VW, acc_tag=acc_tag, dot=dot, dw=dw, field=field, x_tag=x_tag, x_valid=x_valid)
+
+    def _logit_setup(self, dp: CoreParts):
+        """The exp table and the class sums it feeds; the tag of the logit path."""
+        EW, N, VW, cfg, field, lf, m = dp.EW, dp.N, dp.VW, dp.cfg, dp.field, dp.lf, dp.m
         exp_tag_w = VW + 3 + EW  # v, first_v, last_v, bad, entry
         ex = ExpTable(config=cfg, tag_width=exp_tag_w)
         m.submodules.exp = ex
@@ -450,96 +506,113 @@ class MatchCore(wiring.Component):
                      "entry": (VW + 3, EW)}[name]
             return t[lo: lo + w]
 
-        if matching:
-            cos = ScaleRound(a_shape=signed(dw), b_shape=unsigned(H + 1),
-                             shift_width=(sf.frac_bits + H - lf.frac_bits + (1 << KW) - 1).bit_length(),
-                             out_fmt=lf, rounding=cfg.logit_rounding, tag_width=exp_tag_w)
-            m.submodules.cosine = cos
-            h = field(x_tag, "half")
-            m.d.comb += [
-                cos.i.valid.eq(x_valid),
-                cos.i.payload.a.eq(dot),
-                cos.i.payload.b.eq(_mux_list(m, h, yq, unsigned(H + 1), "yq_cur")),
-                cos.i.payload.shift.eq(sf.frac_bits + H - lf.frac_bits + _mux_list(m, h, kq, KW, "kq_cur")),
-                cos.i.payload.tag.eq(pack(x_tag)),
-                ex.i.valid.eq(cos.o.valid),
-                ex.i.payload.z.eq(cos.o.payload.value - one),
-                ex.i.payload.tag.eq(cos.o.payload.tag),
-            ]
-            # label of the vector, read one cycle before its exp comes out
-            assert ex.LATENCY >= 2
-            lt = _delay(m, cos.o.payload.tag, ex.LATENCY - 1, "tag_label")
-            m.d.comb += [label_rd.addr.eq(unpack(lt, "v")), label_rd.en.eq(1)]
-            et = ex.o.payload.tag
-            e = ex.o.payload.e
-            with m.If(ex.o.valid):
-                first = unpack(et, "first_v")
-                for n in range(N):
-                    hit = label_rd.data == n
-                    m.d.sync += S[n].eq(Mux(first, 0, S[n]) + Mux(hit, e, 0))
-                m.d.sync += T.eq(Mux(first, 0, T) + e)
-            m.d.sync += [fin_go.eq(ex.o.valid & unpack(et, "last_v")), fin_entry.eq(unpack(et, "entry")),
-                         fin_bad.eq(unpack(et, "bad"))]
-        else:
-            fa = cfg.acc_fmt.frac_bits
-            fe, fs = ef.frac_bits, sf.frac_bits
-            m.d.comb += [norm_rd.addr.eq(field(acc_tag, "v")), norm_rd.en.eq(1)]
-            xw = max(dw + 1 + fa - fe - fs, widths["norm"] + 1 + fa - 2 * fs) + 1
-            xe = Signal(signed(xw), name="logit_exact")
-            m.d.sync += xe.eq((dot << (fa - fe - fs + 1)) - (norm_rd.data << (fa - 2 * fs)))
-            xr = Signal(signed(xw), name="logit_rounded")
-            m.d.sync += xr.eq(round_shift_const(xe, fa - lf.frac_bits, cfg.logit_rounding))
-            logit = Signal(shape_of(lf), name="logit")
-            m.d.sync += logit.eq(saturate(xr, lf))
-            assert LOGIT_LATENCY == 3  # exact value, rounding, saturation
-            t2 = _delay(m, pack(x_tag), LOGIT_LATENCY, "tag_logit")
-            v2 = _delay(m, x_valid, LOGIT_LATENCY, "valid_logit")
-            xbuf = [Signal(shape_of(lf), name=f"xbuf{n}") for n in range(N)]
-            xmax = Signal(shape_of(lf))
-            with m.If(v2):
-                for n in range(N):
-                    with m.If(unpack(t2, "v") == n):
-                        m.d.sync += xbuf[n].eq(logit)
-                m.d.sync += xmax.eq(Mux(unpack(t2, "first_v") | (logit > xmax), logit, xmax))
-            copy = Signal()
-            m.d.sync += copy.eq(v2 & unpack(t2, "last_v"))
-            xf = [Signal(shape_of(lf), name=f"xf{n}") for n in range(N)]
-            xmax_f = Signal(shape_of(lf))
-            pass_n = Signal(range(N + 1))
-            pass_on = Signal()
-            pass_entry, pass_bad = Signal(EW), Signal()
-            copy_entry = _delay(m, unpack(t2, "entry"), 1, "copy_entry")
-            copy_bad = _delay(m, unpack(t2, "bad"), 1, "copy_bad")
-            with m.If(copy):
-                m.d.sync += [x.eq(b) for x, b in zip(xf, xbuf, strict=True)]
-                m.d.sync += [xmax_f.eq(xmax), pass_on.eq(1), pass_n.eq(0), pass_entry.eq(copy_entry),
-                             pass_bad.eq(copy_bad)]
-            with m.Elif(pass_on):
-                m.d.sync += pass_n.eq(pass_n + 1)
-                with m.If(pass_n == N - 1):
-                    m.d.sync += pass_on.eq(0)
-            # the pass: one logit per cycle, registered, then its exp
-            xn = Signal(shape_of(lf), name="xpass")
-            xn_on = Signal()
-            xn_tag = Signal(VW + 3 + EW)
-            m.d.sync += [xn.eq(_mux_list(m, pass_n, xf, shape_of(lf), "xpass_mux")), xn_on.eq(pass_on),
-                         xn_tag.eq(Cat(pass_n[:VW], pass_n == 0, pass_n == N - 1, pass_bad, pass_entry))]
-            m.d.comb += [
-                ex.i.valid.eq(xn_on),
-                ex.i.payload.z.eq(xn - xmax_f),
-                ex.i.payload.tag.eq(xn_tag),
-            ]
-            et = ex.o.payload.tag
-            e = ex.o.payload.e
-            with m.If(ex.o.valid):
-                for n in range(N):
-                    with m.If(unpack(et, "v") == n):
-                        m.d.sync += S[n].eq(e)
-                m.d.sync += T.eq(Mux(unpack(et, "first_v"), 0, T) + e)
-            m.d.sync += [fin_go.eq(ex.o.valid & unpack(et, "last_v")), fin_entry.eq(unpack(et, "entry")),
-                         fin_bad.eq(unpack(et, "bad"))]
+        dp.add(S=S, T=T, ex=ex, exp_tag_w=exp_tag_w, fin_bad=fin_bad, fin_entry=fin_entry, fin_go=fin_go)
+        dp.add(one=one, pack=pack, unpack=unpack)
 
-        # ---------------- finaliser: 1/T, probabilities, argmax ----------------
+    def _logits_matching(self, dp: CoreParts):
+        """Matching: cosine logits (dot * y * 2**-k), exp, and the class sums by label."""
+        H, KW, N, S, T, cfg, dot, dw, ex = dp.H, dp.KW, dp.N, dp.S, dp.T, dp.cfg, dp.dot, dp.dw, dp.ex
+        exp_tag_w, field, fin_bad, fin_entry = dp.exp_tag_w, dp.field, dp.fin_bad, dp.fin_entry
+        fin_go, kq, label_rd, lf, m, one, pack = dp.fin_go, dp.kq, dp.label_rd, dp.lf, dp.m, dp.one, dp.pack
+        sf, unpack, x_tag, x_valid, yq = dp.sf, dp.unpack, dp.x_tag, dp.x_valid, dp.yq
+        cos = ScaleRound(a_shape=signed(dw), b_shape=unsigned(H + 1),
+                         shift_width=(sf.frac_bits + H - lf.frac_bits + (1 << KW) - 1).bit_length(),
+                         out_fmt=lf, rounding=cfg.logit_rounding, tag_width=exp_tag_w)
+        m.submodules.cosine = cos
+        h = field(x_tag, "half")
+        m.d.comb += [
+            cos.i.valid.eq(x_valid),
+            cos.i.payload.a.eq(dot),
+            cos.i.payload.b.eq(_mux_list(m, h, yq, unsigned(H + 1), "yq_cur")),
+            cos.i.payload.shift.eq(sf.frac_bits + H - lf.frac_bits + _mux_list(m, h, kq, KW, "kq_cur")),
+            cos.i.payload.tag.eq(pack(x_tag)),
+            ex.i.valid.eq(cos.o.valid),
+            ex.i.payload.z.eq(cos.o.payload.value - one),
+            ex.i.payload.tag.eq(cos.o.payload.tag),
+        ]
+        # label of the vector, read one cycle before its exp comes out
+        assert ex.LATENCY >= 2
+        lt = _delay(m, cos.o.payload.tag, ex.LATENCY - 1, "tag_label")
+        m.d.comb += [label_rd.addr.eq(unpack(lt, "v")), label_rd.en.eq(1)]
+        et = ex.o.payload.tag
+        e = ex.o.payload.e
+        with m.If(ex.o.valid):
+            first = unpack(et, "first_v")
+            for n in range(N):
+                hit = label_rd.data == n
+                m.d.sync += S[n].eq(Mux(first, 0, S[n]) + Mux(hit, e, 0))
+            m.d.sync += T.eq(Mux(first, 0, T) + e)
+        m.d.sync += [fin_go.eq(ex.o.valid & unpack(et, "last_v")), fin_entry.eq(unpack(et, "entry")),
+                     fin_bad.eq(unpack(et, "bad"))]
+
+    def _logits_proto(self, dp: CoreParts):
+        """Proto: logits 2 q.p - |p|^2, their maximum, then one exp per class in a pass."""
+        EW, N, S, T, VW, acc_tag, cfg, dot = dp.EW, dp.N, dp.S, dp.T, dp.VW, dp.acc_tag, dp.cfg, dp.dot
+        dw, ef, ex, field, fin_bad, fin_entry = dp.dw, dp.ef, dp.ex, dp.field, dp.fin_bad, dp.fin_entry
+        fin_go, lf, m, norm_rd, pack, sf, unpack = dp.fin_go, dp.lf, dp.m, dp.norm_rd, dp.pack, dp.sf, dp.unpack
+        widths, x_tag, x_valid = dp.widths, dp.x_tag, dp.x_valid
+        fa = cfg.acc_fmt.frac_bits
+        fe, fs = ef.frac_bits, sf.frac_bits
+        m.d.comb += [norm_rd.addr.eq(field(acc_tag, "v")), norm_rd.en.eq(1)]
+        xw = max(dw + 1 + fa - fe - fs, widths["norm"] + 1 + fa - 2 * fs) + 1
+        xe = Signal(signed(xw), name="logit_exact")
+        m.d.sync += xe.eq((dot << (fa - fe - fs + 1)) - (norm_rd.data << (fa - 2 * fs)))
+        xr = Signal(signed(xw), name="logit_rounded")
+        m.d.sync += xr.eq(round_shift(xe, fa - lf.frac_bits, cfg.logit_rounding))
+        logit = Signal(shape_of(lf), name="logit")
+        m.d.sync += logit.eq(saturate(xr, lf))
+        assert LOGIT_LATENCY == 3  # exact value, rounding, saturation
+        t2 = _delay(m, pack(x_tag), LOGIT_LATENCY, "tag_logit")
+        v2 = _delay(m, x_valid, LOGIT_LATENCY, "valid_logit")
+        xbuf = [Signal(shape_of(lf), name=f"xbuf{n}") for n in range(N)]
+        xmax = Signal(shape_of(lf))
+        with m.If(v2):
+            for n in range(N):
+                with m.If(unpack(t2, "v") == n):
+                    m.d.sync += xbuf[n].eq(logit)
+            m.d.sync += xmax.eq(Mux(unpack(t2, "first_v") | (logit > xmax), logit, xmax))
+        copy = Signal()
+        m.d.sync += copy.eq(v2 & unpack(t2, "last_v"))
+        xf = [Signal(shape_of(lf), name=f"xf{n}") for n in range(N)]
+        xmax_f = Signal(shape_of(lf))
+        pass_n = Signal(range(N + 1))
+        pass_on = Signal()
+        pass_entry, pass_bad = Signal(EW), Signal()
+        copy_entry = _delay(m, unpack(t2, "entry"), 1, "copy_entry")
+        copy_bad = _delay(m, unpack(t2, "bad"), 1, "copy_bad")
+        with m.If(copy):
+            m.d.sync += [x.eq(b) for x, b in zip(xf, xbuf, strict=True)]
+            m.d.sync += [xmax_f.eq(xmax), pass_on.eq(1), pass_n.eq(0), pass_entry.eq(copy_entry),
+                         pass_bad.eq(copy_bad)]
+        with m.Elif(pass_on):
+            m.d.sync += pass_n.eq(pass_n + 1)
+            with m.If(pass_n == N - 1):
+                m.d.sync += pass_on.eq(0)
+        # the pass: one logit per cycle, registered, then its exp
+        xn = Signal(shape_of(lf), name="xpass")
+        xn_on = Signal()
+        xn_tag = Signal(VW + 3 + EW)
+        m.d.sync += [xn.eq(_mux_list(m, pass_n, xf, shape_of(lf), "xpass_mux")), xn_on.eq(pass_on),
+                     xn_tag.eq(Cat(pass_n[:VW], pass_n == 0, pass_n == N - 1, pass_bad, pass_entry))]
+        m.d.comb += [
+            ex.i.valid.eq(xn_on),
+            ex.i.payload.z.eq(xn - xmax_f),
+            ex.i.payload.tag.eq(xn_tag),
+        ]
+        et = ex.o.payload.tag
+        e = ex.o.payload.e
+        with m.If(ex.o.valid):
+            for n in range(N):
+                with m.If(unpack(et, "v") == n):
+                    m.d.sync += S[n].eq(e)
+            m.d.sync += T.eq(Mux(unpack(et, "first_v"), 0, T) + e)
+        m.d.sync += [fin_go.eq(ex.o.valid & unpack(et, "last_v")), fin_entry.eq(unpack(et, "entry")),
+                     fin_bad.eq(unpack(et, "bad"))]
+
+    def _finaliser(self, dp: CoreParts):
+        """The finaliser: 1/T, the probabilities and the argmax over the N classes."""
+        EW, H, N, S, T, cfg, fin_bad = dp.EW, dp.H, dp.N, dp.S, dp.T, dp.cfg, dp.fin_bad
+        fin_entry, fin_go, m, tm = dp.fin_entry, dp.fin_go, dp.m, dp.tm
         sfw = cfg.sum_fmt.width
         f_on = Signal()  # the finaliser's pass over the N classes
         S_f = [Signal(unsigned(sfw), name=f"csum_f{n}") for n in range(N)]
@@ -592,7 +665,12 @@ class MatchCore(wiring.Component):
         m.d.comb += [am.i.valid.eq(am_v), am.i.payload.value.eq(am_val), am.i.payload.first.eq(am_first),
                      am.i.payload.last.eq(am_last)]
 
-        # ---------------- results: RS slots, sent in order by the front end ----------------
+        dp.add(NW=NW, am=am, am_entry=am_entry, pf=pf, prob=prob)
+
+    def _results(self, dp: CoreParts):
+        """The results: RS slots, answered in order through the head registers."""
+        EW, N, NW, RS, ack, am, am_entry = dp.EW, dp.N, dp.NW, dp.RS, dp.ack, dp.am, dp.am_entry
+        begin_time, cycle1, m, pf, prob = dp.begin_time, dp.cycle1, dp.m, dp.pf, dp.prob
         # The oldest finished slot is copied into the head registers (HEAD_DELAY) and answered from
         # there: the response words come from one N + 1-way multiplexer on the front end's registered
         # word index, not from a slot multiplexer behind the read pointer. The slot stays counted in
@@ -634,22 +712,26 @@ class MatchCore(wiring.Component):
                         m.d.sync += [res_full[e].eq(0), head_pred.eq(pred[e]), head_status.eq(res_status[e])]
                         m.d.sync += [head_probs[n].eq(probs[e][n]) for n in range(N)]
         m.d.comb += [
-            self.presult_valid.eq(head),
-            self.presult_status.eq(head_status),
-            self.last_cycles.eq(last_cycles),
+            self.bus.presult_valid.eq(head),
+            self.bus.presult_status.eq(head_status),
+            self.bus.last_cycles.eq(last_cycles),
         ]
         rd = Signal(32)
         ext = (lambda x: x.as_signed()) if pf.signed else (lambda x: x)
-        with m.Switch(self.rd_index[: NW + 1]):
+        with m.Switch(self.bus.rd_index[: NW + 1]):
             for n in range(N + 1):
                 with m.Case(n):
                     m.d.comb += rd.eq(ext(head_probs[n]) if n < N else head_pred)
-        m.d.comb += self.rd_data.eq(rd)
-        return m
+        m.d.comb += self.bus.rd_data.eq(rd)
 
 
-class MatchEngine(wiring.Component):
+class MatchEngine(PacketEngine):
     """The similarity engine behind the packet protocol: ports ``i`` and ``o`` (32-bit words + last).
+
+    A :class:`~metafab.hw.frontend.PacketEngine` of a :class:`MatchCore` and
+    :func:`match_ops`. The response words leave from registers (the front
+    end's word selection is not on the consumer's path): one cycle on every
+    response, ``OUTPUT_DELAY`` in the cycle model.
 
     Parameters
     ----------
@@ -661,11 +743,10 @@ class MatchEngine(wiring.Component):
             reject(self, TypeError(f"config must be a MatchConfig, got {config!r}"))
         self._cfg = config
         try:
-            self._core = MatchCore(config=config)
-            self._front = PacketFrontend(ops=match_ops(config))
+            core = MatchCore(config=config)
         except (UserError, TypeError) as exc:
             reject(self, exc)
-        super().__init__({"i": In(stream.Signature(WORD_LAYOUT)), "o": Out(stream.Signature(WORD_LAYOUT))})
+        super().__init__(core=core, ops=match_ops(config), out_register=True)
 
     @property
     def config(self) -> MatchConfig:
@@ -673,22 +754,4 @@ class MatchEngine(wiring.Component):
 
     @property
     def timing(self):
-        return self._core.timing
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.front = front = self._front
-        m.submodules.core = core = self._core
-        wiring.connect(m, wiring.flipped(self.i), front.i)
-        # the response words leave from registers (the front end's word selection is not on the
-        # consumer's path); one cycle on every response, OUTPUT_DELAY in the cycle model
-        m.submodules.out_reg = out_reg = StreamRegister()
-        wiring.connect(m, front.o, out_reg.i)
-        wiring.connect(m, out_reg.o, wiring.flipped(self.o))
-        for name in ("wr_valid", "wr_op", "wr_index", "wr_data", "abort", "start", "start_op", "rd_index",
-                     "presult_ack"):
-            m.d.comb += getattr(core, name).eq(getattr(front, name))
-        for name in ("done", "done_status", "rd_data", "last_cycles", "accept", "presult_valid",
-                     "presult_status"):
-            m.d.comb += getattr(front, name).eq(getattr(core, name))
-        return m
+        return self.core.timing

@@ -27,7 +27,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import reject, shape_of
+from metafab.hw.fixed import out_of_range, reject, shape_of
 from metafab.hw.match_schedule import prepare_drain, prepare_wait
 from metafab.hw.match_units import RecipUnit, ScaleRound
 from metafab.reference import match_fixed as mx
@@ -134,7 +134,7 @@ class SupportBuilder(wiring.Component):
         # ---------------- checks, labels, class counts ----------------
         bad = Signal()
         label_bad = (word < 0) | (word >= N)
-        value_bad = (word < ef.min_code) | (word > ef.max_code)
+        value_bad = out_of_range(word, ef)
         this_bad = Mux(is_label, label_bad, value_bad)
         with m.If(self.abort):
             m.d.sync += bad.eq(0)

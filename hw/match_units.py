@@ -23,7 +23,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import product_register, reject, saturate, shape_of
+from metafab.hw.fixed import half_even_up, product_register, reject, round_shift, saturate, shape_of
 from metafab.hw.match_schedule import EXP_LATENCY, SCALE_LATENCY, latency_recip
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MatchConfig
@@ -31,7 +31,6 @@ from metafab.reference.errors import UserError
 from metafab.reference.fixed import QFormat, Rounding
 
 __all__ = [
-    "round_shift_const",
     "round_shift_var",
     "ScaleRound",
     "RecipUnit",
@@ -39,22 +38,6 @@ __all__ = [
     "Argmax",
     "priority_bit_length",
 ]
-
-
-def round_shift_const(value, shift: int, rounding: Rounding) -> Value:
-    """``value * 2**-shift`` rounded (a constant ``shift >= 0``), as the reference's ``round_shift``."""
-    v = Value.cast(value)
-    if shift == 0:
-        return v
-    q = v >> shift
-    if rounding is Rounding.TRUNCATE:
-        return q
-    # round half to even: up when the first dropped bit is set and a later dropped bit or the
-    # quotient's lowest bit is (bit logic, not a magnitude compare against "half")
-    r = v.as_unsigned()[:shift]
-    rest = r[:shift - 1].any() if shift > 1 else Const(0, 1)
-    up = r[shift - 1] & (rest | q[0])
-    return q + up
 
 
 def dropped_mask(width: int, shift) -> Value:
@@ -90,8 +73,7 @@ def round_finish(t, sticky, rounding: Rounding) -> Value:
     q = t >> 1
     if rounding is Rounding.TRUNCATE:
         return q
-    guard = t[0]
-    return q + (guard & (sticky | q[0]))
+    return q + half_even_up(t[0], sticky, q[0])
 
 
 def round_shift_var(value, shift, rounding: Rounding) -> Value:
@@ -384,24 +366,24 @@ class RecipUnit(wiring.Component):
         elif not rsq:
             # y = y0 (2 - m y0): t = round(m y0 2**-H); y = round(y0 (2**(H+1) - t) 2**-H)
             p1, (y0, e, zero, tag) = product(mm, y0, "p1", y0, e, zero, tag)
-            t2 = st.reg("t2", (1 << (H + 1)) - round_shift_const(p1, H, rnd), unsigned(H + 2))
+            t2 = st.reg("t2", (1 << (H + 1)) - round_shift(p1, H, rnd), unsigned(H + 2))
             y0, e, zero, tag = carry(y0, e, zero, tag)
             st.next()
             p2, (e, zero, tag) = product(t2, y0, "p2", e, zero, tag)
-            y = round_shift_const(p2, H, rnd)
+            y = round_shift(p2, H, rnd)
         else:
             # y = y0 (3 - m y0^2) / 2: a = round(y0^2 2**-H); b = round(m a 2**-H);
             # y = round(y0 (3 * 2**H - b) 2**-(H+1))
             p1, (y0, mm, e, zero, tag) = product(y0, y0, "p1", y0, mm, e, zero, tag)
-            a = st.reg("a", round_shift_const(p1, H, rnd), unsigned(H + 2))
+            a = st.reg("a", round_shift(p1, H, rnd), unsigned(H + 2))
             y0, mm, e, zero, tag = carry(y0, mm, e, zero, tag)
             st.next()
             p2, (y0, e, zero, tag) = product(mm, a[:DSP_WIDTH], "p2", y0, e, zero, tag)
-            c = st.reg("c", (3 << H) - round_shift_const(p2, H, rnd), unsigned(H + 2))
+            c = st.reg("c", (3 << H) - round_shift(p2, H, rnd), unsigned(H + 2))
             y0, e, zero, tag = carry(y0, e, zero, tag)
             st.next()
             p3, (e, zero, tag) = product(c, y0, "p3", e, zero, tag)
-            y = round_shift_const(p3, H + 1, rnd)
+            y = round_shift(p3, H + 1, rnd)
         # last: saturate to UQ1.H; a zero input gives (0, 0)
         y_out = st.reg("y", Mux(zero, 0, saturate(y.as_signed() if y.shape().signed else y, mant)),
                        unsigned(H + 1))
@@ -448,7 +430,7 @@ class ExpTable(wiring.Component):
         tag = st.reg("tag", self.i.payload.tag)
         st.next()
         # 2: the table index (exp_index rounding), clamped at 0, and whether it is inside the table
-        idx = round_shift_const(neg, shift, cfg.exp_index_rounding)
+        idx = round_shift(neg, shift, cfg.exp_index_rounding)
         inside = st.reg("inside", idx < n)
         idx = st.reg("idx", Mux(idx < 0, 0, idx)[:B], unsigned(B))
         tag = st.reg("tag", tag)

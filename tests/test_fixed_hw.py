@@ -188,3 +188,41 @@ def test_saturate_every_value(shape, dst):
     sim.add_testbench(bench)
     sim.run()
     assert got == np.clip(values, dst.min_code, dst.max_code).tolist()
+
+
+# the one constant-shift rounding of the engines (hw.fixed.round_shift / round_shift_parts)
+# against reference round_shift, every value of the shape
+ROUND_CASES = [(signed(7), shift, r) for shift in (0, 1, 2, 3, 6) for r in ("truncate", "half_even")]
+ROUND_CASES += [(unsigned(6), shift, "half_even") for shift in (1, 4)]
+
+
+@pytest.mark.parametrize("shape, shift, rounding", ROUND_CASES, ids=lambda c: str(c))
+def test_round_shift_every_value(shape, shift, rounding):
+    m = Module()
+    x = Signal(shape)
+    y = Signal(signed(shape.width + 2))
+    q_up = Signal(signed(shape.width + 2))
+    m.d.comb += y.eq(hfx.round_shift(x, shift, rounding))
+    q, up = hfx.round_shift_parts(x, shift, rounding)
+    m.d.comb += q_up.eq(q + up)
+    lo_v = -(1 << (shape.width - 1)) if shape.signed else 0
+    values = list(range(lo_v, lo_v + (1 << shape.width)))
+    got, got_parts = [], []
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(x, v)
+            got.append(ctx.get(y))
+            got_parts.append(ctx.get(q_up))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    want = fx.round_shift(np.array(values), shift, rounding).tolist()
+    assert got == want
+    assert got_parts == want
+
+
+def test_round_shift_refuses_stochastic():
+    with pytest.raises(UserError, match="truncate or half_even.*'stochastic'"):
+        hfx.round_shift_parts(Signal(signed(8)), 3, "stochastic")

@@ -132,6 +132,33 @@ def test_engine_rejects_bad_configs():
         MamlEngine(config=DEFAULT.to_dict())
 
 
+def test_core_bus_is_one_signature_for_front_end_and_cores():
+    """The front end drives CoreBusSignature, each core takes it flipped; PacketEngine refuses a
+    core whose bus does not fit the opcodes (a pipelined core behind non-pipelined ops)."""
+    from amaranth.hdl import Fragment
+    from amaranth.lib.wiring import In, Out
+
+    from metafab.hw.frontend import CoreBusSignature, PacketEngine
+    from metafab.hw.maml_engine import maml_ops
+    from metafab.hw.match_engine import MatchCore
+    from metafab.reference.config import MatchConfig
+
+    plain, piped = CoreBusSignature(pipelined=False), CoreBusSignature(pipelined=True)
+    assert set(piped.members) - set(plain.members) == {"accept", "presult_valid", "presult_status",
+                                                        "presult_ack"}
+    assert plain == CoreBusSignature.for_ops(maml_ops(DEFAULT)) and plain != piped
+    cfg = EXTRA["query-only"]
+    engine = MamlEngine(config=cfg)
+    assert engine.core.signature.members["bus"] == In(plain)
+    assert engine.ops == maml_ops(cfg) and not engine.out_register
+    Fragment.get(engine, None)  # elaborates, wiring.connect checks both sides of the bus
+    assert engine._front.signature.members["core"] == Out(plain)
+    with pytest.raises(TypeError, match=r"pipelined=True.*need In\(CoreBusSignature\(pipelined=False\)\)"):
+        PacketEngine(core=MatchCore(config=MatchConfig(n_way=2, k_shot=1, dim=8, lanes=4)), ops=maml_ops(cfg))
+    with pytest.raises(TypeError, match="'bus' member"):
+        PacketEngine(core=object(), ops=maml_ops(cfg))
+
+
 # --- cocotb + Verilator ----------------------------------------------------------
 
 
