@@ -56,10 +56,9 @@ _KIND = {FORWARD: 0, ERROR: 1, BACKWARD: 2, UPDATE: 3}
 
 def maml_ops(cfg: MamlConfig) -> dict:
     """The opcodes of the MAML engine and their packet lengths (see ``docs/protocol.md``)."""
-    run_len = cfg.k_support * (cfg.n_in + cfg.n_out) + cfg.n_query * cfg.n_in
     return {
-        Opcode.LOAD: OpSpec(req_len=cfg.n_params, resp_len=0, loads=True),
-        Opcode.RUN: OpSpec(req_len=run_len, resp_len=cfg.n_query * cfg.n_out, needs_loaded=True,
+        Opcode.LOAD: OpSpec(req_len=cfg.load_words, resp_len=0, loads=True),
+        Opcode.RUN: OpSpec(req_len=cfg.run_words, resp_len=cfg.result_words, needs_loaded=True,
                            counts_run=True),
     }
 
