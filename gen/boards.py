@@ -52,6 +52,11 @@ class Board:
         timing-driven placement and routing work for the best Fmax.
     description : str
         One line for listings.
+    max_baud : int
+        The fastest rate of the board's USB-UART bridge chip (the board top's
+        UART may run up to it).
+    uart_bridge : str
+        That chip, for messages.
     """
 
     name: str
@@ -65,6 +70,20 @@ class Board:
     io_attrs: dict
     default_target_mhz: float
     description: str
+    max_baud: int = 115200
+    uart_bridge: str = ""
+
+    @property
+    def oscillator_mhz(self) -> float:
+        """The board oscillator that clocks the PLL (amaranth-boards' ``default_clk``), in MHz."""
+        return self.platform().default_clk_frequency / 1e6
+
+    def check_baud(self, baud) -> int:
+        """``baud`` if the board's USB-UART bridge can run it; UserError naming the range otherwise."""
+        if isinstance(baud, bool) or not isinstance(baud, int) or not 300 <= baud <= self.max_baud:
+            raise UserError(f"baud rate {baud!r} is not one the {self.name}'s {self.uart_bridge} runs; "
+                            f"valid: 300..{self.max_baud}")
+        return baud
 
     def platform(self):
         """A new instance of the board's amaranth-boards platform, with the harness pins added."""
@@ -98,6 +117,8 @@ def _ulx3s(size: str) -> Board:
         io_attrs={"IO_TYPE": "LVCMOS33"},
         default_target_mhz=250.0,
         description=f"Radiona ULX3S, ECP5 LFE5U-{size.upper()} speed 6, CABGA381",
+        max_baud=3_000_000,
+        uart_bridge="FT231X",
     )
 
 
@@ -117,6 +138,8 @@ BOARDS: dict[str, Board] = {
             io_attrs={"IO_STANDARD": "SB_LVCMOS"},
             default_target_mhz=100.0,
             description="1BitSquared iCEBreaker, iCE40 UP5K, SG48",
+            max_baud=12_000_000,
+            uart_bridge="FT2232H",
         ),
         _ulx3s("12F"),
         _ulx3s("25F"),

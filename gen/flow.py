@@ -19,7 +19,7 @@ from metafab.reference.errors import UserError
 from metafab.sim.runner import build_root, run_bench
 
 __all__ = ["engine_verilog", "simulate", "verify", "build", "generate", "manifest", "format_verify",
-           "format_build", "output_folder", "TOPS"]
+           "format_build", "write_build_report", "output_folder", "TOPS", "AUTO_TRIES"]
 
 #: What ``metafab build --top`` builds: the board top to program, or the engine alone behind a harness.
 TOPS = ("uart", "harness")
@@ -88,40 +88,102 @@ def verify(engine: Engine, cfg, *, count: int | None = None, sim: str = "verilat
     return report
 
 
-def build(engine: Engine, cfg, board: str, *, top: str = "uart", baud: int = 115200, target_mhz=None,
-          seed: int = 1, timing_ripup: bool = False, preload_args=None, progress: Progress = None) -> dict:
-    """Synthesis, place and route of the engine for ``board``, with the engine's latencies at the achieved
-    Fmax.
+#: ``--clock-mhz auto``: builds at most, each at the highest PLL clock at or below the last one's Fmax.
+AUTO_TRIES = 3
 
-    ``top="uart"``: the board top (USB-UART bridge, the engine, and the
-    engine's preload (:meth:`Engine.preload`) in a ROM, so the board answers
-    RUN at once); its bitstream is the one to program. ``top="harness"``: the
-    engine alone behind the serial measurement harness (every port
-    registered), for the engine's own resources and Fmax.
+
+def build(engine: Engine, cfg, board: str, *, top: str = "uart", baud: int = 115200, clock_mhz=None,
+          seed: int = 1, timing_ripup: bool = False, preload_args=None, progress: Progress = None) -> dict:
+    """Synthesis, place and route of the engine for ``board``; the honest report (see :func:`_report`).
+
+    ``top="uart"``: the board top: the board oscillator into a PLL that makes
+    the engine's clock, the USB-UART bridge at ``baud``, the engine and its
+    preload (:meth:`Engine.preload`) in a ROM, so the board answers RUN at
+    once; its bitstream is the one to program, and it runs at the PLL's
+    frequency. ``clock_mhz``: the clock wanted (the highest PLL frequency at or
+    below it is used; default :meth:`Engine.default_clock_mhz`), or ``"auto"``:
+    build at the default and, while timing fails, again at the highest PLL
+    frequency at or below the achieved Fmax (at most :data:`AUTO_TRIES`
+    builds, each logged). ``top="harness"``: the engine alone behind the
+    serial measurement harness, with ``clock_mhz`` as a constraint only (no
+    PLL: a measurement of the engine's own resources and Fmax).
     """
+    from metafab.gen.boards import get_board
     from metafab.gen.synth import build as build_harnessed
     from metafab.gen.synth import build_board_top, check_options
-    from metafab.hw.board_top import BoardTop
+    from metafab.hw.board_top import BoardTop, uart_divisor
+    from metafab.hw.pll import pll_setting
     from metafab.reference.protocol import Opcode, encode_request
 
     if top not in TOPS:
         raise UserError(f"unknown top {top!r}; valid: {', '.join(TOPS)}")
+    b = get_board(board)
+    auto = clock_mhz == "auto"
+    want = engine.default_clock_mhz(b.family) if clock_mhz is None or auto else clock_mhz
     name = engine.build_name(cfg, top)
-    # before any component exists (an unused one warns when it is collected)
-    check_options(board, name=name, target_mhz=target_mhz, seed=seed, timing_ripup=timing_ripup)
-    source = None
+    say = progress or (lambda line: None)
     if top == "harness":
-        r = build_harnessed(engine.component(cfg), board, name=name, target_mhz=target_mhz, seed=seed,
+        # before any component exists (an unused one warns when it is collected)
+        check_options(b, name=name, target_mhz=want, seed=seed, timing_ripup=timing_ripup)
+        r = build_harnessed(engine.component(cfg), b, name=name, target_mhz=want, seed=seed,
                             timing_ripup=timing_ripup, progress=progress)
-    else:
-        words, source = engine.preload(cfg, preload_args)
-        board_top = BoardTop(engine.component(cfg), baud=baud, preload=encode_request(Opcode.LOAD, words))
-        r = build_board_top(board_top, board, clock=board_top.clock, name=name, target_mhz=target_mhz,
+        return _report(engine, cfg, b, r, top=top, baud=None, pll=None, tries=[], source=None)
+    b.check_baud(baud)
+    setting = pll_setting(b.family, b.oscillator_mhz, want)
+    uart_divisor(setting.out_hz, baud)
+    check_options(b, name=name, target_mhz=setting.out_mhz, seed=seed, timing_ripup=timing_ripup)
+    words, source = engine.preload(cfg, preload_args)
+    preload = encode_request(Opcode.LOAD, words)
+    tries = []
+    while True:
+        say(f"{b.name}: engine clock {setting.out_mhz:.4g} MHz from the {b.oscillator_mhz:g} MHz oscillator "
+            f"(asked {setting.requested_mhz:g} MHz; PLL {setting.dividers})")
+        board_top = BoardTop(engine.component(cfg), baud=baud, preload=preload, pll=setting)
+        r = build_board_top(board_top, b, clock=board_top.clock, name=name, target_mhz=setting.out_mhz,
                             seed=seed, timing_ripup=timing_ripup, progress=progress)
-    r.update(engine=engine.name, design=cfg.name, config=cfg.to_dict(), top=top,
-             baud=baud if top == "uart" else None)
+        tries.append({"clock_mhz": round(setting.out_mhz, 4), "fmax_mhz": r["fmax_mhz"], "timing": r["timing"]})
+        if not auto or r["timing"] == "PASS" or len(tries) >= AUTO_TRIES:
+            break
+        lower = min(r["fmax_mhz"], setting.out_mhz * 0.99)
+        say(f"{b.name}: timing fails at {setting.out_mhz:.4g} MHz (Fmax {r['fmax_mhz']} MHz); "
+            f"build {len(tries) + 1} of at most {AUTO_TRIES} at the highest PLL clock at or below {lower:.4g} MHz")
+        setting = pll_setting(b.family, b.oscillator_mhz, lower)
+        uart_divisor(setting.out_hz, baud)
+    return _report(engine, cfg, b, r, top=top, baud=baud, pll=setting, tries=tries, source=source)
+
+
+def _link(engine: Engine, cfg, clock_mhz: float, baud: int) -> dict:
+    """One request and its response over the UART at ``baud`` (10 bits a byte) plus the engine's latency."""
+    _, run, result = engine.packet_words(cfg)
+    up, down = 4 * (1 + run), 4 * (1 + result)
+    wire_us = (up + down) * 10 / baud * 1e6
+    engine_us = engine.item_cycles(cfg) / clock_mhz
+    return {"baud": baud, "request_bytes": up, "response_bytes": down, "wire_us": round(wire_us, 3),
+            "engine_us": round(engine_us, 3), "total_us": round(wire_us + engine_us, 3),
+            "bound": "link" if wire_us > engine_us else "engine"}
+
+
+def _report(engine: Engine, cfg, board, r: dict, *, top, baud, pll, tries, source) -> dict:
+    """The build report: the clock the bitstream runs at, Fmax, timing PASS/FAIL, device utilisation in
+    percent, the critical path, latencies at the clock (and, labelled, at Fmax), the link, the tools."""
+    r.update(engine=engine.name, design=cfg.name, config=cfg.to_dict(), top=top, baud=baud)
+    if pll is not None:
+        r.update(clock_mhz=round(pll.out_mhz, 4), requested_mhz=pll.requested_mhz, pll=pll.to_dict(),
+                 clock_source="pll", oscillator_mhz=pll.in_mhz, tries=tries)
+        r["link"] = {str(b): _link(engine, cfg, pll.out_mhz, b) for b in sorted({baud, board.max_baud})}
+    else:  # the harness: a measurement of the engine alone; its constraint is no clock of a bitstream
+        r.update(clock_mhz=None, requested_mhz=r["constraint_mhz"], pll=None, clock_source="harness (no PLL)",
+                 tries=[])
     r.update(engine.build_figures(cfg, r, source))
     return r
+
+
+def write_build_report(engine: Engine, r: dict) -> list[Path]:
+    """``report.json`` and ``report.md`` beside the bitstream; returns their paths."""
+    folder = Path(r["build_dir"])
+    (folder / "report.json").write_text(dumps(r))
+    (folder / "report.md").write_text("# metafab build report\n\n```\n" + format_build(engine, r) + "\n```\n")
+    return [folder / "report.json", folder / "report.md"]
 
 
 def manifest(engine: Engine, cfg) -> dict:
@@ -190,16 +252,35 @@ def format_verify(engine: Engine, report: dict) -> str:
 
 
 def format_build(engine: Engine, r: dict) -> str:
-    """The text of a build report: the board's figures, the engine's latencies, the anchors."""
+    """The text of a build report: the clock and timing, the board's figures, the engine's latencies, the
+    link, the anchors."""
+    pct = ", ".join(f"{cell} {e['used']}/{e['available']} ({e['percent']:g} %)"
+                    for cell, e in r["utilisation"].items() if e.get("percent") is not None)
+    if r.get("clock_mhz"):
+        clock = (f"{r['clock_mhz']:.4g} MHz from the PLL ({r['oscillator_mhz']:g} MHz oscillator; asked "
+                 f"{r['requested_mhz']:g} MHz)")
+    else:
+        clock = f"{r['clock_source']}: constraint {r['constraint_mhz']:g} MHz"
     lines = [
         f"design            {r['design']}",
         f"board             {r['board']} ({r['device']})",
-        f"Fmax              {r['fmax_mhz']:.1f} MHz (constraint {r['constraint_mhz']:.0f} MHz)",
+        f"clock             {clock}",
+        f"Fmax              {r['fmax_mhz']:.2f} MHz: timing {r['timing']}",
         f"place and route   nextpnr seed {r['seed']}" + (", timing-driven rip-up" if r["timing_ripup"] else ""),
         f"LUT / FF / DSP / BRAM   {r['lut']} / {r['ff']} / {r['dsp']} / {r['bram']}",
+        f"device            {pct}",
+        f"critical path     {r['critical_path_ns']} ns, {r['critical_path_from']} -> {r['critical_path_to']}",
     ]
+    if len(r.get("tries") or []) > 1:
+        lines.append("clock tries       " + "; ".join(f"{t['clock_mhz']:g} MHz: Fmax {t['fmax_mhz']} {t['timing']}"
+                                                      for t in r["tries"]))
     lines += [f"{k:<18}{v}" for k, v in engine.build_rows(r)]
+    for baud, link in (r.get("link") or {}).items():
+        lines.append(f"over the UART      {int(baud):>8} baud: {link['total_us']:.1f} us per {engine.item} "
+                     f"({link['request_bytes']} + {link['response_bytes']} bytes {link['wire_us']:.1f} us, "
+                     f"engine {link['engine_us']:.2f} us; {link['bound']}-bound)")
     for k, v in (r.get("anchor") or {}).items():
         lines.append(f"  vs {k:<22} {v:.1f} us")
+    lines.append(f"tools             {r['yosys']}; {r.get('nextpnr', '')}")
     lines.append(f"bitstream         {r['bitstream']}")
     return "\n".join(lines)

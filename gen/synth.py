@@ -393,14 +393,12 @@ def _run_plan(plan, board, tools, *, name, target_mhz, build_dir, say) -> dict:
     env = dict(os.environ)
     env.update({_env_var(tool): command for tool, command in tools.items()})
     tools_started = time.monotonic()
-    run = subprocess.run(
-        ["sh", f"{plan.script}.sh"], cwd=build_dir, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-    )
+    returncode, output = _run_with_progress(["sh", f"{plan.script}.sh"], build_dir, env, board.name, say,
+                                            build_dir / f"{name}.tim")
     tool_seconds = time.monotonic() - tools_started
-    (build_dir / "build.log").write_text(run.stdout)
-    if run.returncode != 0:
-        raise _failure(board, build_dir, name, run.stdout)
+    (build_dir / "build.log").write_text(output)
+    if returncode != 0:
+        raise _failure(board, build_dir, name, output)
 
     pnr = reports.parse_nextpnr_report(build_dir / f"{name}.report.json")
     stat = reports.parse_yosys_stat(build_dir / f"{name}.stat.json")
@@ -410,6 +408,8 @@ def _run_plan(plan, board, tools, *, name, target_mhz, build_dir, say) -> dict:
         None,
     )
     bitstream = build_dir / f"{name}{_BITSTREAM_SUFFIX[board.family]}"
+    fmax_mhz = round(pnr["fmax"][clock]["achieved_mhz"], 2) if clock else None
+    constraint = round(pnr["fmax"][clock]["constraint_mhz"], 2) if clock else None
     result = {
         "board": board.name,
         "family": board.family,
@@ -417,19 +417,89 @@ def _run_plan(plan, board, tools, *, name, target_mhz, build_dir, say) -> dict:
         "package": board.package,
         "speed": board.speed,
         "name": name,
-        "fmax_mhz": round(pnr["fmax"][clock]["achieved_mhz"], 2) if clock else None,
-        "constraint_mhz": round(pnr["fmax"][clock]["constraint_mhz"], 2) if clock else None,
+        "fmax_mhz": fmax_mhz,
+        "constraint_mhz": constraint,
+        # the clock meets its constraint when nextpnr's achieved Fmax is at or above it
+        "timing": None if fmax_mhz is None else ("PASS" if fmax_mhz >= constraint else "FAIL"),
         "clock": clock,
         "utilisation": {
-            cell: entry for cell, entry in sorted(pnr["utilisation"].items()) if entry["used"]
+            cell: {**entry, "percent": round(100 * entry["used"] / entry["available"], 1)
+                   if entry["available"] else None}
+            for cell, entry in sorted(pnr["utilisation"].items()) if entry["used"]
         },
         **reports.resource_counts(board.family, pnr["utilisation"], stat["cells_by_type"]),
         "cells": stat["cells_by_type"],
         "critical_path": path["steps"] if path else [],
         "critical_path_ns": round(path["delay_ns"], 3) if path else None,
+        "critical_path_from": path["steps"][0]["from"] if path and path["steps"] else None,
+        "critical_path_to": path["steps"][-1]["to"] if path and path["steps"] else None,
         "bitstream": str(bitstream),
         "build_dir": str(build_dir),
         "tool_seconds": round(tool_seconds, 2),
         "yosys": stat["creator"].split(" (")[0],
+        "nextpnr": _tool_version(tools[f"nextpnr-{board.family}"]),
     }
     return result
+
+
+def _tool_version(command: str) -> str:
+    try:
+        out = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return ((out.stdout or out.stderr).strip().splitlines() or [""])[0]
+
+
+#: Build phases, in order, and the tool output line that starts each (Yosys runs first).
+PHASES = (
+    ("synthesis", None),
+    ("packing", re.compile(r"^Info: Packing")),
+    ("placement", re.compile(r"^Info: (Running|Starting) .*plac|^Info: Placing|^Info: Creating initial")),
+    ("routing", re.compile(r"^Info: (Routing|Router2|Running router)")),
+    ("bitstream", re.compile(r"^Info: Program finished normally")),
+)
+#: Seconds between two "still running" lines.
+HEARTBEAT_SECONDS = 30.0
+
+
+def _run_with_progress(argv, cwd, env, label: str, say, log: Path) -> tuple[int, str]:
+    """Run the build script; say each phase as it starts (with the time since the start) and, at least
+    every :data:`HEARTBEAT_SECONDS`, which phase is still running. The tools run quietly: the phases are
+    read from nextpnr's log file ``log`` as it grows (Yosys runs before it). Returns the exit status and
+    the script's own output."""
+    import threading
+
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+    reader.start()
+    phase, last_said, seen, pending = 0, started, 0, ""
+    say(f"{label}: {PHASES[0][0]} (0 s)")
+    while True:
+        done = proc.poll() is not None
+        if log.is_file():
+            with open(log, errors="replace") as f:
+                f.seek(seen)
+                chunk = f.read()
+                seen = f.tell()
+            pending += chunk
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                for k in range(phase + 1, len(PHASES)):
+                    if PHASES[k][1].search(line):
+                        phase, last_said = k, time.monotonic()
+                        say(f"{label}: {PHASES[k][0]} ({last_said - started:.0f} s)")
+                        break
+        if done:
+            break
+        now = time.monotonic()
+        if now - last_said >= HEARTBEAT_SECONDS:
+            last_said = now
+            say(f"{label}: {PHASES[phase][0]} still running ({now - started:.0f} s)")
+        time.sleep(0.5)
+    reader.join(5)
+    code = proc.wait()
+    proc.stdout.close()
+    return code, "".join(output)

@@ -4,8 +4,10 @@
 weights) from a ROM into the engine after reset and swallows its response,
 then passes the host's stream through: a board answers RUN requests as soon
 as it is configured. :class:`BoardTop` puts :class:`~metafab.hw.uart.UartBridge`,
-an optional preloader and the engine on a board's default clock and its
-``uart`` resource.
+an optional preloader and the engine on a board's ``uart`` resource, clocked
+by a PLL (:mod:`metafab.hw.pll`) from the board's oscillator, with the reset
+held until the PLL locks: the engine runs at the PLL's frequency, and the
+UART divisor is computed from it.
 """
 
 from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Mux, ResetSignal, Signal
@@ -15,6 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import global_net, reject
 from metafab.hw.frontend import WORD_LAYOUT, StreamRegister
+from metafab.hw.pll import Pll, PllSetting, lock_reset
 from metafab.hw.uart import UartBridge
 from metafab.reference.errors import UserError
 
@@ -80,7 +83,7 @@ class Preloader(wiring.Component):
 
 
 class BoardTop(Elaboratable):
-    """An engine on a board: its default clock, a short power-on reset, the USB-UART.
+    """An engine on a board: a PLL from the board's oscillator, a reset held until it locks, the USB-UART.
 
     Parameters
     ----------
@@ -90,15 +93,22 @@ class BoardTop(Elaboratable):
         UART baud rate (the host driver uses the same).
     preload : list of (word, last) or None
         A request packet played into the engine after reset (see :class:`Preloader`).
+    pll : PllSetting or None
+        The PLL that makes the engine's clock from the board's oscillator
+        (:func:`metafab.hw.pll.pll_setting`); required on a platform.
     clock_hz : float or None
         The clock frequency when elaborated without a platform (simulation).
     """
 
-    def __init__(self, engine, *, baud: int = 115200, preload=None, clock_hz: float | None = None):
+    def __init__(self, engine, *, baud: int = 115200, preload=None, pll: PllSetting | None = None,
+                 clock_hz: float | None = None):
         self.engine = engine
         self.baud = baud
         self.preload = preload
-        self.clock_hz = clock_hz
+        self.pll = pll
+        self.clock_hz = pll.out_hz if pll is not None and clock_hz is None else clock_hz
+        if self.clock_hz is not None:
+            uart_divisor(self.clock_hz, baud)  # a baud rate the clock cannot make is refused at once
         self.clock = Signal(name="board_clk", attrs={"keep": 1})
         # pins, for simulation without a platform
         self.rx = Signal(init=1)
@@ -107,19 +117,18 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         if platform is not None:
-            clock_hz = platform.default_clk_frequency
+            if self.pll is None:
+                raise UserError("BoardTop on a board needs its PLL setting (metafab.hw.pll.pll_setting)")
+            if abs(self.pll.in_mhz * 1e6 - platform.default_clk_frequency) > 1:
+                raise UserError(f"the PLL setting is for a {self.pll.in_mhz:g} MHz oscillator; the board has "
+                                f"{platform.default_clk_frequency / 1e6:g} MHz")
+            clock_hz = self.pll.out_hz
             m.domains.sync = ClockDomain("sync")
-            clk_pin = platform.request(platform.default_clk, dir="-")
-            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
-            m.d.comb += [self.clock.eq(clk_buf.i), ClockSignal("sync").eq(self.clock)]
-            # power-on reset: a few cycles after configuration, from a register, on a global
-            # network where the device has one (it reaches every register)
-            por = Signal(4, init=15, reset_less=True)
-            por_on = Signal(init=1, reset_less=True)
-            with m.If(por != 0):
-                m.d.sync += por.eq(por - 1)
-            m.d.sync += por_on.eq(por != 0)
-            m.d.comb += ResetSignal("sync").eq(global_net(m, platform, por_on, name="por_global"))
+            m.submodules.pll = pll = Pll(self.pll, platform.request(platform.default_clk, dir="-"))
+            m.d.comb += [self.clock.eq(pll.clk_out), ClockSignal("sync").eq(self.clock)]
+            # reset until the PLL locks and a few cycles after, from a register, on a global network
+            # where the device has one (it reaches every register)
+            m.d.comb += ResetSignal("sync").eq(global_net(m, platform, lock_reset(m, pll.locked), name="por_global"))
             uart = platform.request("uart", 0, dir="-")
             m.submodules.rx_buf = rx_buf = io.FFBuffer("i", uart.rx)
             m.submodules.tx_buf = tx_buf = io.FFBuffer("o", uart.tx)

@@ -57,7 +57,7 @@ class MamlCycles:
         return self.config.lanes
 
     @property
-    def utilisation(self) -> float:
+    def lane_utilisation(self) -> float:
         """Useful MACs / (P x cycles) over a whole task."""
         return self.useful_macs / (self.lanes * self.task_cycles)
 
@@ -78,7 +78,7 @@ class MamlCycles:
             "task_cycles": self.task_cycles,
             "useful_macs": self.useful_macs,
             "lanes": self.lanes,
-            "utilisation": self.utilisation,
+            "lane_utilisation": self.lane_utilisation,
             "issue_cycles": self.issue_cycles,
             "gap_cycles": self.gap_cycles,
             "tail_cycles": self.tail_cycles,

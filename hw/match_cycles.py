@@ -106,7 +106,7 @@ class MatchCycles:
         return self.config.useful_macs()
 
     @property
-    def utilisation(self) -> float:
+    def lane_utilisation(self) -> float:
         """Useful MACs / (P x ii): the lanes' share of busy cycles at the steady-state rate."""
         return self.useful_macs / (self.lanes * self.ii)
 
@@ -136,7 +136,7 @@ class MatchCycles:
             "dot_latency": tm.dot_latency,
             "useful_macs": self.useful_macs,
             "lanes": self.lanes,
-            "utilisation": self.utilisation,
+            "lane_utilisation": self.lane_utilisation,
         }
 
 

@@ -54,3 +54,17 @@ def ecp5_verilog(component, name: str) -> tuple[str, list[str]]:
     instances = re.findall(r"^\s*MULT18X18D\s*#\((.*?)\)\s*\w+\s*\(", text, flags=re.M | re.S)
     model = (Path(__file__).parent / "data" / "ecp5_cells_model.v").read_text()
     return text + model, instances
+
+
+@pytest.fixture
+def echo(monkeypatch):
+    """The test-only ``echo`` engine (tests/echo_engine.py) registered for one test; its bench is importable
+    in the simulator's Python."""
+    from metafab.gen.engines import register_engine, unregister_engine
+
+    from .echo_engine import ENGINE
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    register_engine(ENGINE)
+    yield ENGINE
+    unregister_engine(ENGINE.name)

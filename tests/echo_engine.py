@@ -163,6 +163,18 @@ class EchoEngine(Engine):
     def verify_report(self, cfg, work, runs):
         return {"requests": len(work.items), "source": work.source}
 
+    def preload(self, cfg, args):
+        return [], "nothing (the echo engine keeps no state)"
+
+    def item_cycles(self, cfg):
+        return 1  # a response word leaves in the cycle its request word arrives: one cycle a word
+
+    def build_figures(self, cfg, r, preload_source):
+        return {"latency_us": 1 / r["clock_mhz"] if r.get("clock_mhz") else None}
+
+    def build_rows(self, r):
+        return [("latency", f"{r['latency_us']:.4f} us a word")] if r.get("latency_us") else []
+
     def verify_rows(self, r):
         return [("design", r["design"]), ("requests", str(r["requests"])), ("output words", str(r["output_words"])),
                 ("mismatches", str(r["mismatches"]))]

@@ -100,12 +100,45 @@ def test_uart_divisor_errors():
         uart_divisor(12e6, 1_000_000 * 12 // 5 + 77777)
 
 
-def _board_bench(top, requests, run_name):
+def _board_bench(top, requests, run_name, clock_hz=CLOCK_HZ, baud=BAUD):
     sim = "icarus" if find_icarus().found else "verilator"
     r = run_bench(verilog=to_verilog(top, "board_top"), toplevel="board_top", bench="metafab.sim.benches.board",
-                  params={"divisor": uart_divisor(CLOCK_HZ, BAUD), "requests": [q.hex() for q in requests]},
+                  params={"divisor": uart_divisor(clock_hz, baud), "requests": [q.hex() for q in requests]},
                   sim=sim, run_name=run_name)
     return [decode_bytes(bytes.fromhex(h)) for h in r.data["responses"]]
+
+
+@pytest.mark.parametrize("board", ["ulx3s-85f", "icebreaker"])
+def test_board_top_at_its_pll_clock_and_the_fastest_baud(board):
+    """The board top clocked at the PLL frequency its build uses (the maml engine's default clock for the
+    family), the UART at the fastest rate the board's bridge runs and that clock divides to within the
+    tolerance; the host driver's bytes in, every answer checked against the reference."""
+    from metafab.gen.boards import get_board
+    from metafab.gen.engines import get_engine
+    from metafab.hw.pll import pll_setting
+
+    b = get_board(board)
+    setting = pll_setting(b.family, b.oscillator_mhz, get_engine("maml").default_clock_mhz(b.family))
+    baud = next(rate for rate in (12_000_000, 6_000_000, 3_000_000) if rate <= b.max_baud
+                and _divides(setting.out_hz, rate))
+    wq = mf.quantize_params(random_params(CFG, seed=2), CFG)
+    tasks = random_tasks(CFG, 2, seed=9)
+    requests = [request_bytes(Opcode.LOAD, maml_load_payload(wq))]
+    requests += [request_bytes(Opcode.RUN, maml_run_payload(*t)) for t in tasks]
+    top = UartEngineTop(MamlEngine(config=CFG), clock_hz=setting.out_hz, baud=baud)
+    resp = _board_bench(top, requests, f"test-board-pll-{board}", clock_hz=setting.out_hz, baud=baud)
+    assert [r.status for r in resp] == [Status.OK] * 3
+    for r, t in zip(resp[1:], tasks, strict=True):
+        want = mf.run_task(wq, *(np.array(a) for a in t), CFG).y_query.reshape(-1)
+        assert from_words(r.payload).tolist() == want.tolist()
+
+
+def _divides(clock_hz, baud) -> bool:
+    try:
+        uart_divisor(clock_hz, baud)
+    except UserError:
+        return False
+    return True
 
 
 def test_board_top_answers_the_host_driver_bytes():

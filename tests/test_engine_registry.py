@@ -8,21 +8,11 @@ import pytest
 
 from metafab.gen import flow
 from metafab.gen.cli import main
-from metafab.gen.engines import engine_names, get_engine, register_engine, unregister_engine
+from metafab.gen.engines import engine_names, get_engine, register_engine
 from metafab.reference.errors import UserError
 
-from .conftest import REPO, icarus_available
+from .conftest import icarus_available
 from .echo_engine import ENGINE, EchoConfig, reference
-
-
-@pytest.fixture
-def echo(monkeypatch):
-    """The ``echo`` engine registered for one test; the bench is importable in the simulator's Python."""
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    register_engine(ENGINE)
-    yield ENGINE
-    unregister_engine(ENGINE.name)
-
 
 SIM = "icarus" if icarus_available() else "verilator"
 

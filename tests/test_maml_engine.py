@@ -277,8 +277,8 @@ def test_cycle_model_adds_up_the_schedule():
         assert model.issue_cycles == issue
         assert model.task_cycles == issue + model.gap_cycles + model.tail_cycles
         assert model.tail_cycles == sch.tail
-        assert 0 < model.utilisation <= 1
-    assert maml_cycles(DEFAULT).utilisation >= 0.85
+        assert 0 < model.lane_utilisation <= 1
+    assert maml_cycles(DEFAULT).lane_utilisation >= 0.85
 
 
 def _random_config(rng) -> MamlConfig:
@@ -311,10 +311,10 @@ def test_schedule_invariants_on_random_configs():
         model = maml_cycles(cfg)
         assert model.task_cycles == model.issue_cycles + model.gap_cycles + model.tail_cycles
         assert model.issue_cycles >= -(-cfg.useful_macs() // cfg.lanes)
-        assert 0 < model.utilisation <= 1
+        assert 0 < model.lane_utilisation <= 1
 
 
 @pytest.mark.parametrize("lanes,floor", [(16, 0.95), (32, 0.9), (64, 0.85)])
 def test_default_net_utilisation(lanes, floor):
     """MAC-lane utilisation of the default task (1-40-40-1, K=Q=10, one step) at several P."""
-    assert maml_cycles(DEFAULT.replace(lanes=lanes)).utilisation >= floor
+    assert maml_cycles(DEFAULT.replace(lanes=lanes)).lane_utilisation >= floor

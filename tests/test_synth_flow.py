@@ -119,13 +119,22 @@ def test_the_dut_reset_rides_a_global_network_on_ecp5(board, buffers):
     assert rtlil.count("dut_reset_global") >= buffers
 
 
-@pytest.mark.parametrize("board, buffers", [("icebreaker", 0), ("ulx3s-85f", 1)])
-def test_the_board_top_power_on_reset_rides_a_global_network_on_ecp5(board, buffers):
-    """The UART board top's power-on reset: through one DCCA on an ECP5, none on an iCE40."""
-    plan = get_board(board).platform().build(BoardTop(StreamRegister()), name="top", do_build=False,
-                                             emit_src=False)
+@pytest.mark.parametrize("board, buffers, pll", [("icebreaker", 0, "SB_PLL40_PAD"),
+                                                 ("ulx3s-85f", 1, "EHXPLLL")])
+def test_the_board_top_runs_from_a_pll_and_resets_until_it_locks(board, buffers, pll):
+    """The UART board top: the family's PLL with the computed dividers makes the clock; the reset (held
+    until the PLL locks) goes through one DCCA on an ECP5, none on an iCE40."""
+    from metafab.hw.pll import pll_setting
+
+    b = get_board(board)
+    setting = pll_setting(b.family, b.oscillator_mhz, 50)
+    plan = b.platform().build(BoardTop(StreamRegister(), pll=setting), name="top", do_build=False, emit_src=False)
     rtlil = plan.files["top.il"]
     assert rtlil.count("cell \\DCCA") == buffers
+    assert rtlil.count(f"cell \\{pll} ") == 1
+    for name, value in setting.dividers.items():
+        assert f"parameter \\{name} {value}" in rtlil, name
+    assert "LOCK" in rtlil
 
 
 @pytest.mark.parametrize(

@@ -202,8 +202,21 @@ class Engine:
         """The LOAD payload the board top holds in ROM, and where it comes from."""
         raise NotImplementedError
 
+    #: the engine clock a board build asks for by default, per FPGA family (MHz): one the default design's
+    #: board top meets (measured: docs/synthesis.md); ``--clock-mhz auto`` searches from it
+    default_clock: dict = {"ecp5": 75.0, "ice40": 24.0}
+
+    def default_clock_mhz(self, family: str) -> float:
+        return self.default_clock[family]
+
+    def item_cycles(self, cfg) -> int:
+        """Cycles of one item (task, query) from its request's last word to its result (for the link's
+        end-to-end time)."""
+        raise NotImplementedError
+
     def build_figures(self, cfg, result: dict, preload_source: str | None) -> dict:
-        """The engine's entries of a build report (cycles, latency at Fmax, anchors)."""
+        """The engine's entries of a build report: cycles, latency at the clock the bitstream runs at
+        (``result["clock_mhz"]``) and, labelled, at Fmax; anchors."""
         raise NotImplementedError
 
     def build_rows(self, report: dict) -> list[tuple[str, str]]:

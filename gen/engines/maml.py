@@ -141,7 +141,7 @@ def run_engine(cfg: MamlConfig, wq, tasks, *, sim: str = "verilator", scenario: 
         progress(f"simulating {len(tasks)} task(s) of {cfg.name} with {sim} ({scenario})")
     out = simulate(ENGINE, cfg, params, sim=sim, scenario=scenario, waves=waves, run_name=run_name,
                    verilator_opt=verilator_opt, verilog=verilog, progress=progress)
-    out.update(model_cycles=model.task_cycles, utilisation=model.utilisation)
+    out.update(model_cycles=model.task_cycles, lane_utilisation=model.lane_utilisation)
     return out
 
 
@@ -190,6 +190,7 @@ class MamlEngineSpec(Engine):
     chunk = 250
     in_demo = True
     build_order = 0
+    default_clock = {"ecp5": 80.0, "ice40": 24.0}
 
     def add_command_arguments(self, p, command):
         if command in ("generate", "sim", "verify", "build"):
@@ -247,7 +248,7 @@ class MamlEngineSpec(Engine):
             for lanes in (1, 4, 16, 32, 64, 128):
                 m = self.cycles(MamlConfig(lanes=lanes, steps=steps))
                 rows.append({"steps": steps, "lanes": lanes, "cycles": m.task_cycles,
-                             "utilisation %": round(100 * m.utilisation, 1),
+                             "utilisation %": round(100 * m.lane_utilisation, 1),
                              "latency us @100MHz": round(m.latency_us(100.0), 1)})
         return "MAML engine cycle model, 1-40-40-1, K=10, 10 queries", rows
 
@@ -312,7 +313,7 @@ class MamlEngineSpec(Engine):
             "cycles_match_model": set(cycles) == {model.task_cycles},
             "useful_macs": model.useful_macs,
             "lanes": cfg.lanes,
-            "utilisation": model.utilisation,
+            "lane_utilisation": model.lane_utilisation,
         }
         if batch is not None:
             outputs = [o for r in runs for o in r["outputs"]]
@@ -336,7 +337,7 @@ class MamlEngineSpec(Engine):
             ("output words", str(r["output_words"])),
             ("mismatches", f"{r['mismatches']}" + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}")),
             ("cycles per task", f"{', '.join(map(str, r['cycles_measured']))} measured, {r['cycles_model']} modelled"),
-            ("lane utilisation", f"{100 * r['utilisation']:.1f} % of {r['lanes']} lanes"),
+            ("lane utilisation", f"{100 * r['lane_utilisation']:.1f} % of {r['lanes']} lanes"),
         ]
         if "mse_ratio" in r:
             rows.append(("query MSE", f"fixed {r['mse_fixed']:.5f}, float64 {r['mse_float64']:.5f}, "
@@ -348,25 +349,32 @@ class MamlEngineSpec(Engine):
         params, source = initial_params(cfg, getattr(args, "weights", "auto") if args else "auto", 0)
         return maml_load_words(mf.quantize_params(params, cfg)), source
 
+    def item_cycles(self, cfg):
+        return self.cycles(cfg).task_cycles
+
     def build_figures(self, cfg, r, preload_source):
         from metafab.gen.anchors import maml_anchor
 
         model = self.cycles(cfg)
+        clock, fmax = r.get("clock_mhz"), r.get("fmax_mhz")
         return {
             "preloaded_weights": preload_source,
             "task_cycles": model.task_cycles,
-            "utilisation": model.utilisation,
-            "latency_us": model.latency_us(r["fmax_mhz"]) if r.get("fmax_mhz") else None,
+            "lane_utilisation": model.lane_utilisation,
+            "latency_us": model.latency_us(clock) if clock else None,
+            "latency_us_at_fmax": model.latency_us(fmax) if fmax else None,
             "anchor": maml_anchor(cfg.layers, cfg.k_support, cfg.steps),
         }
 
     def build_rows(self, r):
-        return [
-            ("cycles per task", str(r["task_cycles"])),
-            ("latency", f"{r['latency_us']:.2f} us per task at Fmax"
-             + (f" ({r['task_cycles'] / (r['board_clock_mhz'] or 1):.1f} us at the board clock)"
-                if r.get("board_clock_mhz") else "")),
-        ]
+        rows = [("cycles per task", str(r["task_cycles"]))]
+        if r.get("latency_us") is not None:
+            rows.append(("latency", f"{r['latency_us']:.2f} us per task at the {r['clock_mhz']:.4g} MHz clock "
+                                    f"(timing {r['timing']})"))
+        if r.get("latency_us_at_fmax") is not None:
+            rows.append(("at Fmax", f"{r['latency_us_at_fmax']:.2f} us per task if clocked at "
+                                    f"{r['fmax_mhz']:.2f} MHz (not the bitstream's clock)"))
+        return rows
 
     def run_on_board(self, cfg, args, host, say, progress):
         from metafab.reference import fixed as fx
@@ -405,7 +413,7 @@ class MamlEngineSpec(Engine):
             ("tasks verified (Verilator)", f"{v['tasks']} ({v['output_words']} output words)"),
             ("mismatching output words", str(v["mismatches"])),
             ("cycles per task", f"{v['cycles_model']} modelled, {', '.join(map(str, v['cycles_measured']))} measured"),
-            ("MAC-lane utilisation", f"{100 * v['utilisation']:.1f} % of {v['lanes']} lanes"),
+            ("MAC-lane utilisation", f"{100 * v['lane_utilisation']:.1f} % of {v['lanes']} lanes"),
         ]
         if "mse_ratio" in v:
             rows.append(("query MSE fixed / float64", f"{v['mse_fixed']:.4f} / {v['mse_float64']:.4f} "
@@ -413,7 +421,7 @@ class MamlEngineSpec(Engine):
         return rows
 
     def demo_build_rows(self, b):
-        return [("batch-1 latency at Fmax", f"{b['latency_us']:.2f} us per task")]
+        return [(f"batch-1 latency at {b['clock_mhz']:.4g} MHz", f"{b['latency_us']:.2f} us per task")]
 
     def demo_anchor_rows(self):
         from metafab.gen.anchors import MAML_SINUSOID_US
