@@ -37,8 +37,15 @@ def run(args) -> int:
 
     doc = engine.run_on_board(cfg, args, host, say, progress)
     status = host.status()
+    times = sorted(host.run_seconds)
+    doc["end_to_end_us"] = ({"median": round(1e6 * times[len(times) // 2], 1), "min": round(1e6 * times[0], 1),
+                             "runs": len(times), "baud": args.baud} if times else None)
     if args.json:
         print(json.dumps({**doc, "port": args.port, "status": status}, indent=2, sort_keys=True))
     else:
+        if times:
+            e = doc["end_to_end_us"]
+            print(f"end to end over the link at {args.baud} baud: {e['median']:.0f} us per {engine.item} "
+                  f"(median of {e['runs']}; minimum {e['min']:.0f} us), request written to response read")
         print(f"counters: {status}")
     return 0 if doc["mismatches"] == 0 else 1

@@ -42,7 +42,7 @@ def simulate(engine: Engine, cfg, params: dict, *, sim: str = "verilator", scena
     verilog = verilog or engine_verilog(engine, cfg, progress)
     name = run_name or f"{scenario}-{config_digest(cfg)}"
     r = run_bench(verilog=verilog, toplevel=engine.toplevel, bench=engine.bench, params=params, sim=sim,
-                  waves=waves, run_name=name, verilator_opt=verilator_opt)
+                  waves=waves, run_name=name, verilator_opt=verilator_opt, progress=progress)
     out = dict(r.data)
     out.update(simulator=sim, build_seconds=r.build_seconds, run_seconds=r.run_seconds, build_cached=r.cached,
                test_dir=str(r.test_dir))

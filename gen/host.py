@@ -48,6 +48,8 @@ class Host:
     def __init__(self, transport, *, timeout: float = 10.0):
         self.transport = transport
         self.timeout = timeout
+        #: wall-clock seconds of each RUN, request written to response read (the link and the engine)
+        self.run_seconds: list[float] = []
 
     def request(self, opcode: int, payload=()) -> Packet:
         self.transport.write(request_bytes(opcode, payload))
@@ -78,7 +80,10 @@ class Host:
         self.checked(Opcode.LOAD, words)
 
     def run(self, words) -> np.ndarray:
-        return from_words(self.checked(Opcode.RUN, words).payload)
+        t0 = time.perf_counter()
+        resp = self.checked(Opcode.RUN, words)
+        self.run_seconds.append(time.perf_counter() - t0)
+        return from_words(resp.payload)
 
 
 def open_serial(port: str, baud: int, timeout: float = 0.2):

@@ -273,6 +273,7 @@ def run_bench(
     root: Path | None = None,
     quiet: bool = True,
     verilator_opt: str | None = None,
+    progress=None,
 ) -> BenchResult:
     """Build ``verilog`` (cached) and run the cocotb module ``bench`` on it.
 
@@ -294,6 +295,8 @@ def run_bench(
         Send the simulator's and cocotb's log to ``sim.log`` instead of the terminal.
     verilator_opt : str, optional
         C++ optimisation of the Verilator model's per-cycle code (``-O1`` default; see :func:`_verilator_opt`).
+    progress : callable, optional
+        Told when a model is compiled (not when a cached build is reused) and how long it took.
 
     Raises
     ------
@@ -331,6 +334,10 @@ def run_bench(
             runner = get_runner("icarus" if sim == "icarus" else "verilator")
             cached = (build_dir / _BUILT_MARK).exists()
             t0 = time.perf_counter()
+            if progress and not cached:
+                progress(f"{sim}: compiling {toplevel} in {build_dir} (once per design: "
+                         + ("Verilator takes 10 s to a minute or two for an engine" if sim == "verilator"
+                            else "Icarus takes a second") + "; later runs reuse it)")
             build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT"] if sim == "verilator" else []
             try:
                 # a finished build in this folder makes this an incremental no-op
@@ -349,6 +356,8 @@ def run_bench(
             except RuntimeError as exc:
                 raise SimulationFailed(f"{sim} failed to build {toplevel} ({exc}); see {log_build}") from None
             (build_dir / _BUILT_MARK).write_text(key + "\n")
+            if progress and not cached:
+                progress(f"{sim}: compiled {toplevel} in {time.perf_counter() - t0:.0f} s")
             if runtime:
                 _publish_runtime(build_dir, runtime)
             t1 = time.perf_counter()

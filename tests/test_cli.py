@@ -163,9 +163,10 @@ def test_demo_without_board_builds(capsys):
     assert "metafab demo: MAML adaptation engine" in text and "similarity engine" in text
     assert f"{v['cycles_model']} modelled" in text and "board build" not in text
     assert main(["demo", "--queries", "0"]) == 2
-    assert main(["demo", "--target-mhz", "0"]) == 2
+    assert main(["demo", "--clock-mhz", "0"]) == 2
     err = capsys.readouterr().err
-    assert "--queries must be at least 1, got 0" in err and "--target-mhz must be in (0, 1000], got 0.0" in err
+    assert "--queries must be at least 1, got 0" in err
+    assert "argument --clock-mhz: must be in (0, 1000] MHz or 'auto', got 0" in err
 
 
 def _group_members(pgid: int) -> list[int]:

@@ -127,6 +127,7 @@ def test_run_maml_over_a_serial_port(capsys):
     wq = mf.quantize_params(initial_params(MAML_CFG, "random", 0)[0], MAML_CFG)
     assert board.loaded == maml_load_payload(wq)
     assert [r["mismatches"] for r in out["results"]] == [0, 0]
+    assert out["end_to_end_us"]["runs"] == 2 and 0 < out["end_to_end_us"]["min"] <= out["end_to_end_us"]["median"]
     assert len(out["results"][0]["outputs"]) == MAML_CFG.n_query * MAML_CFG.n_out
     assert out["status"] == dict(zip(STATUS_FIELDS, [7, 2, 0, 0, 1, PROTOCOL_VERSION], strict=True))
 
