@@ -45,7 +45,7 @@ def run(args) -> int:
     else:
         if times:
             e = doc["end_to_end_us"]
-            print(f"end to end over the link at {args.baud} baud: {e['median']:.0f} us per {engine.item} "
+            print(f"end to end over the link at {args.baud} baud: {e['median']:.0f} us per {engine.run_item} "
                   f"(median of {e['runs']}; minimum {e['min']:.0f} us), request written to response read")
         print(f"counters: {status}")
     return 0 if doc["mismatches"] == 0 else 1

@@ -276,7 +276,7 @@ def format_build(engine: Engine, r: dict) -> str:
                                                       for t in r["tries"]))
     lines += [f"{k:<18}{v}" for k, v in engine.build_rows(r)]
     for baud, link in (r.get("link") or {}).items():
-        lines.append(f"over the UART      {int(baud):>8} baud: {link['total_us']:.1f} us per {engine.item} "
+        lines.append(f"over the UART      {int(baud):>8} baud: {link['total_us']:.1f} us per {engine.run_item} "
                      f"({link['request_bytes']} + {link['response_bytes']} bytes {link['wire_us']:.1f} us, "
                      f"engine {link['engine_us']:.2f} us; {link['bound']}-bound)")
     for k, v in (r.get("anchor") or {}).items():

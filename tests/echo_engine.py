@@ -118,6 +118,7 @@ class EchoEngine(Engine):
     design_flags = (DesignFlag("--words", "words", int, "N", "payload words of a RUN request"),
                     DesignFlag("--offset", "offset", int, "C", "added to every word"))
     item = "request"
+    run_item = "request"
     count_flag = "--requests"
     count_default = 20
     chunk = 8

@@ -100,6 +100,8 @@ class Engine:
     design_flags: tuple[DesignFlag, ...] = ()
     #: what one verification item is (``task``, ``episode``)
     item: str = "task"
+    #: what one RUN request carries (``task``, ``query``): the unit of the link's time per request
+    run_item: str = "task"
     #: the flag that sets how much ``verify`` (and the demo) runs, its dest and defaults
     count_flag: str = "--tasks"
     count_default: int = 100

@@ -219,6 +219,7 @@ class MatchEngineSpec(Engine):
         DesignFlag("--lanes", "lanes", int, "P", "parallel MAC lanes (a power of two)"),
     )
     item = "episode"
+    run_item = "query"
     count_flag = "--queries"
     count_default = 1000
     demo_count = 200
