@@ -47,7 +47,7 @@ def _options(p, engine):
     p.add_argument("--timing-ripup", action="store_true",
                    help="ECP5: let the router rip up and re-route the nets of paths that fail the clock "
                    "constraint (nextpnr --tmg-ripup); higher Fmax on routing-bound designs, routing takes up to "
-                   "twice as long; best with --target-mhz a few percent above the clock wanted")
+                   "twice as long; best with --clock-mhz a few percent above the clock wanted")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=run)
 
