@@ -99,7 +99,8 @@ def test_mac16_on_icebreaker():
                    progress=lines.append)
     check_result(result, board="icebreaker", family="ice40", device="iCE40UP5K",
                  bitstream_suffix=".bin")
-    assert result["utilisation"]["ICESTORM_DSP"] == {"used": 1, "available": 8}
+    assert result["utilisation"]["ICESTORM_DSP"] == {"used": 1, "available": 8, "percent": 12.5}
+    assert result["timing"] == ("PASS" if result["fmax_mhz"] >= 100.0 else "FAIL")
     assert result["constraint_mhz"] == 100.0
     assert any("Fmax" in line for line in lines)
 
