@@ -21,6 +21,9 @@ HELP = "print the benchmark figures: cycle model, utilisation, simulator speed (
 def register(sub):
     p = sub.add_parser("bench", help=HELP, description=HELP + ".")
     p.add_argument("--synth", action="store_true", help="also synthesise the MAC lane for both boards")
+    p.add_argument("--cpu", action="store_true",
+                   help="also time each engine's default design as plain C (float32, -O3 -march=native, one core), "
+                   "its outputs checked against float64")
     p.add_argument("--packets", type=int, default=3000, help="MAC-lane packets per simulator (default 3000)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=run)
@@ -35,6 +38,23 @@ def cycle_models() -> dict:
         table = engine.bench_model()
         if table:
             out[engine.name] = {"title": table[0], "rows": table[1]}
+    return out
+
+
+def cpu_baselines() -> dict:
+    """Each engine's default design (and the MAML engine with 5 steps) as plain C, timed here."""
+    from metafab.gen import flow
+    from metafab.gen.engines import engines
+
+    out = {}
+    for engine in engines():
+        cfgs = [engine.config_from_dict({})]
+        if "steps" in cfgs[0].to_dict():
+            cfgs.append(cfgs[0].replace(steps=5))
+        for cfg in cfgs:
+            r = flow.cpu_baseline(engine, cfg)
+            if r is not None:
+                out[cfg.name] = {"engine": engine.name, "design": cfg.name, **r}
     return out
 
 
@@ -113,6 +133,9 @@ def run(args) -> int:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
     doc = {"cycle_models": cycle_models(), "simulator_speed_mac_lane": {}, "synth_mac_lane": {}}
+    if args.cpu:
+        say("CPU baseline: each engine's default design as plain C")
+        doc["cpu_baseline"] = cpu_baselines()
     say("MAC lane in the Amaranth simulator")
     doc["simulator_speed_mac_lane"]["amaranth"] = amaranth_mac_speed(args.packets)
     for sim in ["verilator"] + (["icarus"] if find_icarus().found else []):
@@ -133,6 +156,14 @@ def run(args) -> int:
         return 0
     for table in doc["cycle_models"].values():
         _print_table(table["title"], table["rows"])
+    for name, r in (doc.get("cpu_baseline") or {}).items():
+        if "error" in r:
+            print(f"CPU baseline, {name}: {r['error']}")
+            continue
+        print(f"CPU baseline, {r['design']}: {r['min_us']:.3f} us per {r['per']} (median {r['median_us']:.3f}, "
+              f"{r['runs']} runs; {r['compiler']} {r['flags']}, one core; max |C - float64| "
+              f"{r['max_abs_error_vs_float64']:.2g}, {'within' if r['matches_float64'] else 'OUTSIDE'} "
+              f"{r['tolerance']})")
     print("Simulator speed on the MAC lane (one beat per cycle, no back-pressure)")
     for sim, r in doc["simulator_speed_mac_lane"].items():
         print(f"  {sim:<10} {r['cycles_per_second']:>10,.0f} cycles/s  ({r['cycles']} cycles, "

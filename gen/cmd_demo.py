@@ -198,7 +198,18 @@ def _build_rows(engine, b: dict) -> list[tuple[str, str]]:
                                            f"timing {b['timing']}"),
         ("device", f"LUT {b['lut']}, FF {b['ff']}, DSP {b['dsp']}, BRAM {b['bram']}; {share}"),
         *engine.demo_build_rows(b),
+        *_cpu_rows(b),
     ]
+
+
+def _cpu_rows(b: dict) -> list[tuple[str, str]]:
+    cpu = b.get("cpu_baseline") or {}
+    if not cpu.get("min_us"):
+        return [("plain C on this CPU", cpu["error"])] if cpu.get("error") else []
+    ratio = b.get("cpu_ratio")
+    return [("plain C float32, 1 host core", f"{cpu['min_us']:.2f} us per {cpu['per']} (-O3 -march=native, "
+                                              f"min of {cpu['runs']})"
+             + (f"; engine / CPU speed {ratio:.2f}x" if ratio else ""))]
 
 
 #: The device resources the demo shows in percent, per family: (label, nextpnr cell type).

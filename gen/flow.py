@@ -175,7 +175,23 @@ def _report(engine: Engine, cfg, board, r: dict, *, top, baud, pll, tries, sourc
         r.update(clock_mhz=None, requested_mhz=r["constraint_mhz"], pll=None, clock_source="harness (no PLL)",
                  tries=[])
     r.update(engine.build_figures(cfg, r, source))
+    r["cpu_baseline"] = cpu_baseline(engine, cfg)
+    cpu = r["cpu_baseline"] or {}
+    if pll is not None and cpu.get("min_us"):
+        engine_us = engine.item_cycles(cfg) / pll.out_mhz
+        r["cpu_ratio"] = round(cpu["min_us"] / engine_us, 3)  # > 1: the engine is faster than one host core
     return r
+
+
+def cpu_baseline(engine: Engine, cfg, reps: int | None = None) -> dict | None:
+    """The engine's computation for ``cfg`` as plain C on one core of this machine, timed
+    (:mod:`metafab.gen.cpu_baseline`); None when the engine has no C kernel."""
+    from metafab.gen.cpu_baseline import measure
+
+    kernel = engine.cpu_kernel(cfg)
+    if kernel is None:
+        return None
+    return measure(kernel, reps=reps or (200000 if kernel.per == "query" else 20000))
 
 
 def write_build_report(engine: Engine, r: dict) -> list[Path]:
@@ -279,6 +295,14 @@ def format_build(engine: Engine, r: dict) -> str:
         lines.append(f"over the UART      {int(baud):>8} baud: {link['total_us']:.1f} us per {engine.run_item} "
                      f"({link['request_bytes']} + {link['response_bytes']} bytes {link['wire_us']:.1f} us, "
                      f"engine {link['engine_us']:.2f} us; {link['bound']}-bound)")
+    cpu = r.get("cpu_baseline") or {}
+    if cpu.get("min_us"):
+        ratio = r.get("cpu_ratio")
+        lines.append(f"  vs plain C on this CPU  {cpu['min_us']:.2f} us per {cpu['per']} (min of {cpu['runs']}, "
+                     f"{cpu['flags']}, 1 core{'' if cpu['matches_float64'] else ', NOT matching float64'})"
+                     + (f": the engine at its clock is {ratio:.2f}x that speed" if ratio else ""))
+    elif cpu.get("error"):
+        lines.append(f"  vs plain C on this CPU  {cpu['error']}")
     for k, v in (r.get("anchor") or {}).items():
         lines.append(f"  vs {k:<22} {v:.1f} us")
     lines.append(f"tools             {r['yosys']}; {r.get('nextpnr', '')}")

@@ -245,6 +245,11 @@ class Engine:
         """The demo's comparison rows (GPU and CPU anchors)."""
         return []
 
+    def cpu_kernel(self, cfg):
+        """The engine's computation for ``cfg`` as plain C for the CPU baseline
+        (:class:`metafab.gen.cpu_baseline.CpuKernel`), or None when the engine has none."""
+        return None
+
     def bench_model(self) -> tuple[str, list[dict]] | None:
         """``metafab bench``: a title and the cycle model's rows over a sweep of designs (None: no table)."""
         return None

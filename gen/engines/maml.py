@@ -252,6 +252,30 @@ class MamlEngineSpec(Engine):
                              "latency us @100MHz": round(m.latency_us(100.0), 1)})
         return "MAML engine cycle model, 1-40-40-1, K=10, 10 queries", rows
 
+    def cpu_kernel(self, cfg):
+        """One task of ``cfg`` in float32 C: the inner loop from the initial weights, then the queries."""
+        from metafab.gen.cpu_baseline import CpuKernel, render
+        from metafab.reference import maml as fmaml
+
+        params, source = initial_params(cfg, "auto", 0)
+        if cfg.n_in == 1 and cfg.n_out == 1:
+            b, _ = sinusoid_tasks(cfg, 1, 0)
+            xs, ys, xq = b.x_support[0], b.y_support[0], b.x_query[0]
+        else:
+            rng = np.random.default_rng(0)
+            xs, ys, xq = (rng.uniform(-1, 1, (n, w)) for n, w in
+                          ((cfg.k_support, cfg.n_in), (cfg.k_support, cfg.n_out), (cfg.n_query, cfg.n_in)))
+        flat = np.concatenate([np.concatenate([np.asarray(w).reshape(-1), np.asarray(bias)]) for w, bias in params])
+        layers, at = [], 0
+        for n, (i, o) in enumerate(zip(cfg.layers[:-1], cfg.layers[1:], strict=True)):
+            layers.append({"n": n, "i": i, "o": o, "off": at, "last": n == cfg.n_layers - 1})
+            at += o * i + o
+        text = render("maml_cpu.c.j2", design=cfg.name, layers=layers, k=cfg.k_support, q=cfg.n_query,
+                      steps=cfg.steps, nparam=at, lr=repr(float(cfg.lr)))
+        want = fmaml.forward(fmaml.adapt(params, xs, ys, cfg.steps, cfg.lr), xq).reshape(-1)
+        return CpuKernel(source=text, inputs=np.concatenate([flat, xs.reshape(-1), ys.reshape(-1), xq.reshape(-1)]),
+                         n_out=cfg.n_query * cfg.n_out, want=want, per="task", notes={"weights": source})
+
     # --- workloads --------------------------------------------------------
     def tasks(self, cfg, n: int, seed: int):
         """``n`` tasks of ``seed``: ``(float batch or None, code lists)`` (sinusoid when the net allows)."""

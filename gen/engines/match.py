@@ -166,13 +166,19 @@ def run_engine(cfg: MatchConfig, episodes: list[dict], *, sim: str = "verilator"
     return out
 
 
-def _float_preds(cfg: MatchConfig, ep) -> np.ndarray:
+def _float_probs(cfg: MatchConfig, ep) -> np.ndarray:
+    """The float64 read-out's class probabilities of an episode's queries, ``(Q, N)``."""
     from metafab.reference import matching, proto
 
     s, q, y = ep["support"], ep["queries"], ep["labels"]
     if cfg.mode == "matching":
-        return matching.readout(q, s, y, cfg.n_way)[1]
-    return proto.readout(q, proto.prototypes(s, y, cfg.n_way))[1]
+        return matching.readout(q, s, y, cfg.n_way)[0]
+    return proto.readout(q, proto.prototypes(s, y, cfg.n_way))[0]
+
+
+def _float_preds(cfg: MatchConfig, ep) -> np.ndarray:
+    """The float64 read-out's predicted classes (the lowest index on ties)."""
+    return np.argmax(_float_probs(cfg, ep), axis=-1)
 
 
 def _file_episodes(path: str, cfg: MatchConfig):
@@ -293,6 +299,27 @@ class MatchEngineSpec(Engine):
                              "utilisation %": round(100 * m.lane_utilisation, 1),
                              "us per query @100MHz": round(m.ii / 100.0, 3)})
         return "similarity engine cycle model, 5-way 5-shot, D=64", rows
+
+    def cpu_kernel(self, cfg):
+        """One query's read-out of ``cfg`` in float32 C, the support set prepared (unit rows or prototypes) as
+        the engine prepares it at LOAD."""
+        from metafab.gen.cpu_baseline import CpuKernel, render
+        from metafab.reference import proto
+
+        eps, source = make_episodes(cfg, 1, 0, "auto", n_query=1)
+        ep = eps[0]
+        s, y, q = ep["support"], np.asarray(ep["labels"]), ep["queries"][0]
+        if cfg.mode == "matching":
+            norms = np.linalg.norm(s, axis=1, keepdims=True)
+            prepared = np.concatenate([(s / np.where(norms > 0, norms, 1)).reshape(-1), y.astype(np.float64)])
+        else:
+            prepared = proto.prototypes(s, y, cfg.n_way).reshape(-1)
+        probs = _float_probs(cfg, ep)[0]
+        text = render("match_cpu.c.j2", design=cfg.name, mode=cfg.mode, n=cfg.n_way, m=cfg.n_support, d=cfg.dim)
+        pred = int(np.argmax(probs))
+        return CpuKernel(source=text, inputs=np.concatenate([prepared, q]), n_out=cfg.n_way + 1,
+                         want=np.append(probs, pred), per="query", atol=1e-5, rtol=1e-3,
+                         notes={"features": source})
 
     # --- workloads --------------------------------------------------------
     def simulate(self, cfg, args, progress):

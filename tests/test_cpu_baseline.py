@@ -1,0 +1,40 @@
+"""The CPU baseline computes the engines' computation: its C outputs against float64 on several designs,
+and a wrong expectation is caught. Timing is a benchmark figure (metafab bench --cpu), not tested."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metafab.gen.cpu_baseline import compiler, measure
+from metafab.gen.engines import get_engine
+from metafab.reference.config import MamlConfig, MatchConfig
+
+pytestmark = pytest.mark.skipif(compiler() is None, reason="no C compiler (cc, gcc or clang) on this machine")
+
+
+@pytest.mark.parametrize("cfg", [
+    MamlConfig(),
+    MamlConfig(steps=3, k_support=5, n_query=4),
+    MamlConfig(layers=(3, 12, 7, 2), k_support=4, n_query=3, lr=0.05),
+    MamlConfig(layers=(2, 5, 1), steps=0),
+], ids=lambda c: c.name)
+def test_maml_kernel_equals_float64(cfg):
+    r = measure(get_engine("maml").cpu_kernel(cfg), reps=50, warm=2)
+    assert r["matches_float64"], r
+    assert r["per"] == "task" and 0 < r["min_us"] <= r["median_us"]
+
+
+@pytest.mark.parametrize("cfg", [MatchConfig(), MatchConfig(mode="proto"), MatchConfig(n_way=3, k_shot=2, dim=10)],
+                         ids=lambda c: c.name)
+def test_match_kernel_equals_float64(cfg):
+    kernel = get_engine("match").cpu_kernel(cfg)
+    r = measure(kernel, reps=50, warm=2)
+    assert r["matches_float64"], r
+    assert kernel.want[-1] == int(np.argmax(kernel.want[:-1]))  # the class word is the float64 argmax
+
+
+def test_a_kernel_that_computes_something_else_is_caught():
+    kernel = get_engine("maml").cpu_kernel(MamlConfig(layers=(1, 8, 1), k_support=3, n_query=2))
+    kernel.want = kernel.want + 0.01  # not what the C computes
+    assert not measure(kernel, reps=5, warm=1)["matches_float64"]
