@@ -41,6 +41,39 @@ def cycle_models() -> dict:
     return out
 
 
+def board_builds(cpu: dict) -> list[dict]:
+    """The latest report of every board build under the build folder (``report.json``), one row each: the
+    clock, timing, cycles, latency at the clock, resources in percent, and the CPU baseline of this run
+    (when measured for the same design) with the engine/CPU speed ratio."""
+    import json as _json
+
+    from metafab.gen.engines import get_engine
+    from metafab.reference.errors import UserError
+    from metafab.sim.runner import build_root
+
+    rows = []
+    for path in sorted((build_root() / "synth").glob("*/report.json")):
+        try:
+            r = _json.loads(path.read_text())
+            engine = get_engine(r["engine"])
+        except (ValueError, KeyError, UserError):
+            continue  # a report of an engine not registered here, or of an older metafab
+        if not r.get("clock_mhz"):
+            continue
+        cfg = engine.config_from_dict(r["config"])
+        engine_us = engine.item_cycles(cfg) / r["clock_mhz"]
+        base = (cpu.get(r["design"]) or {}).get("min_us")
+        util = r.get("utilisation", {})
+        rows.append({
+            "design": r["design"], "board": r["board"], "clock_mhz": r["clock_mhz"], "fmax_mhz": r["fmax_mhz"],
+            "timing": r["timing"], "cycles": engine.item_cycles(cfg), "us_per_item": round(engine_us, 3),
+            "item": engine.run_item, "lane_utilisation": r.get("lane_utilisation"),
+            "percent": {cell: e.get("percent") for cell, e in util.items()},
+            "cpu_us": base, "cpu_ratio": round(base / engine_us, 3) if base else None, "report": str(path),
+        })
+    return rows
+
+
 def cpu_baselines() -> dict:
     """Each engine's default design (and the MAML engine with 5 steps) as plain C, timed here."""
     from metafab.gen import flow
@@ -136,6 +169,7 @@ def run(args) -> int:
     if args.cpu:
         say("CPU baseline: each engine's default design as plain C")
         doc["cpu_baseline"] = cpu_baselines()
+    doc["board_builds"] = board_builds(doc.get("cpu_baseline") or {})
     say("MAC lane in the Amaranth simulator")
     doc["simulator_speed_mac_lane"]["amaranth"] = amaranth_mac_speed(args.packets)
     for sim in ["verilator"] + (["icarus"] if find_icarus().found else []):
@@ -164,6 +198,12 @@ def run(args) -> int:
               f"{r['runs']} runs; {r['compiler']} {r['flags']}, one core; max |C - float64| "
               f"{r['max_abs_error_vs_float64']:.2g}, {'within' if r['matches_float64'] else 'OUTSIDE'} "
               f"{r['tolerance']})")
+    if doc["board_builds"]:
+        print("Board builds (the latest report of each; CPU baseline of this run where measured)")
+        for b in doc["board_builds"]:
+            cpu = f"; CPU {b['cpu_us']:.2f} us, engine/CPU speed {b['cpu_ratio']:.2f}x" if b["cpu_us"] else ""
+            print(f"  {b['design']} on {b['board']}: {b['clock_mhz']:g} MHz, Fmax {b['fmax_mhz']}, {b['timing']}; "
+                  f"{b['cycles']} cycles = {b['us_per_item']:.3f} us per {b['item']}{cpu}")
     print("Simulator speed on the MAC lane (one beat per cycle, no back-pressure)")
     for sim, r in doc["simulator_speed_mac_lane"].items():
         print(f"  {sim:<10} {r['cycles_per_second']:>10,.0f} cycles/s  ({r['cycles']} cycles, "
