@@ -28,10 +28,18 @@ def test_maml_kernel_equals_float64(cfg):
 @pytest.mark.parametrize("cfg", [MatchConfig(), MatchConfig(mode="proto"), MatchConfig(n_way=3, k_shot=2, dim=10)],
                          ids=lambda c: c.name)
 def test_match_kernel_equals_float64(cfg):
+    from metafab.gen.engines.match import make_episodes
+    from metafab.reference import matching, proto
+
     kernel = get_engine("match").cpu_kernel(cfg)
     r = measure(kernel, reps=50, warm=2)
     assert r["matches_float64"], r
-    assert kernel.want[-1] == int(np.argmax(kernel.want[:-1]))  # the class word is the float64 argmax
+    # the expectation is the float64 read-out of the episode's query, computed here independently
+    (ep,), _ = make_episodes(cfg, 1, 0, "auto", n_query=1)
+    s, y, q = ep["support"], ep["labels"], ep["queries"][:1]
+    probs = (matching.readout(q, s, y, cfg.n_way)[0] if cfg.mode == "matching"
+             else proto.readout(q, proto.prototypes(s, y, cfg.n_way))[0])[0]
+    assert np.allclose(kernel.want[:-1], probs) and kernel.want[-1] == np.argmax(probs)
 
 
 def test_a_kernel_that_computes_something_else_is_caught():
