@@ -142,7 +142,7 @@ def build(engine: Engine, cfg, board: str, *, top: str = "uart", baud: int = 115
         r = build_board_top(board_top, b, clock=board_top.clock, name=name, target_mhz=setting.out_mhz,
                             seed=seed, timing_ripup=timing_ripup, progress=progress)
         tries.append({"clock_mhz": round(setting.out_mhz, 4), "fmax_mhz": r["fmax_mhz"], "timing": r["timing"]})
-        if not auto or r["timing"] == "PASS" or len(tries) >= AUTO_TRIES:
+        if not auto or r["timing"] != "FAIL" or len(tries) >= AUTO_TRIES:  # None: nextpnr reported no Fmax
             break
         lower = min(r["fmax_mhz"], setting.out_mhz * 0.99)
         say(f"{b.name}: timing fails at {setting.out_mhz:.4g} MHz (Fmax {r['fmax_mhz']} MHz); "
