@@ -56,7 +56,7 @@ word streams ``i`` and ``o``.
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetSignal, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -238,6 +238,9 @@ class PacketFrontend(wiring.Component):
         # op == the pipelined opcode, loaded with op from the header word: no 8-bit compare in front
         # of the payload handshake (the enables of the index registers)
         op_piped = Signal()
+        # the header has the magic and a loading opcode (LOAD): a request that fails clears the loaded flag,
+        # whether or not any payload word reached the core (docs/protocol.md, "Errors")
+        op_loads = Signal()
         # pipelined requests started and not yet answered (always 0 without a pipelined opcode)
         outstanding = Signal(8)
         pipe_inc, pipe_dec = Signal(), Signal()
@@ -306,6 +309,9 @@ class PacketFrontend(wiring.Component):
                              delivered.eq(0)]
                 if piped is not None:
                     m.d.sync += op_piped.eq(h_op == int(piped))
+                loading = [int(code) for code, spec in ops.items() if spec.loads]
+                if loading:
+                    m.d.sync += op_loads.eq((h_magic == MAGIC) & Cat(*(h_op == code for code in loading)).any())
                 with m.If(self.i.valid & take_header):
                     known = Signal()
                     exp_len = Signal(16)
@@ -403,15 +409,13 @@ class PacketFrontend(wiring.Component):
                     m.next = "ERROR"
 
             with m.State("ERROR"):
-                # a malformed request: count it, forget a half-loaded state, answer with its status
-                # (after the answers of the pipelined requests started before it)
+                # a malformed request: count it, forget the loaded state if it was a LOAD, answer with its
+                # status (after the answers of the pipelined requests started before it)
                 with m.If(idle_pipe):
                     m.d.sync += [errors.eq(errors + 1), last_error.eq(err), resp_status.eq(err),
                                  resp_len.eq(0), resp_idx.eq(0)]
-                    for code, spec in ops.items():
-                        if spec.loads:
-                            with m.If((op == int(code)) & delivered):
-                                m.d.sync += loaded.eq(0)
+                    with m.If(op_loads):
+                        m.d.sync += loaded.eq(0)
                     m.next = "RESPOND"
 
             with m.State("RESPOND"):
@@ -590,12 +594,21 @@ class PacketEngine(wiring.Component):
         m = Module()
         m.submodules.front = front = self._front
         m.submodules.core = core = self._core
-        wiring.connect(m, wiring.flipped(self.i), front.i)
+        out = front.o
         if self._out_register:
             m.submodules.out_reg = out_reg = StreamRegister()
             wiring.connect(m, front.o, out_reg.i)
-            wiring.connect(m, out_reg.o, wiring.flipped(self.o))
-        else:
-            wiring.connect(m, front.o, wiring.flipped(self.o))
+            out = out_reg.o
+        # no transfer on either port while reset is held (AXI-Stream: valid low during reset), from its
+        # first cycle on, not only once the registers have taken their reset values
+        run = ~ResetSignal()
+        m.d.comb += [
+            front.i.valid.eq(self.i.valid & run),
+            front.i.payload.eq(self.i.payload),
+            self.i.ready.eq(front.i.ready & run),
+            self.o.valid.eq(out.valid & run),
+            self.o.payload.eq(out.payload),
+            out.ready.eq(self.o.ready & run),
+        ]
         wiring.connect(m, front.core, core.bus)
         return m

@@ -696,8 +696,9 @@ class MatchCore(wiring.Component):
                         m.d.sync += probs[e][n].eq(prob.o.payload.value)
                 with m.If((p_entry == e) & p_last):
                     m.d.sync += [res_full[e].eq(1),
-                                 res_status[e].eq(Mux(p_bad, Status.BAD_VALUE, Status.OK)),
-                                 last_cycles.eq(cycle1 - begin_time[e])]
+                                 res_status[e].eq(Mux(p_bad, Status.BAD_VALUE, Status.OK))]
+                    with m.If(~p_bad):  # STATUS last_cycles: the last query answered OK
+                        m.d.sync += last_cycles.eq(cycle1 - begin_time[e])
         with m.If(am.o.valid):
             for e in range(RS):
                 with m.If(am_entry == e):
