@@ -318,3 +318,15 @@ def test_schedule_invariants_on_random_configs():
 def test_default_net_utilisation(lanes, floor):
     """MAC-lane utilisation of the default task (1-40-40-1, K=Q=10, one step) at several P."""
     assert maml_cycles(DEFAULT.replace(lanes=lanes)).lane_utilisation >= floor
+
+
+@pytest.mark.parametrize("sim", ["verilator", pytest.param("icarus", marks=requires_icarus)])
+def test_engine_follows_every_protocol_rule(sim):
+    """docs/protocol.md's error precedence, loaded flag, STATUS fields and one-cycle reset, each request
+    against the bench's model of those rules (the default design in Verilator, a small one in Icarus)."""
+    cfg = DEFAULT if sim == "verilator" else MamlConfig(layers=(1, 6, 1), k_support=3, n_query=3, lanes=4, steps=2)
+    r = run_engine(cfg, weights(cfg), random_tasks(cfg, 1, seed=3), sim=sim, scenario="protocol",
+                   run_name=f"test-protocol-{sim}")
+    statuses = [c[1] for c in r["checks"]]
+    assert r["protocol_checks"] == len(statuses) > 50
+    assert {"NOT_LOADED", "BAD_MAGIC", "UNKNOWN_OPCODE", "BAD_LENGTH", "BAD_VALUE", "OK"} == set(statuses)

@@ -326,3 +326,17 @@ def test_query_codes_pack_two_to_a_word():
     assert unpack_codes([0xFFFF0001, 0x00000002], 2, 3).tolist() == [1, -1, 2]
     with pytest.raises(UserError, match="code 32768 does not fit a 16-bit field"):
         pack_codes([32768], 2)
+
+
+@pytest.mark.parametrize("sim", ["verilator", pytest.param("icarus", marks=requires_icarus)])
+def test_engine_follows_every_protocol_rule(sim):
+    """docs/protocol.md's error precedence, loaded flag, STATUS fields and one-cycle reset, each request
+    against the bench's model of those rules (the default design in Verilator; in Icarus a design whose
+    query codes can be out of range)."""
+    cfg = DEFAULT if sim == "verilator" else NARROW
+    r = mf.run_engine(cfg, _episodes(cfg, seed=6, features="random"), sim=sim, scenario="protocol",
+                      run_name=f"test-protocol-{sim}")
+    statuses = [c[1] for c in r["checks"]]
+    assert r["protocol_checks"] == len(statuses) > 50
+    assert {"NOT_LOADED", "BAD_MAGIC", "UNKNOWN_OPCODE", "BAD_LENGTH", "BAD_VALUE", "OK"} == set(statuses)
+    assert ("RUN with a bad value" in [c[0] for c in r["checks"]]) == (sim == "icarus")

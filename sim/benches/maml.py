@@ -11,7 +11,8 @@ Parameters (a JSON file named by ``METAFAB_BENCH``):
 ``idle``, ``backpressure``, ``seed``
     random stream gaps;
 ``scenario``
-    ``"tasks"`` (default), ``"errors"`` or ``"reset"``;
+    ``"tasks"`` (default), ``"errors"``, ``"reset"`` or ``"protocol"`` (every rule of the protocol, with
+    the first task);
 ``expected_cycles``
     the cycle model's cycles per task (checked against the engine's counter);
 ``return_outputs``
@@ -30,7 +31,14 @@ from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig
 from metafab.reference.payloads import maml_load_words, maml_run_words, maml_weights_from_words
 from metafab.reference.protocol import Opcode, Status, from_words, to_words
-from metafab.sim.benches.packet_bench import PacketEngineBench, bench_params, mismatch_problems, run_scenarios
+from metafab.sim.benches.packet_bench import (
+    PacketEngineBench,
+    ProtocolPayloads,
+    bench_params,
+    mismatch_problems,
+    protocol_scenario,
+    run_scenarios,
+)
 
 
 def task_words(task) -> list[int]:
@@ -47,6 +55,15 @@ class MamlBench(PacketEngineBench):
 
     async def load(self):
         await self.checked(Opcode.LOAD, maml_load_words(self.w0))
+
+    def protocol_payloads(self) -> ProtocolPayloads:
+        cfg, task = self.cfg, self.p["tasks"][0]
+        load, run = maml_load_words(self.w0), task_words(task)
+        bad_load, bad_run = list(load), list(run)
+        bad_load[len(load) // 2] = cfg.master_fmt.max_code + 1
+        bad_run[0] = cfg.act_fmt.max_code + 5
+        return ProtocolPayloads(load=load, run=run, run_answer=to_words(self.expected(task)),
+                                bad_load=bad_load, bad_run=bad_run)
 
     def expected(self, task) -> np.ndarray:
         xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in task)
@@ -86,7 +103,8 @@ def _problems(result: dict, exp) -> list[str]:
 async def maml_engine(dut):
     """Load the initial weights, run every task, compare each output word with the reference."""
     p = bench_params()
-    scenarios = {"tasks": tasks_scenario, "errors": errors_scenario, "reset": reset_scenario}
+    scenarios = {"tasks": tasks_scenario, "errors": errors_scenario, "reset": reset_scenario,
+                 "protocol": protocol_scenario}
     await run_scenarios(MamlBench(dut, p), _new_result(), scenarios, "tasks",
                         lambda r: _problems(r, p.get("expected_cycles")))
 

@@ -10,7 +10,8 @@ Parameters (a JSON file named by ``METAFAB_BENCH``):
 ``idle``, ``backpressure``, ``seed``
     random stream gaps;
 ``scenario``
-    ``"episodes"`` (default), ``"errors"`` or ``"reset"``;
+    ``"episodes"`` (default), ``"errors"``, ``"reset"`` or ``"protocol"`` (every rule of the protocol,
+    with the first episode's first query);
 ``timing_queries``
     load the first episode and send this many of its queries back to back,
     with no gaps, recording the LOAD's cycles and the cycle of every request
@@ -51,8 +52,16 @@ from metafab.reference.protocol import (
     encode_request,
     from_words,
     header,
+    to_words,
 )
-from metafab.sim.benches.packet_bench import PacketEngineBench, bench_params, mismatch_problems, run_scenarios
+from metafab.sim.benches.packet_bench import (
+    PacketEngineBench,
+    ProtocolPayloads,
+    bench_params,
+    mismatch_problems,
+    protocol_scenario,
+    run_scenarios,
+)
 
 
 def _high(h) -> bool:
@@ -105,6 +114,20 @@ class MatchBench(PacketEngineBench):
 
     async def load(self, episode) -> None:
         await self.checked(Opcode.LOAD, load_payload(episode["support"], episode["labels"]))
+
+    def protocol_payloads(self) -> ProtocolPayloads:
+        cfg, ep = self.cfg, self.p["episodes"][0]
+        load = load_payload(ep["support"], ep["labels"])
+        bad_load = list(load)
+        bad_load[(cfg.dim + 1) * (cfg.n_support - 1)] = cfg.n_way  # the last row's label, out of range
+        bad_run = None  # none exists when two 16-bit codes share a word and the format is 16 bits wide
+        if cfg.query_pack == 1 or cfg.emb_fmt.width < 16:
+            codes = [int(x) for x in ep["queries"][0]]
+            codes[-1] = cfg.emb_fmt.min_code - 1
+            bad_run = run_payload(codes, cfg)
+        answer = self.expected(ep, np.stack([np.asarray(ep["queries"][0])]))[0]
+        return ProtocolPayloads(load=load, run=run_payload(ep["queries"][0], cfg), run_answer=to_words(answer),
+                                bad_load=bad_load, bad_run=bad_run)
 
     def expected(self, episode, queries) -> np.ndarray:
         """Expected response payloads, ``(Q, N + 1)``."""
@@ -201,7 +224,8 @@ def _problems(result: dict, p: dict) -> list[str]:
 async def match_engine(dut):
     """Load each episode's support set, run its queries back to back, compare every output word."""
     p = bench_params()
-    scenarios = {"episodes": episodes_scenario, "errors": errors_scenario, "reset": reset_scenario}
+    scenarios = {"episodes": episodes_scenario, "errors": errors_scenario, "reset": reset_scenario,
+                 "protocol": protocol_scenario}
     await run_scenarios(MatchBench(dut, p), _new_result(), scenarios, "episodes", lambda r: _problems(r, p))
 
 
