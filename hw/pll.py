@@ -81,8 +81,9 @@ def _check_request(family: str, in_mhz: float, want_mhz) -> float:
 
 
 def _best(candidates, family, in_mhz, want_mhz) -> PllSetting:
-    best = None
+    best, lowest = None, None
     for key, out, vco, pfd, dividers in candidates:
+        lowest = out if lowest is None else min(lowest, out)
         if out > want_mhz + 1e-9:
             continue
         rank = (-out, vco, key)
@@ -90,8 +91,9 @@ def _best(candidates, family, in_mhz, want_mhz) -> PllSetting:
             best = (rank, PllSetting(family, in_mhz, want_mhz, out, vco, pfd, dividers))
     if best is None:
         lim = LIMITS[family]
+        low = f"{lowest:.4g}" if lowest is not None else f"{lim['out'][0]:g}"
         raise UserError(f"no {family} PLL setting makes {want_mhz:g} MHz or less from {in_mhz:g} MHz; "
-                        f"valid: {lim['out'][0]:g}..{lim['out'][1]:g} MHz")
+                        f"valid: {low}..{lim['out'][1]:g} MHz")
     return best[1]
 
 

@@ -87,6 +87,7 @@ def test_known_settings():
     [
         ("ecp5", 25, 2, "clock 2 MHz is below what the ecp5 PLL makes from 25 MHz; valid: 3.125..400 MHz"),
         ("ice40", 12, 10, "clock 10 MHz is below what the ice40 PLL makes from 12 MHz; valid: 16..275 MHz"),
+        ("ice40", 12, 16, "no ice40 PLL setting makes 16 MHz or less from 12 MHz; valid: 16.12..275 MHz"),
         ("ice40", 12, "fast", "clock 'fast' MHz must be a number"),
         ("ice40", 200, 50, "a 200 MHz oscillator is outside the ice40 PLL's input range 10..133 MHz"),
         ("gowin", 27, 50, "no PLL model for the 'gowin' family; valid: ecp5, ice40"),
