@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean report-screenshot
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/metafab bench --synth
+
+# the README's picture of a report page, from the sample reports the tests use
+report-screenshot: $(STAMP)
+	$(VENV)/bin/metafab report tests/data/report_build -o build/report-sample --screenshot docs/report_maml.png
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check reference hw gen sim tests

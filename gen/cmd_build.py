@@ -7,6 +7,7 @@ import json
 
 from metafab.gen.boards import board_names
 from metafab.gen.cli import engine_commands, progress
+from metafab.gen.cmd_report import add_report_option, announce
 from metafab.gen.engines import get_engine
 
 HELP = "synthesise, place and route an engine for a board; report the clock, timing, utilisation and latency"
@@ -49,6 +50,7 @@ def _options(p, engine):
                    "constraint (nextpnr --tmg-ripup); higher Fmax on routing-bound designs, routing takes up to "
                    "twice as long; best with --clock-mhz a few percent above the clock wanted")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_report_option(p)
     p.set_defaults(func=run)
 
 
@@ -74,6 +76,7 @@ def run(args) -> int:
         print(json.dumps(r, indent=2, sort_keys=True, default=str))
     else:
         print(flow.format_build(engine, r))
+    announce(cfg, args.report, progress)
     if r["timing"] != "PASS" and not args.allow_timing_fail:
         progress(f"timing {r['timing']}: Fmax {r['fmax_mhz']} MHz is below the {r['constraint_mhz']} MHz clock; "
                  f"try --clock-mhz auto, another --seed, or --allow-timing-fail")

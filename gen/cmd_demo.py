@@ -130,6 +130,7 @@ def _verify(name: str, count: int, verilog: str) -> dict:
 def run(args) -> int:
     from metafab.gen import flow
     from metafab.gen.boards import get_board
+    from metafab.gen.engines import get_engine
     from metafab.reference.errors import UserError
     from metafab.sim.runner import build_root
 
@@ -169,6 +170,7 @@ def run(args) -> int:
                     for e in engines}
             for name, job in jobs.items():
                 doc[name]["verify"] = job.result()
+                flow.write_verify_report(get_engine(name), cfgs[name], doc[name]["verify"])  # for metafab report
         deadline = t0 + 60 * args.build_minutes
         for name, b in builds.items():
             _say(f"{name} engine: waiting for the board build")

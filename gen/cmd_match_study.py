@@ -39,6 +39,7 @@ def register_study(targets) -> None:
 def run(args) -> int:
     from threadpoolctl import threadpool_limits
 
+    from metafab.gen.cmd_study import write_study
     from metafab.reference import match_precision
 
     start = time.perf_counter()
@@ -55,17 +56,18 @@ def run(args) -> int:
             progress=lambda m: print(m, file=sys.stderr, flush=True),
         )
     print(f"metafab study match-precision: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    doc = {
+        "study": "match-precision",
+        "metric": "5-way query accuracy (%) on the meta-test digits 5-9: fixed point vs float64, "
+        "same episodes; agreement = fraction of queries with the same prediction",
+        "settings": {"episodes": episodes, "seed": seed, "features": list(features), "n_way": 5,
+                     "shots": [1, 5], "queries_per_class": 15},
+        "variants": [{"label": lab, "width": w, "overrides": over}
+                     for lab, w, over in match_precision.VARIANTS],
+        "rows": match_precision.as_dicts(rows),
+    }
+    write_study(doc)
     if args.json:
-        doc = {
-            "study": "match-precision",
-            "metric": "5-way query accuracy (%) on the meta-test digits 5-9: fixed point vs float64, "
-            "same episodes; agreement = fraction of queries with the same prediction",
-            "settings": {"episodes": episodes, "seed": seed, "features": list(features), "n_way": 5,
-                         "shots": [1, 5], "queries_per_class": 15},
-            "variants": [{"label": lab, "width": w, "overrides": over}
-                         for lab, w, over in match_precision.VARIANTS],
-            "rows": match_precision.as_dicts(rows),
-        }
         print(json.dumps(doc, indent=2, allow_nan=False))
     else:
         print(match_precision.precision_markdown(rows), end="")

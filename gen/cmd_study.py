@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from metafab.reference import study, weights
 from metafab.reference.arrays import as_count, as_rate
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "write_study"]
 
 
 def register(subparsers) -> None:
@@ -101,6 +101,16 @@ def register(subparsers) -> None:
     from metafab.gen.cmd_match_study import register_study as _register_match_study
 
     _register_match_study(targets)
+
+
+def write_study(doc: dict) -> None:
+    """The study's JSON document as ``<build>/study/<target>.json`` (``metafab report`` draws it)."""
+    from metafab.sim.runner import build_root
+
+    path = build_root() / "study" / f"{doc['study']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    print(f"report: {path}", file=sys.stderr)
 
 
 def _weights(path, shipped: str) -> weights.Weights:
@@ -198,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         study_fn = {"sinusoid": _sinusoid, "digits": _digits, "maml-precision": _maml_precision}
         doc, table = study_fn[args.target](args)
     print(f"metafab study {args.target}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    write_study(doc)
     if args.json:
         print(json.dumps(doc, indent=2, allow_nan=False))
     else:

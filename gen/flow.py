@@ -19,7 +19,7 @@ from metafab.reference.errors import UserError
 from metafab.sim.runner import build_root, run_bench
 
 __all__ = ["engine_verilog", "simulate", "verify", "build", "generate", "manifest", "format_verify",
-           "format_build", "write_build_report", "output_folder", "TOPS", "AUTO_TRIES"]
+           "format_build", "write_build_report", "write_verify_report", "output_folder", "TOPS", "AUTO_TRIES"]
 
 #: What ``metafab build --top`` builds: the board top to program, or the engine alone behind a harness.
 TOPS = ("uart", "harness")
@@ -200,6 +200,15 @@ def write_build_report(engine: Engine, r: dict) -> list[Path]:
     (folder / "report.json").write_text(dumps(r))
     (folder / "report.md").write_text("# metafab build report\n\n```\n" + format_build(engine, r) + "\n```\n")
     return [folder / "report.json", folder / "report.md"]
+
+
+def write_verify_report(engine: Engine, cfg, report: dict) -> Path:
+    """The verification report as ``<build>/verify/<design>-<digest>/report.json`` (``metafab report`` reads
+    it); returns its path."""
+    folder = build_root() / "verify" / f"{cfg.name}-{config_digest(cfg)[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(dumps(report))
+    return folder / "report.json"
 
 
 def manifest(engine: Engine, cfg) -> dict:

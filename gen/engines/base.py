@@ -15,7 +15,8 @@ call the methods below. An engine owns
   the figures of a run (:meth:`verify_chunk`, :meth:`verify_report`) and the
   verdict (:meth:`passed`);
 - its **report rows** (:meth:`verify_rows`, :meth:`build_rows`,
-  :meth:`demo_rows`, :meth:`format_sim`) and its **board-top preload**.
+  :meth:`demo_rows`, :meth:`format_sim`), the sections of its report page
+  (:meth:`report_sections`) and its **board-top preload**.
 
 A new engine subclasses :class:`Engine`, fills these in and is registered
 once (:func:`metafab.gen.engines.register_engine`); ``docs/architecture.md``
@@ -253,6 +254,17 @@ class Engine:
     def bench_model(self) -> tuple[str, list[dict]] | None:
         """``metafab bench``: a title and the cycle model's rows over a sweep of designs (None: no table)."""
         return None
+
+    # --- report page ------------------------------------------------------
+    def report_sections(self, cfg, reports) -> list:
+        """The sections of the design's page in ``metafab report`` (:class:`metafab.gen.report_page.Section`
+        objects) from ``reports`` (a :class:`~metafab.gen.report_page.DesignReports`: the design's manifest,
+        verification, board builds and the studies under the build folder). The default
+        (:func:`~metafab.gen.report_page.generic_sections`): the config and number formats, verification,
+        utilisation, timing and latency; an engine adds its schedule and its numerics."""
+        from metafab.gen.report_page import generic_sections
+
+        return generic_sections(self, cfg, reports)
 
     # --- names ------------------------------------------------------------
     def build_name(self, cfg, top: str) -> str:

@@ -454,5 +454,90 @@ class MamlEngineSpec(Engine):
         return [("H100, PyTorch CUDA graph", f"{anchor['h100_cuda_graph']} us"),
                 ("numpy float64 on a host CPU", f"{anchor['numpy_f64_host_cpu']} us")]
 
+    # --- report page ------------------------------------------------------
+    def report_sections(self, cfg, reports):
+        return [*super().report_sections(cfg, reports), self._schedule_section(cfg),
+                self._numerics_section(cfg, reports.studies)]
+
+    def _schedule_section(self, cfg):
+        """The Gantt chart of one task from the cycle model: each job over the task's cycles, lanes busy."""
+        from metafab.gen.report_figures import gantt
+        from metafab.gen.report_page import Figure, Section, Table
+
+        model = self.cycles(cfg)
+        s = Section("schedule", "Schedule: the jobs of one task (cycle model)")
+        kinds = {"forward": "forward", "error": "output error", "backward": "backward", "update": "SGD update"}
+        rows, notes, at = [], {}, 0
+        for j in model.jobs:
+            kind = next(k for k in kinds if j.name.startswith(k))
+            layer, part = j.name[len(kind):-1], {"s": "support", "q": "query"}[j.name[-1]]
+            label = f"{kinds[kind]} L{layer} ({part}), {j.M}x{j.N}x{j.R}"
+            segs = []
+            if j.gap:
+                segs.append((at, j.gap, "wait (dependency)"))
+            segs.append((at + j.gap, j.issue, kinds[kind]))
+            rows.append((label, segs))
+            busy = j.lane_util * cfg.lanes
+            notes[label] = ([""] if j.gap else []) + [f"{busy:.3g}/{cfg.lanes} lanes, {j.issue} cyc"]
+            at += j.gap + j.issue
+        rows.append(("write-back and done", [(at, model.tail_cycles, "tail")]))
+        phases = ["forward", "output error", "backward", "SGD update", "wait (dependency)", "tail"]
+        s.figures.append(Figure("gantt", gantt(rows, title=f"{cfg.name}: {model.task_cycles} cycles per task",
+                                               xlabel="cycle of the task", phases=phases, notes=notes,
+                                               name="maml-gantt"),
+                                "each job's issue cycles (tile shape pm x pn x pr over the M x N x R product); "
+                                "text: mean MAC lanes busy per cycle of the job"))
+        s.rows = [("cycles per task", f"{model.task_cycles} = {model.issue_cycles} issue + {model.gap_cycles} "
+                                      f"wait + {model.tail_cycles} tail"),
+                  ("MAC-lane utilisation", f"{100 * model.lane_utilisation:.1f} % of {cfg.lanes} lanes "
+                                           f"({model.useful_macs} useful MACs)")]
+        s.tables.append(Table(
+            "jobs", ["job", "M x N x R", "tile", "passes", "wait", "issue", "lanes busy"],
+            [[j.name, f"{j.M}x{j.N}x{j.R}", "x".join(map(str, j.shape)), str(j.passes), str(j.gap), str(j.issue),
+              f"{100 * j.lane_util:.1f} %"] for j in model.jobs]))
+        return s
+
+    def _numerics_section(self, cfg, studies):
+        """The precision study (fixed / float64 MSE ratio vs width, per rounding mode and steps) and the
+        query MSE after 0, 1, 10 inner steps (the sinusoid study), with 95 % intervals."""
+        from metafab.gen.report_figures import curves
+        from metafab.gen.report_page import STUDY_COMMANDS, Figure, Missing, Section, Table
+
+        s = Section("numerics", "Numerics: fixed point against float64")
+        prec = studies.get("maml-precision")
+        if prec:
+            series = []
+            for rounding, steps in sorted({(r["rounding"], r["steps"]) for r in prec["rows"]}):
+                rs = sorted((r for r in prec["rows"] if r["rounding"] == rounding and r["steps"] == steps),
+                            key=lambda r: r["width"])
+                series.append((f"{rounding}, {steps} step{'s' if steps != 1 else ''}", [r["width"] for r in rs],
+                               [r["ratio"] for r in rs], [r["ratio_ci95"] for r in rs]))
+            s.figures.append(Figure("precision", curves(
+                series, title="query MSE, fixed point / float64", xlabel="operand width (bits)",
+                ylabel="MSE ratio (1 = float64)", hline=(1.0, "float64"), name="maml-precision"),
+                f"{prec['metric']}; {prec['settings']['tasks']} tasks, seed {prec['settings']['seed']}; "
+                f"this design: act {cfg.act_fmt}, weights {cfg.weight_fmt}, forward rounding "
+                f"{cfg.to_dict()['forward_rounding']}"))
+        else:
+            s.missing.append(Missing("precision study", STUDY_COMMANDS["maml-precision"]))
+        sin = studies.get("sinusoid")
+        if sin:
+            series = []
+            for init, k in sorted({(r["init"], r["k"]) for r in sin["rows"]}):
+                rs = sorted((r for r in sin["rows"] if r["init"] == init and r["k"] == k), key=lambda r: r["steps"])
+                series.append((f"{init}, K={k}", [r["steps"] for r in rs], [r["mse"] for r in rs],
+                               [r["ci95"] for r in rs]))
+            s.figures.append(Figure("steps", curves(
+                series, title="query MSE vs inner SGD steps (float64)", xlabel="inner steps", ylabel="query MSE",
+                logy=True, name="maml-steps"),
+                f"{sin['metric']}; {sin['settings']['tasks']} tasks per K, lr {sin['settings']['lr']}"))
+            s.tables.append(Table("query MSE after adaptation (mean +- 95 % half-width)",
+                                  ["init", "K", "steps", "MSE", "median"],
+                                  [[r["init"], str(r["k"]), str(r["steps"]), f"{r['mse']:.4f} +- {r['ci95']:.4f}",
+                                    f"{r['median']:.4f}"] for r in sin["rows"]]))
+        else:
+            s.missing.append(Missing("query MSE vs inner steps (sinusoid study)", STUDY_COMMANDS["sinusoid"]))
+        return s
+
 
 ENGINE = MamlEngineSpec()

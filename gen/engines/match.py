@@ -552,5 +552,94 @@ class MatchEngineSpec(Engine):
         anchor = MATCHING_D64_US.get((5, 5))
         return [("H100, PyTorch CUDA graph", f"{anchor['h100_cuda_graph']} us")] if anchor else []
 
+    # --- report page ------------------------------------------------------
+    def report_sections(self, cfg, reports):
+        return [*super().report_sections(cfg, reports), self._pipeline_section(cfg),
+                self._numerics_section(cfg, reports.studies)]
+
+    #: queries the pipeline chart shows, sent back to back
+    REPORT_QUERIES = 3
+
+    def _pipeline_section(self, cfg):
+        """The Gantt chart of queries sent back to back, from the cycle model's stream timeline: each
+        query's request words, its dot products on the lanes, the softmax, the reciprocal, the argmax and
+        its response."""
+        from metafab.gen.report_figures import gantt
+        from metafab.gen.report_page import Figure, Section
+        from metafab.hw.match_cycles import stream_timeline
+        from metafab.hw.match_schedule import timing
+
+        tm, model = timing(cfg), self.cycles(cfg)
+        softmax = "dot drain, scale, exp" if cfg.mode == "matching" else "dot drain, logits, exp pass"
+        phases = ["request words", "wait for a slot", f"dot products ({cfg.lanes} lanes)", softmax,
+                  "1/T reciprocal", "probabilities, argmax", "result waits", "response beats"]
+        busy = cfg.dim / (cfg.chunks * cfg.lanes)
+        rows, notes = [], {}
+        for q, t in enumerate(stream_timeline(cfg, self.REPORT_QUERIES)):
+            b = t["begin"]
+            marks = [t["header"], t["start"], b, b + tm.issue_cycles, b + tm.f0, b + tm.f0 + tm.recip_latency + 1,
+                     t["done"], t["response"], t["last_beat"] + 1]
+            segs = [(a, z - a, p) for a, z, p in zip(marks[:-1], marks[1:], phases, strict=True) if z > a]
+            label = f"query {q}"
+            rows.append((label, segs))
+            notes[label] = [f"{100 * busy:.0f} % lanes" if p == phases[2] else ""
+                            for a, z, p in zip(marks[:-1], marks[1:], phases, strict=True) if z > a]
+        s = Section("pipeline", "Pipeline: queries through the similarity engine (cycle model)")
+        s.figures.append(Figure("gantt", gantt(rows, title=f"{cfg.name}: {self.REPORT_QUERIES} queries back to back",
+                                               xlabel="cycle from the first request header", phases=phases,
+                                               notes=notes, name="match-gantt"),
+                                f"one query every {model.ii} cycles in steady state ({model.bound}-bound); "
+                                "text: the share of the lanes busy during the dot products"))
+        s.rows = [("latency", f"{model.latency} cycles begin to result; {model.query_latency} from the last query "
+                              f"word; {model.packet_latency} request header to last response word"),
+                  ("initiation interval", f"{model.ii} cycles per query (core {model.ii_core}, {model.bound}-bound)"),
+                  ("lanes", f"{cfg.lanes} lanes, {tm.issue_cycles} issue cycles per query "
+                            f"({cfg.n_vectors} vectors x {cfg.chunks} chunks); {100 * model.lane_utilisation:.1f} % "
+                            f"busy at the steady-state rate"),
+                  ("slots", f"{tm.query_slots} query-buffer, {tm.result_slots} result")]
+        return s
+
+    def _numerics_section(self, cfg, studies):
+        """The precision study (fixed - float64 accuracy vs operand width, per read-out and shot count; the
+        softmax and rounding variants at W=16) and the float64 few-shot accuracy with 95 % intervals."""
+        from metafab.gen.report_figures import curves
+        from metafab.gen.report_page import STUDY_COMMANDS, Figure, Missing, Section, Table
+
+        s = Section("numerics", "Numerics: fixed point against float64")
+        prec = studies.get("match-precision")
+        if prec:
+            widths = {v["label"]: v["width"] for v in prec["variants"] if not v["overrides"]}
+            series = []
+            for features, readout, k in sorted({(r["features"], r["readout"], r["k"]) for r in prec["rows"]}):
+                rs = sorted((r for r in prec["rows"] if (r["features"], r["readout"], r["k"]) == (features, readout, k)
+                             and r["variant"] in widths), key=lambda r: widths[r["variant"]])
+                series.append((f"{features}, {readout}, {k}-shot", [widths[r["variant"]] for r in rs],
+                               [r["difference"] for r in rs], [r["difference_ci95"] for r in rs]))
+            s.figures.append(Figure("precision", curves(
+                series, title="accuracy, fixed point - float64", xlabel="operand width W (bits)",
+                ylabel="accuracy points", hline=(0.0, "float64"), name="match-precision"),
+                f"{prec['metric']}; {prec['settings']['episodes']} episodes per shot count"))
+            s.tables.append(Table("softmax and rounding variants at W=16 (accuracy %, fixed - float64 +- 95 % "
+                                  "paired half-width)",
+                                  ["features", "read-out", "K", "variant", "float64", "fixed", "difference",
+                                   "agreement"],
+                                  [[r["features"], r["readout"], str(r["k"]), r["variant"],
+                                    f"{r['accuracy_float64']:.2f}", f"{r['accuracy_fixed']:.2f}",
+                                    f"{r['difference']:+.2f} +- {r['difference_ci95']:.2f}",
+                                    f"{100 * r['agreement']:.1f} %"] for r in prec["rows"]
+                                   if r["variant"] not in widths or r["variant"] == "W=16"]))
+        else:
+            s.missing.append(Missing("precision study", STUDY_COMMANDS["match-precision"]))
+        dig = studies.get("digits")
+        if dig:
+            s.tables.append(Table("few-shot accuracy, float64 (mean +- 95 % half-width over episodes)",
+                                  ["features", "read-out", "K", "accuracy"],
+                                  [[r["features"], r["readout"], str(r["k"]),
+                                    f"{100 * r['accuracy']:.1f} +- {100 * r['ci95']:.1f} %"] for r in dig["rows"]]))
+            s.notes.append(f"digits study: {dig['metric']}; {dig['settings']['episodes']} episodes per shot count")
+        else:
+            s.missing.append(Missing("few-shot accuracy table (digits study)", STUDY_COMMANDS["digits"]))
+        return s
+
 
 ENGINE = MatchEngineSpec()
