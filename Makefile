@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean report-screenshot
+.PHONY: install test prove demo bench lint clean report-screenshot
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
+
+# the front end's formal proof (k-induction) and covers, docs/formal.md
+prove: $(STAMP)
+	$(VENV)/bin/metafab prove
 
 demo: $(STAMP)
 	$(VENV)/bin/metafab demo

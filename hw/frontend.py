@@ -24,7 +24,10 @@ end; a core has the flipped signature, and the two are joined with
 ``rd_index`` (out), ``rd_data`` (in)
     the front end reads the response payload word by word (combinationally).
 ``last_cycles`` (in)
-    the core's cycle count of its last run, for the STATUS response.
+    the core's cycle count of its last run, for the STATUS response; the
+    front end sends it as it is while the answer is on the stream, so it
+    may change only when a run finishes (never while a STATUS is answered:
+    the front end answers STATUS only when no request is running).
 
 Pipelined requests (an opcode whose :class:`OpSpec` has ``pipelined=True``;
 at most one such opcode): the front end does not wait for the core to
@@ -279,6 +282,12 @@ class PacketFrontend(wiring.Component):
         }
         assert tuple(status_words) == STATUS_FIELDS
 
+        # a read-only view of the state registers for the formal harness (hw/frontend_proof.py); no logic
+        view = SimpleNamespace(op=op, left=left, final=final, index=index, err=err, loaded=loaded,
+                               resp_status=resp_status, resp_len=resp_len, resp_idx=resp_idx, delivered=delivered,
+                               op_is_status=op_is_status, op_piped=op_piped, op_loads=op_loads,
+                               outstanding=outstanding, idle_pipe=idle_pipe)
+
         m.d.comb += [
             self.core.wr_op.eq(op),
             self.core.wr_index.eq(index),
@@ -294,7 +303,7 @@ class PacketFrontend(wiring.Component):
             else:
                 m.next = "ERROR"
 
-        with m.FSM():
+        with m.FSM() as view.fsm:
             with m.State("HEADER"):
                 # a request other than the pipelined opcode waits until every pipelined one is answered
                 take_header = Signal()
@@ -452,10 +461,24 @@ class PacketFrontend(wiring.Component):
                         m.next = "HEADER"
 
         if piped is not None:
-            self._pipelined_sender(m, ops[piped], idle_pipe, pipe_dec, runs, errors, last_error)
+            self._pipelined_sender(m, ops[piped], idle_pipe, pipe_dec, runs, errors, last_error, view)
+        self._state = view
         return m
 
-    def _pipelined_sender(self, m, spec: OpSpec, idle_pipe, pipe_dec, runs, errors, last_error):
+    @property
+    def state(self) -> SimpleNamespace:
+        """The state registers of the last elaboration (read them, never drive them), for the formal harness.
+
+        ``fsm`` (and ``pipe_fsm`` with a pipelined opcode: ``.state`` and
+        ``.encoding``), ``op``, ``left``, ``final``, ``index``, ``err``,
+        ``loaded``, ``resp_status``, ``resp_len``, ``resp_idx``, ``delivered``,
+        ``op_is_status``, ``op_piped``, ``op_loads``, ``outstanding``,
+        ``idle_pipe``; the pipelined sender's ``pipe_idx``, ``pipe_idx1``,
+        ``pipe_word``. AttributeError before the front end is elaborated.
+        """
+        return self._state
+
+    def _pipelined_sender(self, m, spec: OpSpec, idle_pipe, pipe_dec, runs, errors, last_error, view):
         """Send the responses of pipelined requests, oldest first, as the core finishes them.
 
         Each payload word is fetched into a register the cycle before it is
@@ -477,7 +500,8 @@ class PacketFrontend(wiring.Component):
             with m.Else():
                 m.d.sync += [errors.eq(errors + 1), last_error.eq(self.core.presult_status)]
 
-        with m.FSM(name="pipe"):
+        view.pipe_idx, view.pipe_idx1, view.pipe_word = idx, idx1, word
+        with m.FSM(name="pipe") as view.pipe_fsm:
             with m.State("HEAD"):
                 # outstanding != 0 here: the main FSM is not answering anything (ordering rule)
                 with m.If(self.core.presult_valid & ~idle_pipe):
@@ -556,6 +580,9 @@ class PacketEngine(wiring.Component):
         ``ops`` is not a valid opcode table (see :class:`PacketFrontend`).
     """
 
+    #: The front end's class (the formal harness's mutation tests put a deliberately wrong one here).
+    frontend_class = PacketFrontend
+
     def __init__(self, *, core, ops: dict, out_register: bool = False):
         def fail(exc):
             if isinstance(core, wiring.Component):
@@ -565,7 +592,7 @@ class PacketEngine(wiring.Component):
         if not isinstance(core, wiring.Component) or "bus" not in core.signature.members:
             fail(TypeError(f"core must be a wiring.Component with a 'bus' member, got {core!r}"))
         try:
-            front = PacketFrontend(ops=ops)
+            front = self.frontend_class(ops=ops)
         except UserError as exc:
             fail(exc)
         bus, need = core.signature.members["bus"], In(CoreBusSignature.for_ops(ops))
