@@ -9,6 +9,11 @@ finished build leaves its objects in ``<build root>/sim/verilator/runtime-<diges
 (:func:`prepare_verilator` makes them ahead of time), and later models copy
 them through Verilator's ``OBJCACHE`` hook instead of compiling them again.
 
+The Verilog is compiled exactly as given, the same text for both simulators and
+the text ``metafab generate`` ships (:func:`metafab.gen.export.to_verilog`
+prepares it for both): Icarus in cocotb's ``-g2012`` mode, Verilator with its
+default warnings fatal.
+
 A bench is a cocotb test module (``metafab.sim.benches.*``). It receives its
 parameters as one JSON document in the environment variable
 ``METAFAB_BENCH`` and may write one JSON document of results to the path in
