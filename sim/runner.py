@@ -9,6 +9,11 @@ finished build leaves its objects in ``<build root>/sim/verilator/runtime-<diges
 (:func:`prepare_verilator` makes them ahead of time), and later models copy
 them through Verilator's ``OBJCACHE`` hook instead of compiling them again.
 
+The Verilog is compiled exactly as given, the same text for both simulators and
+the text ``metafab generate`` ships (:func:`metafab.gen.export.to_verilog`
+prepares it for both): Icarus in cocotb's ``-g2012`` mode, Verilator with its
+default warnings fatal.
+
 A bench is a cocotb test module (``metafab.sim.benches.*``). It receives its
 parameters as one JSON document in the environment variable
 ``METAFAB_BENCH`` and may write one JSON document of results to the path in
@@ -20,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -210,9 +214,6 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
-_ZERO_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend[^ ]*) += 0;$", re.MULTILINE)
-
-
 def prepare_verilator(root: Path | None = None) -> Path:
     """Compile Verilator's run-time library once into the build folder; returns the folder of its objects.
 
@@ -247,18 +248,6 @@ def prepare_verilator(root: Path | None = None) -> Path:
             raise SimulationFailed(f"verilator failed to compile its run-time library ({exc}); see {log}") from None
         _publish_runtime(build_dir, runtime)
     return runtime
-
-
-def icarus_time_zero_fix(verilog: str) -> str:
-    """Make Icarus evaluate every combinational block at time zero.
-
-    Yosys' Verilog starts each ``always @*`` block through a register that is
-    initialised to 0 in its declaration; Icarus sees no event from that, so a
-    combinational output whose inputs do not change after reset (a ready
-    signal in an idle state) stays X. One ``initial #0`` toggle of that
-    register per module gives the event.
-    """
-    return _ZERO_TRIGGER.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #0 {m.group(2)} = 1'h1;", verilog)
 
 
 def run_bench(
@@ -319,7 +308,6 @@ def run_bench(
     build_dir.mkdir(parents=True, exist_ok=True)
     test_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / f"{toplevel}.v"
-    text = icarus_time_zero_fix(verilog) if sim == "icarus" else verilog
     # a run folder belongs to one run at a time: equal run names from parallel workers take turns
     with _build_lock(test_dir):
         results_xml = test_dir / "results.xml"
@@ -338,17 +326,15 @@ def run_bench(
                 progress(f"{sim}: compiling {toplevel} in {build_dir} (once per design: "
                          + ("Verilator takes 10 s to a minute or two for an engine" if sim == "verilator"
                             else "Icarus takes a second") + "; later runs reuse it)")
-            build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT"] if sim == "verilator" else []
             try:
                 # a finished build in this folder makes this an incremental no-op
                 with _build_lock(build_dir):
-                    if not src.exists() or src.read_text() != text:
-                        src.write_text(text)
+                    if not src.exists() or src.read_text() != verilog:
+                        src.write_text(verilog)
                     runner.build(
                         sources=[src],
                         hdl_toplevel=toplevel,
                         build_dir=build_dir,
-                        build_args=build_args,
                         timescale=("1ns", "1ps"),
                         waves=waves,
                         log_file=log_build if quiet else None,

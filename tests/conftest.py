@@ -42,7 +42,8 @@ class _Ecp5Elaboration:
 
 
 def ecp5_verilog(component, name: str) -> tuple[str, list[str]]:
-    """``component`` as elaborated for an ECP5, with behavioural models of its ECP5 cells appended.
+    """``component`` as elaborated for an ECP5 and exported as :func:`metafab.gen.export.to_verilog` does, with
+    behavioural models of its ECP5 cells appended.
 
     Returns the Verilog text and the parameter lists of its MULT18X18D instances.
     """
@@ -50,7 +51,9 @@ def ecp5_verilog(component, name: str) -> tuple[str, list[str]]:
 
     from amaranth.back import verilog
 
-    text = verilog.convert(component, name=name, platform=_Ecp5Elaboration(), emit_src=False)
+    from metafab.gen.export import finish_verilog
+
+    text = finish_verilog(verilog.convert(component, name=name, platform=_Ecp5Elaboration(), emit_src=False))
     instances = re.findall(r"^\s*MULT18X18D\s*#\((.*?)\)\s*\w+\s*\(", text, flags=re.M | re.S)
     model = (Path(__file__).parent / "data" / "ecp5_cells_model.v").read_text()
     return text + model, instances
