@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from metafab.gen.cli import engine_commands, progress, seed
+from metafab.gen.cli import count, engine_commands, progress, seed
 from metafab.gen.engines import get_engine
 
-HELP = "generate an engine's Verilog, manifest.json, AXI-Stream wrapper, FuseSoC core and payload files into a folder"
+HELP = ("generate an engine's Verilog, manifest.json, AXI-Stream wrapper, FuseSoC core, payload files and a "
+        "self-checking testbench into a folder")
 
 
 def _options(p, engine):
     p.add_argument("--seed", type=seed, default=0, help="seed of random weights / the example episode (default 0)")
+    p.add_argument("--tasks", type=count, default=engine.session_default, metavar="N",
+                   help=f"RUN requests ({engine.run_item}s) in the self-checking testbench's session "
+                   f"(default {engine.session_default})")
     p.add_argument("-o", "--out", metavar="DIR", default=None,
                    help="output folder (default: build/generate/<design>-<config digest>)")
     p.set_defaults(func=run)

@@ -18,7 +18,7 @@ from metafab.reference.config import config_digest
 from metafab.reference.errors import UserError
 from metafab.sim.runner import build_root, run_bench
 
-__all__ = ["engine_verilog", "simulate", "verify", "build", "generate", "manifest", "format_verify",
+__all__ = ["engine_verilog", "simulate", "verify", "build", "generate", "testbench", "manifest", "format_verify",
            "format_build", "write_build_report", "write_verify_report", "output_folder", "TOPS", "AUTO_TRIES"]
 
 #: What ``metafab build --top`` builds: the board top to program, or the engine alone behind a harness.
@@ -244,20 +244,70 @@ def output_folder(out, kind: str, cfg) -> Path:
     return path
 
 
+#: The self-checking testbench's data files (``generate``), in the layout of :func:`metafab.gen.wrappers.hex_beats`.
+REQUEST_FILE, EXPECTED_FILE = "request.hex", "expected.hex"
+
+
+def testbench(engine: Engine, cfg, args, count: int, wrapper: str) -> tuple[dict[str, str], dict]:
+    """The self-checking testbench of ``wrapper`` on the engine's example session of ``count`` RUNs
+    (:meth:`Engine.example_session`): ``{file name: text}`` (the Verilog, the request beats, the expected
+    response beats) and its manifest entry.
+
+    The requests are framed by :func:`~metafab.reference.protocol.encode_request`, the reference's
+    responses by :func:`~metafab.reference.protocol.encode_response`. The watchdog allows eight cycles per
+    word and per modelled cycle of the RUNs (:meth:`Engine.item_cycles`), plus 1000.
+    """
+    from metafab.gen.wrappers import hex_beats, selfcheck_testbench
+    from metafab.reference.protocol import Status, encode_request, encode_response
+
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UserError(f"--tasks must be at least 1, got {count!r}")
+    session, source = engine.example_session(cfg, args, count)
+    requests = [encode_request(x.opcode, x.payload) for x in session]
+    responses = [encode_response(x.response.code, x.response.payload) for x in session]
+    n_req, n_resp = sum(map(len, requests)), sum(map(len, responses))
+    timeout = 8 * (n_req + n_resp + count * engine.item_cycles(cfg)) + 1000
+    lines = [f"{x.what}: {len(q)} word{'s' if len(q) > 1 else ''} -> {Status(x.response.code).name}, "
+             f"{len(r)} word{'s' if len(r) > 1 else ''}" for x, q, r in zip(session, requests, responses, strict=True)]
+    tb, text = selfcheck_testbench(wrapper=wrapper, engine=engine.name, design=cfg.name, request_words=n_req,
+                                   response_words=n_resp, timeout=timeout, request_file=REQUEST_FILE,
+                                   expected_file=EXPECTED_FILE, source=source, session=lines)
+    files = {f"{tb}.v": text, REQUEST_FILE: hex_beats(b for r in requests for b in r),
+             EXPECTED_FILE: hex_beats(b for r in responses for b in r)}
+    note = {
+        "module": tb,
+        "files": list(files),
+        "source": source,
+        "runs": count,
+        "request_words": n_req,
+        "response_words": n_resp,
+        "timeout_cycles": timeout,
+        "session": lines,
+        "layout": "one word a line, 9 hex digits {last, data[31:0]} ($readmemh)",
+        "prints": f"PASS: {n_resp} words",
+    }
+    return files, note
+
+
 def generate(engine: Engine, cfg, out, args, progress: Progress = None) -> list[Path]:
-    """Verilog, AXI-Stream wrapper, FuseSoC core, manifest and the engine's example files into ``out``
-    (byte-identical for the same inputs); returns the paths written."""
+    """Verilog, AXI-Stream wrapper, FuseSoC core, manifest, the engine's example files and the wrapper's
+    self-checking testbench (:func:`testbench`, ``args.tasks`` RUNs) into ``out`` (byte-identical for the same
+    inputs); returns the paths written."""
     from metafab.gen.wrappers import axis_wrapper, fusesoc_core
 
-    extra, notes = engine.example_files(cfg, args)  # computed (and validated) before anything is written
+    wrapper, wrapper_text = axis_wrapper(engine=engine.name, toplevel=engine.toplevel, design=cfg.name)
+    # computed (and validated) before anything is written
+    extra, notes = engine.example_files(cfg, args)
+    tb_files, tb_note = testbench(engine, cfg, args, args.tasks, wrapper)
     text = engine_verilog(engine, cfg, progress)
     doc = manifest(engine, cfg)
     doc.update(notes)
-    wrapper, wrapper_text = axis_wrapper(engine=engine.name, toplevel=engine.toplevel, design=cfg.name)
+    doc["testbench"] = tb_note
     core = fusesoc_core(design=cfg.name, verilog=f"{engine.toplevel}.v", wrapper_file=f"{wrapper}.v",
-                        wrapper=wrapper, description=f"metafab {engine.title} {cfg.name} with an AXI-Stream wrapper")
+                        wrapper=wrapper, description=f"metafab {engine.title} {cfg.name} with an AXI-Stream wrapper",
+                        testbench=tb_note["module"], testbench_files=tuple(tb_files))
     files = {f"{engine.toplevel}.v": text, f"{wrapper}.v": wrapper_text, f"{cfg.name}.core": core,
-             "manifest.json": dumps(doc), **extra}
+             "manifest.json": dumps(doc), **extra, **tb_files}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():

@@ -34,6 +34,7 @@ __all__ = [
     "Packet",
     "header",
     "encode_request",
+    "encode_response",
     "decode_response",
     "split_packets",
     "to_words",
@@ -41,6 +42,7 @@ __all__ = [
     "pack_codes",
     "unpack_codes",
     "STATUS_FIELDS",
+    "status_payload",
     "words_to_bytes",
     "ByteParser",
 ]
@@ -153,6 +155,20 @@ def encode_request(opcode: int, payload=()) -> list[tuple[int, bool]]:
     words = [int(w) & _MASK for w in payload]
     beats = [header(int(opcode), len(words))] + words
     return [(w, i == len(beats) - 1) for i, w in enumerate(beats)]
+
+
+def encode_response(status: int, payload=()) -> list[tuple[int, bool]]:
+    """A response as ``[(word, last), ...]`` beats (what the engine sends): the same framing as a request,
+    with the status in the header's code field."""
+    return encode_request(status, payload)
+
+
+def status_payload(*, last_cycles: int, runs: int, errors: int, last_error: int, loaded: bool) -> tuple[int, ...]:
+    """The payload words of a STATUS response (:data:`STATUS_FIELDS` in order; ``version`` is this
+    module's :data:`PROTOCOL_VERSION`)."""
+    fields = {"last_cycles": last_cycles, "runs": runs, "errors": errors, "last_error": last_error,
+              "loaded": int(bool(loaded)), "version": PROTOCOL_VERSION}
+    return tuple(int(fields[name]) & _MASK for name in STATUS_FIELDS)
 
 
 def split_packets(beats) -> list[list[int]]:

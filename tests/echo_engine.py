@@ -16,11 +16,12 @@ from amaranth.hdl import Module, Mux
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from metafab.gen.engines import DesignFlag, Engine, Workload
+from metafab.gen.engines import DesignFlag, Engine, Exchange, Workload
+from metafab.gen.engines.base import unknown_opcode_exchange
 from metafab.hw.frontend import WORD_LAYOUT
 from metafab.reference.config import _ConfigBase
 from metafab.reference.errors import UserError
-from metafab.reference.protocol import MAGIC, Opcode, Status
+from metafab.reference.protocol import MAGIC, Opcode, Packet, Status
 
 MASK = 0xFFFFFFFF
 
@@ -146,6 +147,16 @@ class EchoEngine(Engine):
 
         params = {"config": cfg.to_dict(), "requests": requests, "seed": seed}
         return simulate(self, cfg, params, sim=sim, scenario="requests", verilog=verilog, progress=progress)
+
+    def example_session(self, cfg, args, count):
+        """``count`` RUNs of random words answered by :func:`reference`, an unknown opcode, and STATUS, which
+        the echo engine does not have (UNKNOWN_OPCODE)."""
+        session = [Exchange(f"RUN request {n}", Opcode.RUN, tuple(words),
+                            Packet(Status.OK, tuple(reference(words, cfg))))
+                   for n, words in enumerate(self._requests(cfg, count, args.seed))]
+        session.append(unknown_opcode_exchange())
+        session.append(Exchange("STATUS", Opcode.STATUS, (), Packet(Status.UNKNOWN_OPCODE, ())))
+        return session, f"random words (seed {args.seed})"
 
     def simulate(self, cfg, args, progress):
         r = self._run(cfg, self._requests(cfg, args.requests, args.seed), args.sim, args.seed, progress)

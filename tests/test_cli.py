@@ -47,8 +47,8 @@ def test_generate_is_deterministic(capsys, tmp_path):
         code, out, _ = run_cli(capsys, "generate", "maml", "--lanes", "4", "--layers", "1-8-1", "-o", str(d))
         assert code == 0
     files = sorted(p.name for p in a.iterdir())
-    assert files == ["maml-1-8-1-k10-q10-s1-p4.core", "maml_engine.v", "maml_engine_axis.v", "manifest.json",
-                     "weights.hex", "weights.txt"]
+    assert files == ["expected.hex", "maml-1-8-1-k10-q10-s1-p4.core", "maml_engine.v", "maml_engine_axis.v",
+                     "maml_engine_axis_tb.v", "manifest.json", "request.hex", "weights.hex", "weights.txt"]
     for name in files:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     man = json.loads((a / "manifest.json").read_text())

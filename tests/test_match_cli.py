@@ -25,8 +25,8 @@ def test_generate_match_is_deterministic(capsys, tmp_path):
         code, _, err = run_cli(capsys, "generate", "match", "--mode", "proto", *SMALL, "-o", str(d))
         assert code == 0, err
     files = sorted(p.name for p in a.iterdir())
-    assert files == ["load.hex", "manifest.json", "match-proto-3w2s-d10-p4.core", "match_engine.v",
-                     "match_engine_axis.v", "query.hex"]
+    assert files == ["expected.hex", "load.hex", "manifest.json", "match-proto-3w2s-d10-p4.core", "match_engine.v",
+                     "match_engine_axis.v", "match_engine_axis_tb.v", "query.hex", "request.hex"]
     for name in files:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     man = json.loads((a / "manifest.json").read_text())

@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from metafab.gen.engines.base import DesignFlag, Engine, Workload
+from metafab.gen.engines.base import DesignFlag, Engine, Exchange, Workload
 from metafab.reference.errors import UserError
 
-__all__ = ["Engine", "DesignFlag", "Workload", "register_engine", "unregister_engine", "get_engine",
+__all__ = ["Engine", "DesignFlag", "Workload", "Exchange", "register_engine", "unregister_engine", "get_engine",
            "engine_names", "engines"]
 
 #: The engines that ship with metafab, in the order ``--help`` lists them.

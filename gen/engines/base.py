@@ -14,6 +14,8 @@ call the methods below. An engine owns
 - its **bench** (:attr:`bench`, a cocotb module in :mod:`metafab.sim.benches`),
   the figures of a run (:meth:`verify_chunk`, :meth:`verify_report`) and the
   verdict (:meth:`passed`);
+- its **example session** (:meth:`example_session`: requests and the responses its reference gives
+  them), from which ``generate`` writes the self-checking testbench's files;
 - its **report rows** (:meth:`verify_rows`, :meth:`build_rows`,
   :meth:`demo_rows`, :meth:`format_sim`), the sections of its report page
   (:meth:`report_sections`) and its **board-top preload**.
@@ -32,8 +34,10 @@ from typing import Any
 
 from metafab.gen.designs import parse_sets, read_toml
 from metafab.reference.errors import UserError
+from metafab.reference.protocol import Opcode, Packet, Status, status_payload
 
-__all__ = ["Engine", "DesignFlag", "Workload", "Progress", "read_json_objects"]
+__all__ = ["Engine", "DesignFlag", "Workload", "Exchange", "Progress", "read_json_objects", "UNKNOWN_OPCODE",
+           "unknown_opcode_exchange", "status_exchange"]
 
 Progress = Callable[[str], object] | None
 
@@ -62,6 +66,40 @@ class Workload:
     items: list
     source: str
     data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request of an example session and the response the engine's bit-exact reference gives it.
+
+    ``opcode`` and ``payload`` (32-bit words) are the request; ``response`` is
+    the expected response packet (:class:`~metafab.reference.protocol.Packet`:
+    status and payload words); ``what`` names the request for a reader
+    ("LOAD", "RUN task 0", "unknown opcode 0x7e").
+    """
+
+    what: str
+    opcode: int
+    payload: tuple[int, ...]
+    response: Packet
+
+
+#: The malformed request of the example sessions: an opcode no engine has (with a payload, which the front
+#: end consumes up to its ``last`` word).
+UNKNOWN_OPCODE = 0x7E
+
+
+def unknown_opcode_exchange() -> Exchange:
+    """A request with :data:`UNKNOWN_OPCODE` and three payload words, answered UNKNOWN_OPCODE with no payload."""
+    return Exchange(f"unknown opcode {UNKNOWN_OPCODE:#04x}", UNKNOWN_OPCODE, (1, 2, 3),
+                    Packet(Status.UNKNOWN_OPCODE, ()))
+
+
+def status_exchange(*, last_cycles: int, runs: int, errors: int, last_error: int, loaded: bool) -> Exchange:
+    """A STATUS request and the answer of an engine with these counters (``last_cycles`` from its cycle
+    model)."""
+    return Exchange("STATUS", Opcode.STATUS, (), Packet(Status.OK, status_payload(
+        last_cycles=last_cycles, runs=runs, errors=errors, last_error=last_error, loaded=loaded)))
 
 
 def read_json_objects(path: str, what: str, fields: str) -> list[dict]:
@@ -107,6 +145,8 @@ class Engine:
     count_flag: str = "--tasks"
     count_default: int = 100
     demo_count: int = 100
+    #: RUN requests in the example session of ``metafab generate`` (its ``--tasks``)
+    session_default: int = 3
     #: items per simulator run in ``verify``
     chunk: int = 250
     #: runs in ``metafab demo`` (with its board build; larger ``build_order`` builds start first)
@@ -167,6 +207,12 @@ class Engine:
     def example_files(self, cfg, args) -> tuple[dict[str, str], dict]:
         """Files ``generate`` writes beside the Verilog (payload examples) and manifest entries about them."""
         return {}, {}
+
+    def example_session(self, cfg, args, count: int) -> tuple[list[Exchange], str]:
+        """The example session of the self-checking testbench ``generate`` writes: the requests (LOAD of the
+        example weights or support set, ``count`` RUNs, a malformed request, STATUS) each with the response
+        packet the bit-exact reference gives it, in order; and where the data come from."""
+        raise NotImplementedError
 
     # --- simulation -------------------------------------------------------
     def simulate(self, cfg, args, progress: Progress) -> dict:

@@ -14,11 +14,21 @@ import json
 
 import numpy as np
 
-from metafab.gen.engines.base import DesignFlag, Engine, Progress, Workload, read_json_objects
+from metafab.gen.engines.base import (
+    DesignFlag,
+    Engine,
+    Exchange,
+    Progress,
+    Workload,
+    read_json_objects,
+    status_exchange,
+    unknown_opcode_exchange,
+)
 from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig
 from metafab.reference.errors import UserError
 from metafab.reference.payloads import maml_load_words, maml_run_words, maml_weight_codes
+from metafab.reference.protocol import Opcode, Packet, Status, to_words
 
 __all__ = ["ENGINE", "MamlEngineSpec", "initial_params", "random_params", "random_tasks", "sinusoid_tasks",
            "run_engine", "WEIGHTS", "SHIPPED_LAYERS"]
@@ -241,6 +251,23 @@ class MamlEngineSpec(Engine):
         return ({"weights.txt": "".join(f"{w}\n" for w in words),
                  "weights.hex": "".join(f"{w & 0xFFFFFFFF:08x}\n" for w in words)},
                 {"weights": source})
+
+    def example_session(self, cfg, args, count):
+        """LOAD of the example weights (``weights.hex``), ``count`` tasks of the verification workload (seed
+        ``--seed``) answered by :func:`metafab.reference.maml_fixed.run_task`, an unknown opcode, STATUS."""
+        params, source = initial_params(cfg, args.weights, args.seed)
+        wq = mf.quantize_params(params, cfg)
+        _, tasks = self.tasks(cfg, count, args.seed)
+        session = [Exchange("LOAD", Opcode.LOAD, tuple(maml_load_words(wq)), Packet(Status.OK, ()))]
+        for n, (xs, ys, xq) in enumerate(tasks):
+            y = mf.run_task(wq, *(np.asarray(a, dtype=np.int64) for a in (xs, ys, xq)), cfg).y_query
+            session.append(Exchange(f"RUN task {n}", Opcode.RUN, tuple(maml_run_words(xs, ys, xq)),
+                                    Packet(Status.OK, tuple(to_words(y.reshape(-1))))))
+        session.append(unknown_opcode_exchange())
+        session.append(status_exchange(last_cycles=self.cycles(cfg).task_cycles, runs=count, errors=1,
+                                       last_error=Status.UNKNOWN_OPCODE, loaded=True))
+        what = "sinusoid" if cfg.n_in == 1 and cfg.n_out == 1 else "random"
+        return session, f"weights: {source}; {count} {what} task(s), seed {args.seed}"
 
     def bench_model(self):
         rows = []

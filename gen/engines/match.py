@@ -29,11 +29,21 @@ import json
 
 import numpy as np
 
-from metafab.gen.engines.base import DesignFlag, Engine, Progress, Workload, read_json_objects
+from metafab.gen.engines.base import (
+    DesignFlag,
+    Engine,
+    Exchange,
+    Progress,
+    Workload,
+    read_json_objects,
+    status_exchange,
+    unknown_opcode_exchange,
+)
 from metafab.reference import match_fixed as mx
 from metafab.reference.config import MATCH_MODES, MatchConfig
 from metafab.reference.errors import UserError
 from metafab.reference.payloads import match_load_words, match_run_words
+from metafab.reference.protocol import Opcode, Packet, Status
 
 __all__ = ["ENGINE", "MatchEngineSpec", "FEATURES", "TIMING_QUERIES", "make_episodes", "episode_codes",
            "resolve_features", "run_engine"]
@@ -282,13 +292,38 @@ class MatchEngineSpec(Engine):
             "query_pack": cfg.query_pack,
         }
 
-    def example_files(self, cfg, args):
-        eps, source = make_episodes(cfg, 1, args.seed, "auto", n_query=1)
+    def example_episode(self, cfg, seed: int, count: int) -> tuple[dict, str]:
+        """The example episode of ``generate`` as codes: its support set and ``count`` queries taken class by
+        class in turn (query ``j`` is of class ``j mod N``), and where it comes from. For ``count <= N`` its
+        support set is the board top's preload of the same seed."""
+        per_class = -(-count // cfg.n_way)
+        eps, source = make_episodes(cfg, 1, seed, "auto", n_query=per_class)
         (ep,) = episode_codes(cfg, eps)
+        order = [c * per_class + j for j in range(per_class) for c in range(cfg.n_way)][:count]
+        return {**ep, "queries": [ep["queries"][i] for i in order]}, source
+
+    def example_files(self, cfg, args):
+        ep, source = self.example_episode(cfg, args.seed, args.tasks)
         words = match_load_words(ep["support"], ep["labels"])
         return ({"load.hex": "".join(f"{w & 0xFFFFFFFF:08x}\n" for w in words),
                  "query.hex": "".join(f"{w:08x}\n" for w in match_run_words(ep["queries"][0], cfg))},
                 {"example": {"features": source, "seed": args.seed, "files": ["load.hex", "query.hex"]}})
+
+    def example_session(self, cfg, args, count):
+        """LOAD of the example support set (``load.hex``), its ``count`` queries (the first is ``query.hex``)
+        answered by :func:`metafab.reference.match_fixed.readout`, an unknown opcode, STATUS."""
+        ep, source = self.example_episode(cfg, args.seed, count)
+        support, labels = np.asarray(ep["support"]), np.asarray(ep["labels"])
+        ro = mx.readout(np.asarray(ep["queries"]), mx.prepare(support, labels, cfg), cfg)
+        session = [Exchange("LOAD", Opcode.LOAD, tuple(match_load_words(support, labels)), Packet(Status.OK, ()))]
+        for n, query in enumerate(ep["queries"]):
+            session.append(Exchange(f"RUN query {n}", Opcode.RUN, tuple(match_run_words(query, cfg)),
+                                    Packet(Status.OK, tuple(mx.result_words(ro.probs[n], ro.pred[n])))))
+        session.append(unknown_opcode_exchange())
+        session.append(status_exchange(last_cycles=self.cycles(cfg).latency, runs=count, errors=1,
+                                       last_error=Status.UNKNOWN_OPCODE, loaded=True))
+        queries = "1 query" if count == 1 else f"{count} queries"
+        return session, f"{source} features, one episode of seed {args.seed}, {queries}"
 
     def bench_model(self):
         rows = []
