@@ -25,6 +25,8 @@ LINT_WAIVERS = {
                    "the explicit synchronous one of its process",
     "UNUSEDSIGNAL": "every named signal of the design is kept, bits that nothing reads included",
     "DECLFILENAME": "the file holds the top module and its submodules, named <top>.<path>",
+    "ASCRANGE": "a memory of depth 1 has a zero-width address, which Yosys declares as [-1:0] and "
+                "nothing reads",
 }
 
 #: The register through which Yosys' Verilog backend starts every ``always @*`` block of a module.

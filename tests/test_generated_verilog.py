@@ -87,6 +87,20 @@ def test_generated_files_lint_clean_with_the_cores_options(name, generated):
     assert r.returncode == 0 and "%Warning" not in r.stdout + r.stderr, r.stdout + r.stderr
 
 
+@requires_verilator
+def test_a_design_with_depth_one_memories_lints_clean(tmp_path):
+    """MAML 1-6-1 at 32 lanes has memories of depth 1: zero-width addresses, which Yosys declares [-1:0]."""
+    from metafab.gen.flow import engine_verilog
+    from metafab.reference.config import MamlConfig
+
+    text = engine_verilog(get_engine("maml"), MamlConfig(layers=(1, 6, 1), k_support=3, n_query=3, lanes=32))
+    assert "[-1:0]" in text
+    path = tmp_path / "maml_engine.v"
+    path.write_text(text)
+    r = _verilator_lint([str(path)], "maml_engine", ["-Wall"])
+    assert r.returncode == 0 and "%Warning" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 #: A plain Verilog-2005 testbench: reset, the wrapper's handshake signals, one request, its response.
 _TESTBENCH = """\
 module status_tb;
