@@ -152,25 +152,23 @@ def find_designs(root: Path) -> tuple[list[DesignReports], list[str]]:
             designs[key] = DesignReports(engine=engine, cfg=cfg, digest=digest, studies=studies)
         return designs[key]
 
-    for path in sorted((root / "generate").glob("*/manifest.json")):
-        doc = _read_json(path)
-        if doc is None:
-            skipped.append(f"{path}: not a JSON object")
-        elif (d := design(doc, path)) is not None:
-            d.manifest, d.manifest_path = doc, str(path.relative_to(root))
-    for path in sorted((root / "verify").glob("*/report.json")):
-        doc = _read_json(path)
-        if doc is None:
-            skipped.append(f"{path}: not a JSON object")
-        elif (d := design(doc, path)) is not None:
-            d.verify, d.verify_path = doc, str(path.relative_to(root))
-    for path in sorted((root / "synth").glob("*/report.json")):
-        doc = _read_json(path)
-        if doc is None:
-            skipped.append(f"{path}: not a JSON object")
-        elif (d := design(doc, path)) is not None:
-            d.builds.append(doc)
-            d.build_paths.append(str(path.relative_to(root)))
+    def reports(folder: str, name: str):
+        """The JSON objects ``<root>/<folder>/*/<name>`` with the design each belongs to (unreadable ones
+        listed as skipped)."""
+        for path in sorted((root / folder).glob(f"*/{name}")):
+            doc = _read_json(path)
+            if doc is None:
+                skipped.append(f"{path}: not a JSON object")
+            elif (d := design(doc, path)) is not None:
+                yield d, doc, str(path.relative_to(root))
+
+    for d, doc, rel in reports("generate", "manifest.json"):
+        d.manifest, d.manifest_path = doc, rel
+    for d, doc, rel in reports("verify", "report.json"):
+        d.verify, d.verify_path = doc, rel
+    for d, doc, rel in reports("synth", "report.json"):
+        d.builds.append(doc)
+        d.build_paths.append(rel)
     order = {name: i for i, name in enumerate(engine_names())}
     out = sorted(designs.values(), key=lambda d: (order.get(d.engine.name, len(order)), d.name, d.digest))
     return out, skipped
