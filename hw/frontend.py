@@ -606,6 +606,11 @@ class PacketEngine(wiring.Component):
         super().__init__({"i": In(stream.Signature(WORD_LAYOUT)), "o": Out(stream.Signature(WORD_LAYOUT))})
 
     @property
+    def front(self) -> PacketFrontend:
+        """The front end (its :attr:`PacketFrontend.state` after elaboration, for the formal harness)."""
+        return self._front
+
+    @property
     def core(self) -> wiring.Component:
         return self._core
 

@@ -208,7 +208,7 @@ class FrontendProof(wiring.Component):
         engine = engine_class(core=core, ops=ops, out_register=self._out_register)
         # elaborated here, not later as a plain submodule: the properties read the front end's state registers
         m.submodules.engine = _Elaborated(Fragment.get(engine, platform))
-        front = engine._front
+        front = engine.front
         s = front.state
         for name in ("go", "bad", "tag", "cycles") + (("free", "finish") if piped is not None else ()):
             m.d.comb += getattr(core, name).eq(getattr(self, name))

