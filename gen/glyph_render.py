@@ -224,13 +224,20 @@ def _mean_image(ch: str, faces) -> np.ndarray:
     return np.mean([_reduce(_place(_draw(f, ch), 16), 16) for f in faces], axis=0)
 
 
-def choose_classes(progress: Callable[[str], None] | None = None) -> list[tuple[int, int, tuple[str, ...]]]:
-    """The classes: :func:`candidates` without look-alikes (step 5), ``(code point, script, faces)``."""
+def choose_classes(progress: Callable[[str], None] | None = None,
+                   limit: int | None = None) -> list[tuple[int, int, tuple[str, ...]]]:
+    """The classes: :func:`candidates` without look-alikes (step 5), ``(code point, script, faces)``.
+
+    ``limit`` stops after that many classes (the choice is greedy in order, so
+    they are the first ``limit`` classes of the whole set).
+    """
     cands = candidates()
     if progress:
         progress(f"{len(cands)} candidate letters in {len(SCRIPTS)} scripts; removing look-alikes")
     kept, means = [], np.zeros((0, 256))
     for cp, s, faces in cands:
+        if limit is not None and len(kept) >= limit:
+            break
         m = _mean_image(chr(cp), faces).ravel()
         if len(means):
             rms = np.sqrt(np.mean((means - m) ** 2, axis=1))
@@ -289,9 +296,7 @@ def make_set(*, seed: int = 0, size: int = 16, classes: int | None = None,
 
     if size not in SIZES:
         raise UserError(f"size must be one of {', '.join(map(str, SIZES))}, got {size!r}")
-    chosen = choose_classes(progress)
-    if classes is not None:
-        chosen = chosen[:classes]
+    chosen = choose_classes(progress, limit=classes)
     images = np.zeros((len(chosen), SAMPLES, size, size), dtype=np.uint8)
     for i, (cp, _, faces) in enumerate(chosen):
         images[i] = render_class(cp, faces, seed=seed, size=size)
