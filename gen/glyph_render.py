@@ -18,7 +18,8 @@ randomness:
 2. no decomposition at all (``NFKD(ch) == ch``): accented variants (NFD with
    combining marks), ligatures, compatibility and presentation forms go;
 3. one class per case pair: an upper-case letter whose one-letter case fold
-   is also a candidate is dropped, the lower-case form stays (after the
+   is also a candidate (of any script: Latin ``Ɓ`` folds to ``ɓ`` of the IPA
+   block) is dropped, the lower-case form stays (after the
    size normalisation below, ``O`` and ``o`` would be the same picture);
 4. covered by at least two of the :data:`FACES` (the font's cmap has the code
    point and the glyph has ink), so that the samples of a class vary;
@@ -121,18 +122,19 @@ def font_folder() -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font(face: str):
     from PIL import ImageFont
 
     return ImageFont.truetype(str(font_folder() / face), size=_FONT_PX)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cmap(face: str) -> frozenset[int]:
     from fontTools.ttLib import TTFont
 
-    return frozenset(TTFont(str(font_folder() / face), lazy=True).getBestCmap())
+    with TTFont(str(font_folder() / face), lazy=True) as font:
+        return frozenset(font.getBestCmap())
 
 
 def _draw(face: str, ch: str, stroke: int = 0) -> np.ndarray:
@@ -203,13 +205,15 @@ def _faces_of(ch: str) -> tuple[str, ...]:
 
 def candidates() -> list[tuple[int, int, tuple[str, ...]]]:
     """Steps 1-4 of the module docstring: ``(code point, script index, faces)`` in choosing order."""
+    def letter(ch: str) -> bool:
+        return (unicodedata.category(ch) in ("Lu", "Ll", "Lo") and unicodedata.normalize("NFKD", ch) == ch
+                and "SMALL CAPITAL" not in unicodedata.name(ch, ""))
+
+    by_script = [[chr(cp) for lo, hi in ranges for cp in range(lo, hi + 1) if letter(chr(cp))]
+                 for _, ranges in SCRIPTS]
+    pool = {ch for letters in by_script for ch in letters}  # case pairs may straddle two blocks
     out = []
-    for s, (_, ranges) in enumerate(SCRIPTS):
-        letters = [chr(cp) for lo, hi in ranges for cp in range(lo, hi + 1)
-                   if unicodedata.category(chr(cp)) in ("Lu", "Ll", "Lo")
-                   and unicodedata.normalize("NFKD", chr(cp)) == chr(cp)
-                   and "SMALL CAPITAL" not in unicodedata.name(chr(cp), "")]
-        pool = set(letters)
+    for s, letters in enumerate(by_script):
         for ch in letters:
             folded = ch.casefold()
             if folded != ch and len(folded) == 1 and folded in pool:
@@ -250,7 +254,7 @@ def choose_classes(progress: Callable[[str], None] | None = None,
 
 def render_sample(ch: str, faces, rng: np.random.Generator, size: int) -> np.ndarray:
     """One random render of ``ch`` (module docstring): uint8 ``(size, size)``, ink 255."""
-    from PIL import ImageFilter
+    from PIL import Image, ImageFilter
 
     face = faces[int(rng.integers(len(faces)))]
     stroke = int(rng.integers(-2, 5))
@@ -265,8 +269,6 @@ def render_sample(ch: str, faces, rng: np.random.Generator, size: int) -> np.nda
     # stroke noise: ink intensity times a smooth field in [1 - depth, 1]
     field = rng.uniform(0.0, 1.0, size=(6, 6))
     depth = rng.uniform(0.0, 0.5)
-    from PIL import Image
-
     smooth = Image.fromarray(np.round(field * 255).astype(np.uint8), mode="L").resize(
         (canvas, canvas), resample=Image.Resampling.BILINEAR)
     ink = np.asarray(img, dtype=np.float64) * (1.0 - depth * np.asarray(smooth, dtype=np.float64) / 255.0)
