@@ -27,7 +27,7 @@ import importlib.resources
 import io
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -223,7 +223,7 @@ class EpisodeSampler:
     n_way: int = 5
     k_shot: int = 1
     n_query: int = 15
-    data: GlyphSet | None = None
+    data: GlyphSet | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.data is None:
