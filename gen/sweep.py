@@ -19,7 +19,9 @@ A sweep spec (TOML, ``metafab sweep SPEC.toml``; docs/sweeps.md)::
 
 A point's fields are the engine's config fields and the options ``board``,
 ``clock_mhz`` (default: the engine's clock for the board) and ``seed`` (the
-verification's workload seed and the nextpnr seed of a build). Each point
+verification's workload seed and the nextpnr seed of a build; default 1). A
+config field named like an option (the MAML config's stochastic-rounding
+``seed``) is written ``config_seed``. Each point
 is one task on a worker (:func:`run_point`, which gets plain dicts); its
 result goes into the :class:`ResultsStore` (SQLite under the build folder),
 keyed by the config digest and the options, so an interrupted sweep resumes
@@ -136,7 +138,10 @@ def parse_spec(doc: dict, *, source: str = "") -> SweepSpec:
         raise UserError(f"{where}: sim {sim!r}; valid: {', '.join(SIMULATORS)}")
     objective = doc.get("objective", "latency_us")
     check_objective(objective, where)
-    valid = [f.name for f in dataclasses.fields(engine.config_class)] + list(OPTIONS)
+    # a config field named like an option (the MAML config's stochastic-rounding ``seed``) is config_<name>
+    names = [f.name for f in dataclasses.fields(engine.config_class)]
+    renamed = {f"config_{n}": n for n in names if n in OPTIONS}
+    valid = [n for n in names if n not in OPTIONS] + list(renamed) + list(OPTIONS)
 
     def table(name) -> dict:
         t = doc.get(name, {})
@@ -164,7 +169,7 @@ def parse_spec(doc: dict, *, source: str = "") -> SweepSpec:
                                 f"{engine.name} engine; valid fields: {', '.join(valid)}")
     if not grid and not explicit:
         raise UserError(f"{where}: no points; give a [grid] (field = [values]) and/or [[points]] tables")
-    points = expand(base, grid, explicit)
+    points = expand(base, grid, explicit, renamed)
     return SweepSpec(engine=engine.name, stages=stages, points=points, tasks=tasks, sim=sim, objective=objective,
                      source=source, grid=grid)
 
@@ -188,14 +193,18 @@ def parse_stages(text: str) -> tuple[str, ...]:
     return stages
 
 
-def expand(base: dict, grid: dict, explicit: list[dict]) -> list[Point]:
+def expand(base: dict, grid: dict, explicit: list[dict], renamed: dict | None = None) -> list[Point]:
     """The points: every combination of the grid's values, then the explicit points, each over ``base``;
-    a point equal to an earlier one is dropped."""
+    a point equal to an earlier one is dropped. ``renamed``: spec names of config fields that an option's
+    name hides (``{"config_seed": "seed"}``)."""
     rows = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())] if grid else []
     out, seen = [], set()
     for row in rows + list(explicit):
         merged = {**base, **row}
         options = {k: merged.pop(k, v) for k, v in OPTIONS.items()}
+        for alias, name in (renamed or {}).items():
+            if alias in merged:
+                merged[name] = merged.pop(alias)
         p = Point(fields=merged, options=options)
         ident = json.dumps([p.fields, p.options], sort_keys=True, default=str)
         if ident not in seen:
