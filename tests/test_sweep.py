@@ -7,7 +7,7 @@ import pytest
 from metafab.gen import flow
 from metafab.gen.cli import main
 from metafab.gen.engines import get_engine
-from metafab.gen.sweep import ResultsStore, pareto, parse_spec, run_point, run_sweep, sort_rows
+from metafab.gen.sweep import ResultsStore, best_seeds, pareto, parse_spec, run_point, run_sweep, sort_rows
 from metafab.reference.errors import UserError
 
 SMALL = {"layers": [1, 6, 1], "lanes": 4, "k_support": 3, "n_query": 3}
@@ -119,6 +119,27 @@ def test_pareto_and_order_of_built_points():
     rows = [row("a", 10.0, 100, 4), row("b", 5.0, 200, 4), row("c", 12.0, 150, 8), row("d", 5.0, 200, 2)]
     assert pareto(rows) == {"axes": ["latency_us", "lut", "dsp"], "keys": ["a", "d"]}
     assert [r["key"] for r in sort_rows(rows, "lut")] == ["a", "c", "b", "d"]
+
+
+def test_best_seed_per_design_when_seeds_vary():
+    def row(design, seed, fmax):
+        return {"key": f"{design}{seed}", "status": "ok", "design": design, "digest": design * 8,
+                "options": {"board": "ulx3s-85f", "clock_mhz": None, "seed": seed}, "metrics": {"fmax_mhz": fmax}}
+
+    rows = [row("a", 1, 80.0), row("a", 2, 91.5), row("a", 3, 85.0), row("b", 1, 60.0), row("b", 2, 55.0)]
+    best = best_seeds(rows, "fmax_mhz")  # higher is better
+    assert sorted((v["seed"], v["fmax_mhz"]) for v in best.values()) == [(1, 60.0), (2, 91.5)]
+    assert best_seeds([r for r in rows if r["options"]["seed"] == 1], "fmax_mhz") == {}
+
+
+def test_spec_expands_grid_times_points_and_drops_duplicates():
+    spec = parse_spec({"engine": "maml", "design": {"layers": [1, 6, 1]},
+                       "grid": {"lanes": [1, 2], "seed": [1, 2, 3]}, "points": [{"lanes": 2, "seed": 3}, {"lanes": 8}]})
+    got = [(p.fields["lanes"], p.options["seed"]) for p in spec.points]
+    assert got == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (8, 1)]
+    assert all(p.fields["layers"] == [1, 6, 1] and "seed" not in p.fields for p in spec.points)
+    aliased = parse_spec({"engine": "maml", "grid": {"config_seed": [7]}})
+    assert aliased.points[0].fields == {"seed": 7} and aliased.points[0].options["seed"] == 1
 
 
 @pytest.mark.parametrize("doc, words", [
