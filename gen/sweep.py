@@ -213,10 +213,15 @@ def expand(base: dict, grid: dict, explicit: list[dict], renamed: dict | None = 
     return out
 
 
+class _PointFailed(Exception):
+    """A point whose stage ran but did not pass (its message is the reason)."""
+
+
 def _one_line(exc: BaseException) -> str:
+    """The reason of a failed point: the exception's first line (with its type unless it is ours)."""
     text = str(exc).strip().splitlines()
     line = text[0] if text else ""
-    return line if isinstance(exc, UserError) else f"{type(exc).__name__}: {line}".rstrip(": ")
+    return line if isinstance(exc, UserError | _PointFailed) else f"{type(exc).__name__}: {line}".rstrip(": ")
 
 
 def run_point(engine_name: str, fields: dict, options: dict, stages: tuple, *, tasks: int = 20,
@@ -258,7 +263,8 @@ def run_point(engine_name: str, fields: dict, options: dict, stages: tuple, *, t
                 report["verify"] = v
                 metrics.update(mismatches=v["mismatches"], passed=engine.passed(v))
                 if not engine.passed(v):
-                    raise RuntimeError(f"verification failed: {v['mismatches']} mismatching words")
+                    raise _PointFailed(f"verification failed: {v['mismatches']} mismatching words, cycles as "
+                                       f"modelled: {v.get('cycles_match_model')}")
             if "build" in stages:
                 b = flow.build(engine, cfg, board.name, clock_mhz=options.get("clock_mhz"), seed=seed)
                 report["build"] = b

@@ -121,6 +121,19 @@ def test_pareto_and_order_of_built_points():
     assert [r["key"] for r in sort_rows(rows, "lut")] == ["a", "c", "b", "d"]
 
 
+def test_a_verify_that_raises_fails_the_point_with_its_first_line(monkeypatch):
+    from metafab.sim.runner import SimulationFailed
+
+    def broken(*args, **kwargs):
+        raise SimulationFailed("verilator simulation of maml_engine ended abnormally (no results)\nmore detail")
+
+    monkeypatch.setattr(flow, "verify", broken)
+    r = run_point("maml", dict(SMALL), {"board": "ulx3s-85f", "clock_mhz": None, "seed": 1}, ("model", "verify"))
+    assert r["status"] == "failed"
+    assert r["reason"] == "SimulationFailed: verilator simulation of maml_engine ended abnormally (no results)"
+    assert r["report"]["model"]["cycles"] == get_engine("maml").item_cycles(get_engine("maml").config_from_dict(SMALL))
+
+
 def test_best_seed_per_design_when_seeds_vary():
     def row(design, seed, fmax):
         return {"key": f"{design}{seed}", "status": "ok", "design": design, "digest": design * 8,
