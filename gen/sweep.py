@@ -35,9 +35,11 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import sqlite3
 import time
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +47,8 @@ from metafab.gen.engines.base import Progress
 from metafab.reference.errors import UserError
 
 __all__ = ["SweepSpec", "Point", "ResultsStore", "STAGES", "OPTIONS", "METRICS", "read_spec", "parse_spec",
-           "expand", "run_point", "run_sweep", "pareto", "best_seeds", "format_sweep", "default_store"]
+           "expand", "run_point", "run_sweep", "point_build_folder", "pareto", "best_seeds", "format_sweep",
+           "default_store"]
 
 #: What a point can run, in order.
 STAGES = ("model", "verify", "build")
@@ -266,7 +269,8 @@ def run_point(engine_name: str, fields: dict, options: dict, stages: tuple, *, t
                     raise _PointFailed(f"verification failed: {v['mismatches']} mismatching words, cycles as "
                                        f"modelled: {v.get('cycles_match_model')}")
             if "build" in stages:
-                b = flow.build(engine, cfg, board.name, clock_mhz=options.get("clock_mhz"), seed=seed)
+                with point_build_folder(engine.name, cfg, options):
+                    b = flow.build(engine, cfg, board.name, clock_mhz=options.get("clock_mhz"), seed=seed)
                 report["build"] = b
                 metrics.update({k: b.get(k) for k in ("lut", "ff", "dsp", "bram", "fmax_mhz", "timing")})
                 if b.get("clock_mhz"):
@@ -276,6 +280,30 @@ def run_point(engine_name: str, fields: dict, options: dict, stages: tuple, *, t
     except Exception as exc:  # a failing point is recorded, never stops the sweep
         status, reason = "failed", _one_line(exc)
     return {"status": status, "reason": reason, "report": report, "seconds": time.perf_counter() - t0}
+
+
+@contextmanager
+def point_build_folder(engine_name: str, cfg, options: dict):
+    """Within this block the build folder is the point's own, ``<build>/sweeps/builds/<engine>-<digest>-<board>-
+    <clock>-s<seed>``: a board build's folder is named by the design alone, so two points of one design (other
+    seeds or clocks) building at once would share it. Sets ``METAFAB_BUILD_DIR`` of this process: one
+    thread per worker process (as :func:`metafab.gen.cluster.connect` starts them)."""
+    from metafab.reference.config import config_digest
+    from metafab.sim.runner import build_root
+
+    clock = options.get("clock_mhz") or "default"
+    folder = build_root() / "sweeps" / "builds" / (
+        f"{engine_name}-{config_digest(cfg)[:12]}-{options.get('board')}-{clock}-s{options.get('seed')}")
+    folder.mkdir(parents=True, exist_ok=True)
+    old = os.environ.get("METAFAB_BUILD_DIR")
+    os.environ["METAFAB_BUILD_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if old is None:
+            os.environ.pop("METAFAB_BUILD_DIR", None)
+        else:
+            os.environ["METAFAB_BUILD_DIR"] = old
 
 
 def default_store() -> Path:

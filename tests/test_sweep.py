@@ -134,6 +134,29 @@ def test_a_verify_that_raises_fails_the_point_with_its_first_line(monkeypatch):
     assert r["report"]["model"]["cycles"] == get_engine("maml").item_cycles(get_engine("maml").config_from_dict(SMALL))
 
 
+def test_build_stage_gets_a_folder_per_point_and_its_figures(monkeypatch):
+    import os
+
+    from metafab.sim.runner import build_root
+
+    before = os.environ.get("METAFAB_BUILD_DIR")
+    seen = []
+
+    def fake_build(engine, cfg, board, *, clock_mhz=None, seed=1, **kw):  # no place and route in the tests
+        seen.append((build_root(), board, seed))
+        return {"lut": 1000 + seed, "ff": 500, "dsp": 4, "bram": 2, "fmax_mhz": 90.0 + seed, "timing": "PASS",
+                "clock_mhz": 80.0, "latency_us": 1.25}
+
+    monkeypatch.setattr(flow, "build", fake_build)
+    for seed in (1, 2):
+        r = run_point("maml", dict(SMALL), {"board": "ulx3s-85f", "clock_mhz": None, "seed": seed}, ("model", "build"))
+        assert r["status"] == "ok", r["reason"]
+        assert r["report"]["metrics"]["lut"] == 1000 + seed and r["report"]["metrics"]["fmax_mhz"] == 90.0 + seed
+    (f1, _, s1), (f2, _, s2) = seen
+    assert (s1, s2) == (1, 2) and f1 != f2 and f1.name.endswith("-s1") and f2.name.endswith("-s2")
+    assert os.environ.get("METAFAB_BUILD_DIR") == before
+
+
 def test_best_seed_per_design_when_seeds_vary():
     def row(design, seed, fmax):
         return {"key": f"{design}{seed}", "status": "ok", "design": design, "digest": design * 8,
