@@ -428,7 +428,9 @@ def run_sweep(spec: SweepSpec, client, store: ResultsStore, *, stages: tuple | N
         if progress:
             elapsed = time.perf_counter() - t0
             left = elapsed / done * (len(todo) - done)
-            line = f"  points {done}/{len(todo)} done, {len(todo) - done} running or queued, {failed} failed"
+            running = _running(client, futures)
+            line = (f"  points {done}/{len(todo)} done, {running} running, {len(todo) - done - running} queued, "
+                    f"{failed} failed")
             why = f"  ({result['report'].get('design') or p.fields}: {result['reason']})" if result["reason"] else ""
             progress(f"{line}, {elapsed:.1f} s, about {left:.0f} s left{why}")
     rows = [_row(store.get(key), key) for _, key, _ in keyed]
@@ -447,6 +449,18 @@ def run_sweep(spec: SweepSpec, client, store: ResultsStore, *, stages: tuple | N
         "failed": sum(r["status"] != "ok" for r in rows),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _running(client, futures) -> int:
+    """How many of ``futures`` the workers are running now: per worker, those the scheduler has given it, at
+    most its threads (a worker holds more than it runs)."""
+    try:
+        threads = {a: w.get("nthreads", 1) for a, w in client.scheduler_info()["workers"].items()}
+        given = client.processing()
+    except Exception:  # noqa: BLE001 - a progress figure only; the scheduler may be going away
+        return 0
+    ours = {f.key for f in futures if not f.done()}
+    return sum(min(threads.get(a, 1), sum(k in ours for k in keys)) for a, keys in given.items())
 
 
 def _row(rec: dict, key: str) -> dict:
