@@ -30,7 +30,7 @@ __all__ = ["main", "COMMANDS", "engine_commands", "progress", "count", "seed", "
 
 #: Sub-command modules, in the order ``--help`` lists them.
 COMMANDS = ("doctor", "generate", "sim", "verify", "prove", "build", "run", "train", "study", "demo", "bench", "data",
-            "report")
+            "report", "sweep")
 
 
 class Parser(argparse.ArgumentParser):

@@ -18,7 +18,8 @@ from metafab.reference.config import config_digest
 from metafab.reference.errors import UserError
 from metafab.sim.runner import build_root, run_bench
 
-__all__ = ["engine_verilog", "simulate", "verify", "build", "generate", "testbench", "manifest", "format_verify",
+__all__ = ["engine_verilog", "simulate", "verify", "verify_sharded", "verify_chunk_task",
+           "build", "generate", "testbench", "manifest", "format_verify",
            "format_build", "write_build_report", "write_verify_report", "output_folder", "TOPS", "AUTO_TRIES"]
 
 #: What ``metafab build --top`` builds: the board top to program, or the engine alone behind a harness.
@@ -74,6 +75,13 @@ def verify(engine: Engine, cfg, *, count: int | None = None, sim: str = "verilat
         if progress:
             bad = sum(x["mismatches"] for x in runs)
             progress(f"  {min(at + engine.chunk, n)}/{n} {engine.item}s, {bad} mismatching words")
+    report = _verify_report(engine, cfg, work, runs, sim)
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def _verify_report(engine: Engine, cfg, work, runs: list[dict], sim: str) -> dict:
+    """The report of a verification from its chunks' results, in the workload's order."""
     report = {
         "engine": engine.name,
         "design": cfg.name,
@@ -84,7 +92,81 @@ def verify(engine: Engine, cfg, *, count: int | None = None, sim: str = "verilat
         "first_mismatch": next((r["first_mismatch"] for r in runs if r.get("first_mismatch")), None),
     }
     report.update(engine.verify_report(cfg, work, runs))
+    return report
+
+
+def verify_chunk_task(engine_name: str, config: dict, work, start: int, stop: int, *, sim: str, seed: int,
+                      verilator_opt: str | None = None) -> dict:
+    """One chunk of a sharded verification, on a worker: items ``start`` to ``stop`` of ``work``.
+
+    The config comes as a dict (:meth:`to_dict`); the engine's Verilog and
+    simulator model come from the build cache under the worker's build
+    folder (built by the first chunk that needs them, under the runner's
+    locks). The run folder carries the worker's tag so that workers run side
+    by side. Returns the chunk's result, the item ids it ran, the worker and
+    its time.
+    """
+    from metafab.gen.cluster import worker_tag
+    from metafab.gen.engines import get_engine
+    from metafab.sim.runner import run_folder_tag
+
+    engine = get_engine(engine_name)
+    cfg = engine.config_from_dict(config)
+    t0 = time.perf_counter()
+    tag = worker_tag()
+    with run_folder_tag(tag):
+        r = engine.verify_chunk(cfg, work, work.items[start:stop], first=start == 0, sim=sim, seed=seed + start,
+                                verilog=None, verilator_opt=verilator_opt, progress=None)
+    return {"run": r, "ids": list(range(start, start + len(work.items[start:stop]))), "worker": tag,
+            "seconds": time.perf_counter() - t0}
+
+
+def verify_sharded(engine: Engine, cfg, client, *, count: int | None = None, sim: str = "verilator", seed: int = 0,
+                   options: dict | None = None, chunk: int | None = None, verilator_opt: str | None = None,
+                   progress: Progress = None) -> dict:
+    """:func:`verify` with its chunks spread over the workers of a Dask ``client``; the same report.
+
+    The workload is made here (as :func:`verify` makes it) and sent to the
+    workers once; each chunk of ``chunk`` items (default: the engine's chunk,
+    smaller when that would leave a worker idle) is one task. The chunks'
+    results are merged in the workload's order, so the report equals an
+    unsharded run of the same seed, plus ``sharding``: the scheduler, the
+    chunks with the item ids each ran and the worker that ran it.
+    """
+    count = engine.count_default if count is None else count
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UserError(f"{engine.count_flag} must be at least 1, got {count}")
+    if seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {seed}")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise UserError(f"--chunk must be at least 1, got {chunk!r}")
+    from distributed import as_completed
+
+    t0 = time.perf_counter()
+    work = engine.verify_workload(cfg, count=count, seed=seed, **(options or {}))
+    n = len(work.items)
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    size = chunk or min(engine.chunk, -(-n // workers))
+    spans = [(at, min(at + size, n)) for at in range(0, n, size)]
+    shared = client.scatter(work, broadcast=True)
+    futures = {client.submit(verify_chunk_task, engine.name, cfg.to_dict(), shared, a, b, sim=sim, seed=seed,
+                             verilator_opt=verilator_opt, pure=False): i for i, (a, b) in enumerate(spans)}
+    done: dict[int, dict] = {}
+    for future in as_completed(futures):
+        done[futures[future]] = future.result()
+        if progress:
+            bad = sum(x["run"]["mismatches"] for x in done.values())
+            progress(f"  chunk {len(done)}/{len(spans)} done ({sum(len(x['ids']) for x in done.values())}/{n} "
+                     f"{engine.item}s, {bad} mismatching words), {time.perf_counter() - t0:.1f} s")
+    chunks = [done[i] for i in range(len(spans))]
+    report = _verify_report(engine, cfg, work, [c["run"] for c in chunks], sim)
     report["seconds"] = time.perf_counter() - t0
+    report["sharding"] = {
+        "scheduler": client.scheduler.address,
+        "workers": workers,
+        "chunk": size,
+        "chunks": [{"ids": c["ids"], "worker": c["worker"], "seconds": round(c["seconds"], 3)} for c in chunks],
+    }
     return report
 
 

@@ -27,6 +27,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +35,28 @@ from metafab.reference.errors import UserError
 from metafab.sim.params import BENCH_ENV, BENCH_OUT_ENV
 from metafab.sim.tools import find_simulator, verilator_env_path
 
-__all__ = ["build_root", "SimulationFailed", "BenchResult", "run_bench", "prepare_verilator", "BENCH_ENV",
-           "BENCH_OUT_ENV"]
+__all__ = ["build_root", "SimulationFailed", "BenchResult", "run_bench", "prepare_verilator", "run_folder_tag",
+           "BENCH_ENV", "BENCH_OUT_ENV"]
 
 _BUILT_MARK = "metafab-built.ok"
+
+#: Appended to every run folder's name while :func:`run_folder_tag` is active (a Dask worker's own tag).
+_run_tag: ContextVar[str] = ContextVar("metafab_run_tag", default="")
+
+
+@contextmanager
+def run_folder_tag(tag: str):
+    """Within this block every :func:`run_bench` call uses the run folder ``<run_name>-<tag>``.
+
+    Equal run names take turns on their folder's lock; a worker of a cluster
+    tags its runs with its own name, so that two workers running chunks of one
+    design use two folders and run side by side (the model build is still shared).
+    """
+    token = _run_tag.set(tag)
+    try:
+        yield
+    finally:
+        _run_tag.reset(token)
 
 
 def build_root() -> Path:
@@ -304,7 +323,7 @@ def run_bench(
     opt = _verilator_opt(verilator_opt)
     key = _digest(verilog, sim, tool.version, str(waves), opt if sim == "verilator" else "")
     build_dir = root / "sim" / sim / f"{toplevel}-{key}"
-    test_dir = build_dir / run_name
+    test_dir = build_dir / (f"{run_name}-{_run_tag.get()}" if _run_tag.get() else run_name)
     build_dir.mkdir(parents=True, exist_ok=True)
     test_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / f"{toplevel}.v"
