@@ -11,6 +11,7 @@ metafab package: every task carries its config as a dict.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 from metafab.reference.errors import UserError
@@ -32,8 +33,12 @@ def connect(scheduler: str, *, workers: int | None = None):
 
     if scheduler == LOCAL:
         n = workers or os.cpu_count() or 1
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+        # the dashboard on a free port: a second cluster on this machine (another sweep, a test run) never
+        # finds its port taken
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
+            print(f"dask: local cluster of {n} worker process(es); dashboard {client.dashboard_link}",
+                  file=sys.stderr, flush=True)
             yield client
         return
     if "://" not in scheduler and ":" not in scheduler:

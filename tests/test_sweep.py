@@ -17,7 +17,7 @@ SMALL = {"layers": [1, 6, 1], "lanes": 4, "k_support": 3, "n_query": 3}
 def client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as c:
         yield c
 
