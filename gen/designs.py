@@ -17,7 +17,23 @@ from pathlib import Path
 
 from metafab.reference.errors import UserError
 
-__all__ = ["parse_sets", "read_toml"]
+__all__ = ["parse_sets", "read_toml", "read_toml_file"]
+
+
+def read_toml_file(path: str | Path, what: str) -> dict:
+    """The TOML document in the file ``path``; one-line UserErrors naming ``what`` it is ("config file",
+    "sweep spec") for an unreadable, non-UTF-8 or invalid file."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {str(p)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {str(p)!r} is not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{what} {str(p)!r} is not valid TOML: {exc}") from None
 
 
 def read_toml(path: str | Path, engine: str) -> dict:
@@ -29,16 +45,7 @@ def read_toml(path: str | Path, engine: str) -> dict:
     from metafab.gen.engines import engine_names
 
     p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"config file {str(p)!r} is not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    doc = read_toml_file(p, "config file")
     names = engine_names()
     tables = [k for k, v in doc.items() if isinstance(v, dict)]
     unknown = [k for k in tables if k not in names]

@@ -38,7 +38,6 @@ import json
 import os
 import sqlite3
 import time
-import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,18 +96,9 @@ class SweepSpec:
 
 def read_spec(path: str | Path) -> SweepSpec:
     """The spec in the TOML file ``path`` (one-line UserErrors for an unreadable or bad file)."""
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read sweep spec {str(p)!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"sweep spec {str(p)!r} is not UTF-8 text (byte {exc.start})") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"sweep spec {str(p)!r} is not valid TOML: {exc}") from None
-    return parse_spec(doc, source=str(p))
+    from metafab.gen.designs import read_toml_file
+
+    return parse_spec(read_toml_file(path, "sweep spec"), source=str(path))
 
 
 def _where(source: str) -> str:

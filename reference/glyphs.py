@@ -25,7 +25,6 @@ import functools
 import hashlib
 import importlib.resources
 import io
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from metafab.reference.arrays import as_count, as_generator
 from metafab.reference.digits import Episode
 from metafab.reference.errors import UserError
+from metafab.reference.files import write_whole
 
 __all__ = [
     "SPLITS",
@@ -155,16 +155,7 @@ def to_bytes(arrays) -> bytes:
 
 def save(path, arrays) -> Path:
     """Write the named arrays to ``path`` (:func:`to_bytes`; parent folders are created)."""
-    path = Path(path)
-    data = to_bytes(arrays)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UserError(f"cannot write the glyphs set to {str(path)!r}: {exc.strerror}") from exc
-    return path
+    return write_whole(path, to_bytes(arrays), "the glyphs set")
 
 
 def _from_arrays(arrays, label: str) -> GlyphSet:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib.resources
 import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from metafab.reference import mlp
 from metafab.reference.errors import UserError
+from metafab.reference.files import write_whole
 
 __all__ = [
     "SINUSOID_INIT",
@@ -105,16 +105,7 @@ def to_bytes(params, metadata: dict) -> bytes:
 
 def save(path, params, metadata: dict) -> Path:
     """Write ``params`` and ``metadata`` to ``path`` (parent directories are created)."""
-    path = Path(path)
-    data = to_bytes(params, metadata)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UserError(f"cannot write weights to {str(path)!r}: {exc.strerror}") from exc
-    return path
+    return write_whole(path, to_bytes(params, metadata), "weights")
 
 
 def _read(source, label: str) -> Weights:
