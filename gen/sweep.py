@@ -492,7 +492,8 @@ def pareto(rows: list[dict]) -> dict:
 
 
 def best_seeds(rows: list[dict], objective: str) -> dict:
-    """When seeds vary: for each design (digest, board, clock) the seed with the best ``objective``."""
+    """When seeds vary: for each design (digest, board, clock) the seed with the best ``objective``; among
+    seeds that tie on it (latency at one clock does not depend on the placement), the highest Fmax."""
     ok = [r for r in rows if r["status"] == "ok" and r["metrics"].get(objective) is not None]
     if len({r["options"]["seed"] for r in ok}) < 2:
         return {}
@@ -500,9 +501,15 @@ def best_seeds(rows: list[dict], objective: str) -> dict:
     for r in ok:
         groups.setdefault(f"{r['design']} {r['digest'][:8]} {r['options']['board']} "
                           f"{r['options']['clock_mhz'] or 'default'} MHz", []).append(r)
+    sign = -1 if objective in HIGHER_IS_BETTER else 1
+
+    def rank(r):
+        fmax = r["metrics"].get("fmax_mhz")
+        return (sign * r["metrics"][objective], -fmax if fmax is not None else 0.0, r["key"])
+
     out = {}
     for name, group in groups.items():
-        best = sort_rows(group, objective)[0]
+        best = min(group, key=rank)
         out[name] = {"seed": best["options"]["seed"], objective: best["metrics"][objective],
                      "seeds": sorted(r["options"]["seed"] for r in group)}
     return out

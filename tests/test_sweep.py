@@ -166,6 +166,11 @@ def test_best_seed_per_design_when_seeds_vary():
     best = best_seeds(rows, "fmax_mhz")  # higher is better
     assert sorted((v["seed"], v["fmax_mhz"]) for v in best.values()) == [(1, 60.0), (2, 91.5)]
     assert best_seeds([r for r in rows if r["options"]["seed"] == 1], "fmax_mhz") == {}
+    # latency at one clock ties across seeds: the highest Fmax wins
+    for r, fmax in zip(rows, (80.0, 91.5, 85.0, 60.0, 55.0), strict=True):
+        r["metrics"] = {"latency_us": 54.71, "fmax_mhz": fmax}
+    best = best_seeds(rows, "latency_us")
+    assert sorted(v["seed"] for v in best.values()) == [1, 2]
 
 
 def test_spec_expands_grid_times_points_and_drops_duplicates():
