@@ -90,12 +90,16 @@ def run(args) -> int:
     pages = write(root, args.out)
     if not pages:
         print(f"metafab report: no reports under {root} (none of generate/*/manifest.json, verify/*/report.json, "
-              "synth/*/report.json, study/*.json); make them with metafab demo, or metafab generate / verify / "
-              "build / study", file=sys.stderr)
+              "synth/*/report.json, study/*.json, sweeps/*.json); make them with metafab demo, or metafab generate / "
+              "verify / build / study / sweep", file=sys.stderr)
         return 0
     for path in pages:
         print(path)
-    print(f"metafab report: {len(pages) - 1} design page(s) and the index in {pages[0].parent} "
+    from metafab.gen.report_page import SWEEPS_PAGE
+
+    n_sweeps = sum(q.name == SWEEPS_PAGE for q in pages)
+    what = f"{len(pages) - 1 - n_sweeps} design page(s)" + (", the sweeps page" if n_sweeps else "")
+    print(f"metafab report: {what} and the index in {pages[0].parent} "
           f"({time.perf_counter() - t0:.1f} s); open {pages[0].as_uri()}", file=sys.stderr)
     status = 0
     if args.check:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from metafab.gen.cli import count, progress
+from metafab.gen.cmd_report import add_report_option
 
 HELP = "sweep a grid of designs and build options (cycle model, verification, board builds) on a Dask cluster"
 
@@ -29,12 +30,21 @@ def register(sub):
     p.add_argument("--force", action="store_true", help="run every point again, even those in the store")
     p.add_argument("--retry-failed", action="store_true", help="run the points recorded as failed again")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_report_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from metafab.gen.cluster import connect
-    from metafab.gen.sweep import ResultsStore, check_objective, default_store, format_sweep, parse_stages, read_spec
+    from metafab.gen.sweep import (
+        ResultsStore,
+        check_objective,
+        default_store,
+        format_sweep,
+        parse_stages,
+        read_spec,
+        write_sweep_document,
+    )
 
     spec = read_spec(args.spec)
     stages = parse_stages(args.stages) if args.stages else None
@@ -46,6 +56,14 @@ def run(args) -> int:
 
         doc = run_sweep(spec, client, store, stages=stages, force=args.force, retry_failed=args.retry_failed,
                         progress=progress)
+    path = write_sweep_document(doc)
+    progress(f"sweep document: {path}")
+    if args.report:
+        from metafab.gen.cmd_report import write
+
+        pages = write()
+        sweeps = [q for q in pages if q.name == "sweeps.html"]
+        progress(f"report page: {sweeps[0] if sweeps else pages[0]}")
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:

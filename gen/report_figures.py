@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # headless; the figures are SVG, but nothing may reach fo
 from matplotlib.figure import Figure  # noqa: E402 - after the backend is chosen
 from matplotlib.patches import Patch  # noqa: E402
 
-__all__ = ["to_svg", "utilisation_bars", "latency_bars", "gantt", "curves", "PALETTE"]
+__all__ = ["to_svg", "utilisation_bars", "latency_bars", "gantt", "curves", "pareto_scatter", "PALETTE"]
 
 #: The colours of the report (colour-blind safe, Okabe-Ito), in the order series take them.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -136,6 +136,34 @@ def curves(series: list[tuple[str, list[float], list[float], list[float] | None]
             ax.text(ax.get_xlim()[1], hline[0], f" {hline[1]}", va="bottom", ha="right", fontsize=7, color="#555555")
         if logy:
             ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, loc="left")
+        ax.grid(True, linewidth=0.3, alpha=0.6)
+        ax.legend(fontsize=7, frameon=False)
+        return to_svg(fig, name)
+
+
+def pareto_scatter(points: list[tuple[str, float, float, bool]], *, title: str, xlabel: str, ylabel: str,
+                   logx: bool = False, name: str = "pareto") -> str:
+    """A scatter of design points ``(label, x, y, on_front)`` (both axes minimised): the points on the
+    Pareto front are filled, labelled and joined by a step line; the others are hollow grey."""
+    with matplotlib.rc_context(_RC):
+        fig = _figure(6.4, 3.6)
+        ax = fig.add_subplot()
+        rest = [(x, y) for _, x, y, on in points if not on]
+        front = sorted((x, y, label) for label, x, y, on in points if on)
+        if rest:
+            ax.scatter(*zip(*rest, strict=True), s=22, facecolors="none", edgecolors="#999999", linewidths=0.9,
+                       label="dominated")
+        if front:
+            xs, ys, labels = zip(*front, strict=True)
+            ax.step(xs, ys, where="post", color=PALETTE[0], linewidth=0.9, alpha=0.7)
+            ax.scatter(xs, ys, s=30, color=PALETTE[0], zorder=3, label="Pareto front")
+            for x, y, label in front:
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7, color="#333333")
+        if logx:
+            ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title, loc="left")

@@ -8,6 +8,7 @@ What the other commands write, and where this module finds it (``<build>`` is th
 | verification | ``metafab verify``, ``metafab demo`` | ``<build>/verify/<design>-<digest>/report.json`` |
 | board build | ``metafab build`` (and the demo's builds) | ``<build>/synth/<name>/report.json`` |
 | studies | ``metafab study TARGET`` | ``<build>/study/<target>.json`` |
+| sweeps | ``metafab sweep SPEC.toml`` | ``<build>/sweeps/<spec>.json`` (one page for all: ``sweeps.html``) |
 
 A design is an engine and a config (its digest); every report names both. The page of a design is a
 list of :class:`Section` objects: the engine makes them (:meth:`Engine.report_sections`, whose generic
@@ -27,7 +28,11 @@ from pathlib import Path
 from metafab.reference.errors import UserError
 
 __all__ = ["Figure", "Table", "Missing", "Section", "DesignReports", "find_designs", "generic_sections",
-           "config_section", "design_page", "index_page", "write_report", "page_name", "page_file", "STUDY_COMMANDS"]
+           "config_section", "design_page", "index_page", "write_report", "page_name", "page_file", "STUDY_COMMANDS",
+           "find_sweeps", "sweep_section", "sweeps_page", "SWEEPS_PAGE"]
+
+#: The file name of the sweeps page.
+SWEEPS_PAGE = "sweeps.html"
 
 #: How each study is made (the command a "not built" line names).
 STUDY_COMMANDS = {
@@ -368,8 +373,8 @@ def design_page(d: DesignReports) -> str:
                                                index="index.html", version=_version())
 
 
-def index_page(designs: list[DesignReports], skipped: list[str]) -> str:
-    """The index: every design, what is built of it, and a link to its page."""
+def index_page(designs: list[DesignReports], skipped: list[str], sweeps: list[dict] | None = None) -> str:
+    """The index: every design, what is built of it, and a link to its page; every sweep with a link."""
     rows = []
     for d in designs:
         b = d.board_build
@@ -381,21 +386,117 @@ def index_page(designs: list[DesignReports], skipped: list[str]) -> str:
                       f"Fmax {b.get('fmax_mhz')} MHz, {b.get('timing')}"),
         })
     studies = sorted({t for d in designs for t in d.studies})
+    sweep_rows = [{"href": f"{SWEEPS_PAGE}#{_sweep_id(doc)}", "name": _sweep_name(doc), "engine": doc["engine"],
+                   "stages": ", ".join(doc.get("stages", [])), "points": len(doc["points"]),
+                   "failed": doc.get("failed", 0), "front": len(doc["pareto"]["keys"])} for doc in sweeps or []]
     return _template("report.html.j2").render(title="metafab report", heading="metafab report",
                                                subtitle="every design found under the build folder",
                                                designs=rows, studies=studies, skipped=skipped, sections=[],
-                                               index=None, version=_version())
+                                               sweeps=sweep_rows, index=None, version=_version())
+
+
+# --- sweeps -----------------------------------------------------------------------------------------
+
+def find_sweeps(root: Path) -> tuple[list[dict], list[str]]:
+    """The sweep documents ``<root>/sweeps/*.json`` (by file name) and notes on files that are not one."""
+    docs, skipped = [], []
+    for path in sorted((root / "sweeps").glob("*.json")):
+        doc = _read_json(path)
+        if doc is None or not isinstance(doc.get("points"), list) or "pareto" not in doc or "engine" not in doc:
+            skipped.append(f"{path}: not a sweep document")
+            continue
+        doc["_file"] = path.stem
+        docs.append(doc)
+    return docs, skipped
+
+
+def _sweep_name(doc: dict) -> str:
+    return doc.get("_file") or doc["engine"]
+
+
+def _sweep_id(doc: dict) -> str:
+    return "sweep-" + "".join(c if c.isalnum() else "-" for c in _sweep_name(doc))
+
+
+def _figure_value(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def sweep_section(doc: dict) -> Section:
+    """One sweep: what ran, the Pareto figure, the table sorted by the objective, the best seeds."""
+    from metafab.gen.report_figures import pareto_scatter
+
+    rows = doc["points"]
+    objective = doc.get("objective", "latency_us")
+    front = set(doc["pareto"]["keys"])
+    axes = doc["pareto"]["axes"]
+    s = Section(_sweep_id(doc), f"Sweep: {_sweep_name(doc)}")
+    s.rows = [("engine", doc["engine"]), ("spec", doc.get("spec") or "-"), ("stages", ", ".join(doc.get("stages", []))),
+              ("points", f"{len(rows)} ({doc.get('failed', 0)} failed)"), ("objective", objective),
+              ("Pareto front", f"{len(front)} design(s): {' vs '.join(axes)}, all minimised; one point a design "
+                               "(its best seed)"),
+              ("results store", doc.get("store", "-"))]
+    ok = [r for r in rows if r["status"] == "ok" and all(r["metrics"].get(a) is not None for a in axes)]
+    if ok:
+        # the first axis (latency or cycles) against the second (LUT or lanes); each design's best seed
+        # is the point that stands for it, the other seeds are drawn as dominated points
+        label = {"latency_us": "latency at the clock (us)", "lut": "LUTs", "cycles": "cycles per item",
+                 "lanes": "MAC lanes"}
+        pts = [(r["design"], float(r["metrics"][axes[1]]), float(r["metrics"][axes[0]]), r["key"] in front)
+               for r in ok]
+        s.figures.append(Figure("pareto", pareto_scatter(pts, title=f"{_sweep_name(doc)}: {axes[0]} vs {axes[1]}",
+                                                         xlabel=label.get(axes[1], axes[1]),
+                                                         ylabel=label.get(axes[0], axes[0]),
+                                                         logx=axes[1] == "lanes", name=_sweep_id(doc)),
+                                f"filled: the Pareto front ({' vs '.join(axes)}); hollow: dominated points "
+                                "and the other seeds of a design"))
+    cols = ["cycles", "utilisation", "latency_us"]
+    if any("mismatches" in r["metrics"] for r in rows):
+        cols.append("mismatches")
+    if any(r["metrics"].get("lut") is not None for r in rows):
+        cols += ["lut", "ff", "dsp", "bram", "fmax_mhz", "timing"]
+    table = []
+    for r in rows:
+        o, m = r["options"], r["metrics"]
+        table.append(["*" if r["key"] in front else "", r["design"], o["board"], _figure_value(m.get("clock_mhz")),
+                      str(o["seed"]), *(_figure_value(m.get(c)) for c in cols),
+                      r["status"] + (f": {r['reason']}" if r.get("reason") else "")])
+    s.tables.append(Table(f"points, sorted by {objective} (* = Pareto front)",
+                          ["", "design", "board", "MHz", "seed", *cols, "status"], table))
+    for name, b in doc.get("best_seed", {}).items():
+        fmax = f", Fmax {_figure_value(b.get('fmax_mhz'))} MHz" if b.get("fmax_mhz") is not None else ""
+        s.notes.append(f"best seed of {name}: {b['seed']} ({objective} {_figure_value(b.get(objective))}{fmax}; "
+                       f"seeds {', '.join(map(str, b['seeds']))})")
+    s.notes.append(f"{doc.get('ran', 0)} point(s) run, {doc.get('skipped', 0)} from the store, in "
+                   f"{doc.get('seconds', 0.0):.1f} s")
+    return s
+
+
+def sweeps_page(sweeps: list[dict]) -> str:
+    """The page of every sweep under the build folder."""
+    return _template("report.html.j2").render(title="metafab report: sweeps", heading="sweeps",
+                                               subtitle="metafab sweep results found under the build folder",
+                                               sections=[sweep_section(doc) for doc in sweeps],
+                                               index="index.html", version=_version())
 
 
 def write_report(root: Path, out: Path) -> list[Path]:
-    """The index and one page per design under ``out``; returns the paths written (index first)."""
+    """The index, one page per design and the sweeps page under ``out``; returns the paths written (index
+    first; none when the folder holds no report)."""
     designs, skipped = find_designs(root)
-    if not designs:
+    sweeps, skipped_sweeps = find_sweeps(root)
+    if not designs and not sweeps:
         return []
     out.mkdir(parents=True, exist_ok=True)
-    pages = {"index.html": index_page(designs, skipped)}
+    pages = {"index.html": index_page(designs, skipped + skipped_sweeps, sweeps)}
     for d in designs:
         pages[page_name(d)] = design_page(d)
+    if sweeps:
+        pages[SWEEPS_PAGE] = sweeps_page(sweeps)
     for name, text in pages.items():
         (out / name).write_text(text, encoding="utf-8")
     return [out / name for name in pages]

@@ -47,6 +47,7 @@ from metafab.reference.errors import UserError
 
 __all__ = ["SweepSpec", "Point", "ResultsStore", "STAGES", "OPTIONS", "METRICS", "read_spec", "parse_spec",
            "expand", "run_point", "run_sweep", "point_build_folder", "pareto", "best_seeds", "format_sweep",
+           "sweep_document_path", "write_sweep_document",
            "default_store"]
 
 #: What a point can run, in order.
@@ -303,6 +304,23 @@ def default_store() -> Path:
     return build_root() / "sweeps" / "results.sqlite"
 
 
+def sweep_document_path(doc: dict) -> Path:
+    """Where the last run of a sweep keeps its document (what ``--json`` prints), for ``metafab report``:
+    ``<build>/sweeps/<spec file name without .toml>.json`` (``<engine>.json`` for a spec given as a dict)."""
+    from metafab.sim.runner import build_root
+
+    name = Path(doc["spec"]).stem if doc.get("spec") else doc["engine"]
+    return build_root() / "sweeps" / f"{name}.json"
+
+
+def write_sweep_document(doc: dict) -> Path:
+    """Write the sweep's document (JSON, sorted keys); its path."""
+    path = sweep_document_path(doc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
 class ResultsStore:
     """The sweep results: one SQLite row per point (key: engine, config digest and options), with the full
     report as JSON, ``ok``/``failed``, a one-line reason, how many times the point ran and when."""
@@ -432,7 +450,7 @@ def run_sweep(spec: SweepSpec, client, store: ResultsStore, *, stages: tuple | N
         "stages": list(stages),
         "objective": spec.objective,
         "points": rows,
-        "pareto": pareto(rows),
+        "pareto": pareto(rows, spec.objective),
         "best_seed": best_seeds(rows, spec.objective),
         "ran": len(todo),
         "skipped": skipped,
@@ -472,15 +490,42 @@ def sort_rows(rows: list[dict], objective: str) -> list[dict]:
     return sorted(rows, key=order)
 
 
-def pareto(rows: list[dict]) -> dict:
+def _design_group(r: dict) -> str:
+    """The design a row builds: its config digest, board and clock (its seed is only the placement)."""
+    o = r["options"]
+    return f"{r['design']} {r['digest'][:8]} {o['board']} {o['clock_mhz'] or 'default'} MHz"
+
+
+def _seed_rank(objective: str):
+    """The order of one design's seeds: the ``objective`` first; among seeds that tie on it (latency at one
+    clock does not depend on the placement), the highest Fmax; then the key."""
+    sign = -1 if objective in HIGHER_IS_BETTER else 1
+
+    def rank(r):
+        v, fmax = r["metrics"].get(objective), r["metrics"].get("fmax_mhz")
+        return (v is None, sign * v if v is not None else 0.0, -fmax if fmax is not None else 0.0, r["key"])
+
+    return rank
+
+
+def pareto(rows: list[dict], objective: str = "latency_us") -> dict:
     """The Pareto front of the ok points: latency vs LUT and DSP where builds exist, else cycles vs lanes
-    (all minimised); ``{"axes": [...], "keys": [...]}``."""
+    (all minimised); ``{"axes": [...], "keys": [...]}``.
+
+    Seeds of one design are one candidate (their latency at one clock and their resources are the same
+    design's): the best seed by ``objective`` (then Fmax) stands for the design, so the front lists each
+    design that is on it once.
+    """
     built = [r for r in rows if r["status"] == "ok" and r["metrics"].get("lut") is not None]
     if built:
         axes, pool = ["latency_us", "lut", "dsp"], built
     else:
         axes = ["cycles", "lanes"]
         pool = [r for r in rows if r["status"] == "ok" and all(r["metrics"].get(a) is not None for a in axes)]
+    groups: dict[str, list[dict]] = {}
+    for r in pool:
+        groups.setdefault(_design_group(r), []).append(r)
+    pool = [min(group, key=_seed_rank(objective)) for group in groups.values()]
     front = []
     for r in pool:
         v = [r["metrics"][a] for a in axes]
@@ -499,18 +544,12 @@ def best_seeds(rows: list[dict], objective: str) -> dict:
         return {}
     groups: dict[str, list[dict]] = {}
     for r in ok:
-        groups.setdefault(f"{r['design']} {r['digest'][:8]} {r['options']['board']} "
-                          f"{r['options']['clock_mhz'] or 'default'} MHz", []).append(r)
-    sign = -1 if objective in HIGHER_IS_BETTER else 1
-
-    def rank(r):
-        fmax = r["metrics"].get("fmax_mhz")
-        return (sign * r["metrics"][objective], -fmax if fmax is not None else 0.0, r["key"])
-
+        groups.setdefault(_design_group(r), []).append(r)
     out = {}
     for name, group in groups.items():
-        best = min(group, key=rank)
+        best = min(group, key=_seed_rank(objective))
         out[name] = {"seed": best["options"]["seed"], objective: best["metrics"][objective],
+                     "fmax_mhz": best["metrics"].get("fmax_mhz"), "key": best["key"],
                      "seeds": sorted(r["options"]["seed"] for r in group)}
     return out
 
@@ -542,9 +581,11 @@ def format_sweep(doc: dict) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(head) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table]
     lines.append(f"sorted by {doc['objective']}; * = Pareto front ({' vs '.join(doc['pareto']['axes'])}, "
-                 f"{len(front)} point(s))")
+                 f"{len(front)} point(s); one per design: its best seed)")
     for name, b in doc["best_seed"].items():
-        lines.append(f"best seed of {name}: {b['seed']} ({doc['objective']} {_fmt(b[doc['objective']])}; "
+        with_fmax = b.get("fmax_mhz") is not None and doc["objective"] != "fmax_mhz"
+        fmax = f", Fmax {_fmt(b['fmax_mhz'])} MHz" if with_fmax else ""
+        lines.append(f"best seed of {name}: {b['seed']} ({doc['objective']} {_fmt(b[doc['objective']])}{fmax}; "
                      f"seeds {', '.join(map(str, b['seeds']))})")
     lines.append(f"{len(rows)} point(s): {doc['ran']} run, {doc['skipped']} from the store, {doc['failed']} failed; "
                  f"store {doc['store']}; {doc['seconds']:.1f} s")

@@ -112,13 +112,26 @@ def test_model_sweep_pareto_is_cycles_vs_lanes(client, tmp_path):
     assert doc["pareto"]["axes"] == ["cycles", "lanes"] and front == {(1, 1), (4, 1), (16, 1)}
 
 
-def test_pareto_and_order_of_built_points():
-    def row(key, lat, lut, dsp):
-        return {"key": key, "status": "ok", "design": key, "metrics": {"latency_us": lat, "lut": lut, "dsp": dsp}}
+def _built(key, lat, lut, dsp, *, design=None, seed=1, fmax=None):
+    return {"key": key, "status": "ok", "design": design or key, "digest": (design or key) * 8,
+            "options": {"board": "ulx3s-85f", "clock_mhz": None, "seed": seed},
+            "metrics": {"latency_us": lat, "lut": lut, "dsp": dsp, "fmax_mhz": fmax}}
 
-    rows = [row("a", 10.0, 100, 4), row("b", 5.0, 200, 4), row("c", 12.0, 150, 8), row("d", 5.0, 200, 2)]
+
+def test_pareto_and_order_of_built_points():
+    rows = [_built("a", 10.0, 100, 4), _built("b", 5.0, 200, 4), _built("c", 12.0, 150, 8), _built("d", 5.0, 200, 2)]
     assert pareto(rows) == {"axes": ["latency_us", "lut", "dsp"], "keys": ["a", "d"]}
     assert [r["key"] for r in sort_rows(rows, "lut")] == ["a", "c", "b", "d"]
+
+
+def test_pareto_lists_each_design_once_by_its_best_seed():
+    # two designs, three seeds each: the seeds tie on latency and resources, so without collapsing them
+    # every point would be on the front; the front is one point a design, the seed with the highest Fmax
+    rows = [_built(f"{d}{s}", lat, lut, 4, design=d, seed=s, fmax=f)
+            for d, lat, lut in (("p4", 9.0, 900), ("p16", 3.0, 2500))
+            for s, f in ((1, 84.0), (2, 97.5), (3, 90.0))]
+    rows.append(_built("slow", 9.5, 2600, 4))  # dominated by both
+    assert pareto(rows) == {"axes": ["latency_us", "lut", "dsp"], "keys": ["p42", "p162"]}
 
 
 def test_a_verify_that_raises_fails_the_point_with_its_first_line(monkeypatch):
@@ -204,3 +217,29 @@ def test_sweep_cli_bad_spec_exits_2(tmp_path, capsys):
     assert main(["sweep", str(spec), "--store", str(tmp_path / "r.sqlite")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("metafab sweep: error:") and "'lane'" in err[0]
+
+
+def test_sweep_page_in_the_report(client, tmp_path, monkeypatch):
+    from metafab.gen.report_page import write_report
+    from metafab.gen.sweep import sweep_document_path, write_sweep_document
+
+    monkeypatch.setenv("METAFAB_BUILD_DIR", str(tmp_path / "build"))
+    spec = parse_spec({"engine": "maml", "design": {"layers": [1, 6, 1]},
+                       "grid": {"lanes": [1, 4, 16], "seed": [1, 2]}}, source="specs/lanes.toml")
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        doc = run_sweep(spec, client, store)
+    # seeds tie in the cycle model: the front is one point a lane count, not six
+    assert len(doc["points"]) == 6 and len(doc["pareto"]["keys"]) == 3
+    path = write_sweep_document(doc)
+    assert path == sweep_document_path(doc) == tmp_path / "build" / "sweeps" / "lanes.json"
+    (tmp_path / "build" / "sweeps" / "junk.json").write_text("[1, 2]")
+    pages = write_report(tmp_path / "build", tmp_path / "out")
+    assert [p.name for p in pages] == ["index.html", "sweeps.html"]
+    index, page = (p.read_text() for p in pages)
+    assert 'href="sweeps.html#sweep-lanes"' in index and "junk.json: not a sweep document" in index
+    assert page.count("<svg") == 1 and 'id="sweep-lanes"' in page
+    cells = [row for row in page.split("<tr>") if "<td>maml-" in row]
+    assert len(cells) == 6 and sum(row.startswith("<td>*</td>") for row in cells) == 3
+    cycles = {get_engine("maml").item_cycles(get_engine("maml").config_from_dict(
+        {"layers": [1, 6, 1], "lanes": n})) for n in (1, 4, 16)}
+    assert all(f"<td>{c}</td>" in page for c in cycles)
