@@ -34,7 +34,13 @@ __all__ = [
     "backward",
     "mse",
     "mse_output_grad",
+    "mse_r_output_grad",
     "mse_hvp",
+    "one_hot",
+    "softmax_ce",
+    "softmax_ce_output_grad",
+    "softmax_ce_r_output_grad",
+    "loss_hvp",
 ]
 
 Params = list[tuple[np.ndarray, np.ndarray]]
@@ -169,12 +175,63 @@ def mse_output_grad(output: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (2.0 / (n * m)) * (output - y)
 
 
+def mse_r_output_grad(output: np.ndarray, y, r_output: np.ndarray) -> np.ndarray:
+    """Directional derivative of :func:`mse_output_grad` along ``r_output`` (the output's own one)."""
+    n, m = output.shape[-2:]
+    return (2.0 / (n * m)) * r_output
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """float64 one-hot rows of integer ``labels`` (any leading shape), ``n_classes`` wide."""
+    return (np.asarray(labels)[..., None] == np.arange(n_classes)).astype(np.float64)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_ce(output: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean over samples of the softmax cross-entropy ``-log softmax(output)[label]`` (one value per task).
+
+    ``output`` holds the logits ``(n, C)`` (or ``(T, n, C)``), ``labels`` integer classes ``(n,)``
+    (or ``(T, n)``).
+    """
+    shifted = output - output.max(axis=-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    picked = np.take_along_axis(logp, np.asarray(labels)[..., None], axis=-1)[..., 0]
+    return -picked.mean(axis=-1)
+
+
+def softmax_ce_output_grad(output: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """dL/d(logits) of :func:`softmax_ce`: ``(softmax(output) - onehot(labels)) / n``."""
+    n, c = output.shape[-2:]
+    return (_softmax(output) - one_hot(labels, c)) / n
+
+
+def softmax_ce_r_output_grad(output: np.ndarray, labels, r_output: np.ndarray) -> np.ndarray:
+    """Directional derivative of :func:`softmax_ce_output_grad` along ``r_output``:
+    ``(diag(p) - p p^T) r / n`` row by row, ``p = softmax(output)``."""
+    n = output.shape[-2]
+    p = _softmax(output)
+    return (p * r_output - p * (p * r_output).sum(axis=-1, keepdims=True)) / n
+
+
 def mse_hvp(params: Params, trace: Trace, y: np.ndarray, vec: Params) -> Params:
-    """Hessian of the MSE loss at ``params`` times the direction ``vec``.
+    """Hessian of the MSE loss at ``params`` times the direction ``vec`` (:func:`loss_hvp`)."""
+    return loss_hvp(params, trace, vec, mse_output_grad(trace.output, y),
+                    lambda r_out: mse_r_output_grad(trace.output, y, r_out))
+
+
+def loss_hvp(params: Params, trace: Trace, vec: Params, d_output: np.ndarray, r_output_grad) -> Params:
+    """Hessian of a loss of the network's output at ``params`` times the direction ``vec``.
 
     Pearlmutter's R-operator by hand: a forward pass of directional
     derivatives ``R{z}``, ``R{a}`` along ``vec``, then a backward pass of
-    ``R{delta}``. ``trace`` must come from ``forward_trace(params, x)``.
+    ``R{delta}``. ``trace`` must come from ``forward_trace(params, x)``;
+    ``d_output`` is the loss's gradient with respect to the output there and
+    ``r_output_grad(r_out)`` that gradient's directional derivative along an
+    output direction ``r_out`` (the loss's own Hessian times ``r_out``).
     """
     n_layers = len(params)
     masks = [z > 0 for z in trace.pre[:-1]]
@@ -189,8 +246,8 @@ def mse_hvp(params: Params, trace: Trace, y: np.ndarray, vec: Params) -> Params:
         if i < n_layers - 1:
             r_inputs.append(r_z * masks[i])
     # Backward: delta and R{delta} together.
-    delta = mse_output_grad(trace.output, y)
-    r_delta = mse_output_grad(r_pre[-1], 0.0)
+    delta = d_output
+    r_delta = r_output_grad(r_pre[-1])
     out = [None] * n_layers
     for i in range(n_layers - 1, -1, -1):
         h_w = _t(r_delta) @ trace.inputs[i]
