@@ -25,7 +25,7 @@ from metafab.reference.fixed import (
 )
 from metafab.reference.protocol import WORD_BITS
 
-__all__ = ["MacLaneConfig", "MamlConfig", "MatchConfig", "config_digest"]
+__all__ = ["MacLaneConfig", "MamlConfig", "MamlClsConfig", "MatchConfig", "config_digest", "ADAPT_LAYERS"]
 
 
 def _fmt(v) -> QFormat:
@@ -353,6 +353,166 @@ class MamlConfig(_ConfigBase):
         """
         back = sum(o * i for i, o in zip(self.layers[1:-1], self.layers[2:], strict=True))
         per_sample = 2 * self.n_params + back + self.n_out
+        return self.steps * self.k_support * per_sample + self.n_query * self.n_params
+
+
+#: Which layers the classifier's inner loop adapts: every layer (MAML) or the head only (ANIL).
+ADAPT_LAYERS = ("all", "head")
+
+
+@dataclass(frozen=True)
+class MamlClsConfig(MamlConfig):
+    """MAML for N-way classification: the inner loop with the softmax cross-entropy loss.
+
+    Every field of :class:`MamlConfig` keeps its meaning, with these
+    differences: the output layer gives ``N = layers[-1] >= 2`` logits (one
+    per class); ``k_support`` is the number of labelled support samples of a
+    task (``N * K`` for an N-way K-shot episode); a support sample's target is
+    its class label. Per task the engine adapts on the support set, then
+    answers every query with its class probabilities and its class.
+
+    Rounding points (``docs/fixed_point.md``, "Classification"): the logits
+    ``z`` (the ``forward`` point of the last layer, in ``act_fmt``); ``e =
+    exp(z - max z)`` through the exp table (``exp_index``); ``p = e / sum e``
+    through the reciprocal (``prob``, ``newton``), into ``prob_fmt``; the
+    error ``round(lr_eff (p - onehot(y)))`` with ``lr_eff = lr / k_support``
+    (``error``), then backward and update as for regression. The exp table
+    and the reciprocal are the similarity engine's (one implementation in
+    :mod:`metafab.reference.match_fixed`).
+
+    Parameters (in addition to :class:`MamlConfig`'s)
+    ----------
+    adapt_layers : str
+        ``"all"`` (MAML) or ``"head"`` (ANIL: only the last layer adapts).
+    exp_fmt, prob_fmt : QFormat
+        Exp-table entries and class probabilities (unsigned, holding 1.0).
+    exp_table_bits : int
+        The exp table has ``2**exp_table_bits`` entries over ``[-exp_range, 0]``.
+    exp_range : int
+        Power of two: logits more than ``exp_range`` below the largest give ``exp = 0``.
+    recip_method, recip_table_bits, mant_bits : str, int, int
+        The reciprocal of the exp sum (as :class:`MatchConfig`).
+    exp_index_rounding, prob_rounding, newton_rounding : str
+        Rounding at those points.
+    """
+
+    layers: tuple = (256, 128, 64, 64, 5)
+    k_support: int = 5
+    n_query: int = 25
+    steps: int = 1
+    lr: float = 0.4
+    lanes: int = 16
+    acc_fmt: QFormat = QFormat(16, 28)
+    adapt_layers: str = "all"
+    exp_fmt: QFormat = QFormat(1, 17, signed=False)
+    prob_fmt: QFormat = QFormat(1, 13, signed=False)
+    exp_table_bits: int = 10
+    exp_range: int = 8
+    recip_method: str = "newton"
+    recip_table_bits: int = 8
+    mant_bits: int = 17
+    exp_index_rounding: Rounding = Rounding.HALF_EVEN
+    prob_rounding: Rounding = Rounding.HALF_EVEN
+    newton_rounding: Rounding = Rounding.HALF_EVEN
+
+    #: The classifier's rounding-point fields beyond :class:`MamlConfig`'s.
+    SOFTMAX_ROUNDING = ("exp_index_rounding", "prob_rounding", "newton_rounding")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_out < 2:
+            raise UserError(f"a classifier needs at least 2 classes: the last layer width is the class count N, "
+                            f"got layers {'-'.join(map(str, self.layers))}")
+        _choice("adapt_layers", self.adapt_layers, ADAPT_LAYERS)
+        for name in ("exp_fmt", "prob_fmt"):
+            f = _fmt(getattr(self, name))
+            object.__setattr__(self, name, f)
+            if f.signed or f.max_value < 1.0:
+                raise UserError(f"{name} must be unsigned and hold 1.0 (e.g. UQ1.17), got {f}")
+        for name in self.SOFTMAX_ROUNDING:
+            r = Rounding.parse(getattr(self, name))
+            if r is Rounding.STOCHASTIC:
+                raise UserError(f"{name}: the softmax rounds with 'half_even' or 'truncate', not 'stochastic'")
+            object.__setattr__(self, name, r)
+        _choice("recip_method", self.recip_method, RECIP_METHODS)
+        _check_int("exp_table_bits", self.exp_table_bits, 1, 16)
+        _check_int("recip_table_bits", self.recip_table_bits, 2, 14)
+        _check_int("mant_bits", self.mant_bits, 8, 24)
+        _check_int("exp_range", self.exp_range, 1, 1 << 12)
+        if self.exp_range & (self.exp_range - 1):
+            raise UserError(f"exp_range must be a power of two (1, 2, 4, ...), got {self.exp_range}")
+        if self.exp_fmt.width > 24:
+            raise UserError(f"exp_fmt {self.exp_fmt} is wider than 24 bits")
+        if self.prob_fmt.frac_bits > self.mant_bits:
+            raise UserError(f"prob_fmt has {self.prob_fmt.frac_bits} fraction bits; at most {self.mant_bits} "
+                            f"(mant_bits) are computed")
+        if self.act_fmt.frac_bits < self.exp_shift_bits:
+            raise UserError(
+                f"act_fmt {self.act_fmt} has {self.act_fmt.frac_bits} fraction bits; the exp table step "
+                f"2**-{self.exp_shift_bits} (exp_range {self.exp_range}, {self.exp_table_bits} index bits) "
+                f"needs at least {self.exp_shift_bits}"
+            )
+        if self.acc_fmt.frac_bits < self.prob_fmt.frac_bits + self.lr_fmt.frac_bits:
+            raise UserError(
+                f"acc_fmt {self.acc_fmt} has {self.acc_fmt.frac_bits} fraction bits; the error lr_eff (p - onehot) "
+                f"needs {self.prob_fmt.frac_bits + self.lr_fmt.frac_bits} (prob_fmt + lr_fmt)"
+            )
+
+    # --- the softmax fields under the names the shared exp table and reciprocal read ---
+    @property
+    def logit_fmt(self) -> QFormat:
+        """The logits are the last layer's outputs: ``act_fmt``."""
+        return self.act_fmt
+
+    @property
+    def exp_span(self) -> int:
+        return self.exp_range
+
+    @property
+    def exp_shift_bits(self) -> int:
+        """``log2`` of the exp-table steps per unit: ``exp_table_bits - log2(exp_range)``."""
+        return self.exp_table_bits - (self.exp_range.bit_length() - 1)
+
+    @property
+    def n_way(self) -> int:
+        """Classes ``N``: the output width."""
+        return self.n_out
+
+    @property
+    def adapted(self) -> tuple[int, ...]:
+        """Indices of the weight layers the inner loop updates."""
+        return tuple(range(self.n_layers)) if self.adapt_layers == "all" else (self.n_layers - 1,)
+
+    @property
+    def lr_eff(self) -> float:
+        """``lr / k_support``: the mean over the support samples folded into the step."""
+        return self.lr / self.k_support
+
+    @property
+    def run_words(self) -> int:
+        """RUN payload: per support sample its ``n_in`` inputs and its label, then the ``Q`` query inputs."""
+        return self.k_support * (self.n_in + 1) + self.n_query * self.n_in
+
+    @property
+    def result_words(self) -> int:
+        """RUN response payload: per query its ``N`` probabilities, then its class."""
+        return self.n_query * (self.n_out + 1)
+
+    @property
+    def name(self) -> str:
+        shape = "-".join(map(str, self.layers))
+        tag = "" if self.adapt_layers == "all" else "-anil"
+        return f"maml-cls-{shape}-k{self.k_support}-q{self.n_query}-s{self.steps}{tag}-p{self.lanes}"
+
+    def useful_macs(self) -> int:
+        """Multiply-accumulates of one task, bias included: per step and support sample the forward pass,
+        the backward pass through the layers below the top adapted one, the adapted layers' weight
+        gradients and the error scaling; per query the forward pass."""
+        shapes = self.weight_shapes
+        low = min(self.adapted)
+        back = sum(o * (i - 1) for li, (o, i) in enumerate(shapes) if li > low)
+        grads = sum(o * i for li, (o, i) in enumerate(shapes) if li in self.adapted)
+        per_sample = self.n_params + back + grads + self.n_out
         return self.steps * self.k_support * per_sample + self.n_query * self.n_params
 
 

@@ -68,6 +68,7 @@ __all__ = [
     "prepare",
     "Readout",
     "readout",
+    "normalise_sums",
     "result_words",
 ]
 
@@ -422,12 +423,25 @@ def readout(query, prepared: Prepared, cfg: MatchConfig) -> Readout:
         sums = e @ onehot
     else:
         sums = e
-    total = sums.sum(axis=1)
-    yT, LT = reciprocal(total, cfg)
-    probs = round_shift_var(sums * yT[:, None], (H + LT - cfg.prob_fmt.frac_bits)[:, None], cfg.prob_rounding)
-    probs = fx.saturate(probs, cfg.prob_fmt)
+    probs, total, (yT, LT) = normalise_sums(sums, cfg)
     pred = np.argmax(sums, axis=1).astype(np.int64)  # first maximum: ties go to the lowest class
     return Readout(probs, pred, dots, logits, z, e, sums, total, (yT, LT), qscale)
+
+
+def normalise_sums(sums, cfg) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The ``prob`` rounding point: ``p_n = round(S_n * y_T * 2**-(H + L_T))`` into ``prob_fmt``, row by row.
+
+    ``sums`` ``(Q, N)`` are exact sums of exp-table entries (``exp_fmt`` fraction bits), ``T`` each row's
+    exact total and ``(y_T, L_T)`` its :func:`reciprocal`. ``cfg`` is any config with the softmax fields
+    (``prob_fmt``, ``prob_rounding``, ``mant_bits`` and the reciprocal's): the similarity engine's and the
+    classifier's share this one implementation. Returns ``(probs, total, (y_T, L_T))``.
+    """
+    sums = np.asarray(sums, dtype=np.int64)
+    total = sums.sum(axis=1)
+    yT, LT = reciprocal(total, cfg)
+    probs = round_shift_var(sums * yT[:, None], (cfg.mant_bits + LT - cfg.prob_fmt.frac_bits)[:, None],
+                            cfg.prob_rounding)
+    return fx.saturate(probs, cfg.prob_fmt), total, (yT, LT)
 
 
 def result_words(probs, pred) -> list[int]:
