@@ -49,6 +49,8 @@ __all__ = [
     "save",
     "array_digest",
     "EpisodeSampler",
+    "EpisodeBatch",
+    "episode_batch",
     "episodes",
     "prototype_baseline",
 ]
@@ -255,6 +257,32 @@ class EpisodeSampler:
         )
 
     __call__ = sample
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """``T`` episodes stacked for meta-training (the shape :func:`metafab.reference.meta_train.meta_train`
+    takes; the targets are labels).
+
+    Attributes
+    ----------
+    x_support, x_query : numpy.ndarray
+        float64 ``(T, N*K, pixels)`` and ``(T, N*Q, pixels)``, grey levels in ``[0, 1]``.
+    y_support, y_query : numpy.ndarray
+        int64 ``(T, N*K)`` and ``(T, N*Q)``: episode labels ``0 .. N-1``.
+    """
+
+    x_support: np.ndarray
+    y_support: np.ndarray
+    x_query: np.ndarray
+    y_query: np.ndarray
+
+
+def episode_batch(sampler: EpisodeSampler, rng: np.random.Generator, n_tasks: int) -> EpisodeBatch:
+    """``n_tasks`` episodes of ``sampler`` drawn from ``rng`` one after the other, stacked."""
+    eps = [sampler.sample(rng) for _ in range(as_count("n_tasks", n_tasks, minimum=1))]
+    return EpisodeBatch(np.stack([e.support for e in eps]), np.stack([e.support_labels for e in eps]),
+                        np.stack([e.query for e in eps]), np.stack([e.query_labels for e in eps]))
 
 
 def episodes(sampler: EpisodeSampler, n: int, seed: int):

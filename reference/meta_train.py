@@ -21,6 +21,11 @@ meta-batch 25 and K = 10 for sinusoids). Outer gradients, per method:
     the MSE over all support and query points of the meta-batch, i.e. one
     network regressed on all tasks jointly.
 
+The loss is the sampler's (:class:`metafab.reference.inner_loop.Loss`: MSE for
+regression, softmax cross-entropy for classification, where the targets are
+labels), and ``layers`` restricts the inner loop to some layers (ANIL: the
+head only; the outer gradient still reaches every layer).
+
 Reproducibility: the tasks come from ``numpy.random.default_rng(seed)`` and
 all arithmetic is deterministic, so the same inputs give bit-identical
 parameters on the same numpy build, CPU family and BLAS thread count (OpenBLAS
@@ -67,22 +72,26 @@ class MetaTrainResult:
 
 
 def outer_grad(
-    params: Params, tasks, *, method: str, inner_steps: int, inner_lr: float
+    params: Params, tasks, *, method: str, inner_steps: int, inner_lr: float,
+    loss: inner_loop.Loss = inner_loop.MSE, layers: tuple[int, ...] | None = None,
 ) -> tuple[Params, float]:
     """Outer gradient of one meta-batch for ``method``, and its training loss.
 
     ``tasks`` has ``x_support``, ``y_support``, ``x_query``, ``y_query`` with a
-    leading task axis (a :class:`metafab.reference.sinusoid.TaskBatch`).
+    leading task axis (a :class:`metafab.reference.sinusoid.TaskBatch`, or a
+    :class:`metafab.reference.glyphs.EpisodeBatch` whose targets are labels);
+    ``loss`` and ``layers`` as in :func:`metafab.reference.inner_loop.meta_grad_and_loss`.
     """
     xs, ys, xq, yq = tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query
     if method in ("maml", "fomaml"):
         grads, q_loss = inner_loop.meta_grad_and_loss(
-            params, xs, ys, xq, yq, inner_steps, inner_lr, first_order=method == "fomaml"
+            params, xs, ys, xq, yq, inner_steps, inner_lr, first_order=method == "fomaml", loss=loss,
+            layers=layers,
         )
         return inner_loop.task_mean(grads), float(np.mean(q_loss))
     if method == "reptile":
-        phi_tasks = inner_loop.adapt(params, xs, ys, inner_steps, inner_lr)
-        q_loss = mlp.mse(mlp.forward_trace(phi_tasks, xq).output, yq)
+        phi_tasks = inner_loop.adapt(params, xs, ys, inner_steps, inner_lr, loss, layers)
+        q_loss = loss.value(mlp.forward_trace(phi_tasks, xq).output, yq)
         phi = inner_loop.task_mean(phi_tasks)
         scale = 1.0 / (inner_steps * inner_lr)
         grads = [
@@ -92,9 +101,9 @@ def outer_grad(
         return grads, float(np.mean(q_loss))
     if method == "joint":
         x = np.concatenate([xs, xq], axis=-2)
-        y = np.concatenate([ys, yq], axis=-2)
-        grads, trace = inner_loop.support_grad(params, x, y)
-        return inner_loop.task_mean(grads), float(np.mean(mlp.mse(trace.output, y)))
+        y = np.concatenate([ys, yq], axis=-2 if ys.ndim == xs.ndim else -1)
+        grads, trace = inner_loop.support_grad(params, x, y, loss)
+        return inner_loop.task_mean(grads), float(np.mean(loss.value(trace.output, y)))
     raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
@@ -111,6 +120,8 @@ def meta_train(
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
     progress_every: int = 1000,
+    loss: inner_loop.Loss = inner_loop.MSE,
+    layers: tuple[int, ...] | None = None,
 ) -> MetaTrainResult:
     """Meta-train the initial parameters ``params`` on tasks from ``sampler``.
 
@@ -141,6 +152,10 @@ def meta_train(
         loss since the previous call.
     progress_every : int
         Iterations between progress calls, >= 1.
+    loss : inner_loop.Loss
+        The task loss (``inner_loop.SOFTMAX_CE`` for classification samplers).
+    layers : tuple of int or None
+        The layers the inner loop adapts (None: all; the head only: ANIL).
 
     Returns
     -------
@@ -166,7 +181,7 @@ def meta_train(
     for it in range(iterations):
         tasks = sampler(rng, meta_batch)
         grads, history[it] = outer_grad(
-            params, tasks, method=method, inner_steps=inner_steps, inner_lr=inner_lr
+            params, tasks, method=method, inner_steps=inner_steps, inner_lr=inner_lr, loss=loss, layers=layers
         )
         params = optimiser.step(params, grads)
         if progress is not None and ((it + 1) % progress_every == 0 or it + 1 == iterations):

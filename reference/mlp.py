@@ -80,7 +80,8 @@ def check_params(params, name: str = "params") -> tuple[Params, Shape]:
 
     ``W`` must be ``(out, in)`` (or ``(T, out, in)``), ``b`` ``(out,)`` (or
     ``(T, out)``), consecutive layers must chain (``in`` of layer ``i + 1`` equals
-    ``out`` of layer ``i``), all finite, all with the same task count.
+    ``out`` of layer ``i``), all finite; the task-stacked layers all for the same task count (plain
+    layers among them are shared by every task).
 
     Raises
     ------
@@ -113,9 +114,11 @@ def check_params(params, name: str = "params") -> tuple[Params, Shape]:
         layers.append(w.shape[-2])
         n_tasks.add(tasks)
         checked.append((w, b))
-    if len(n_tasks) > 1:
-        raise UserError(f"{name} mixes task-stacked and plain layers (task counts {n_tasks})")
-    return checked, Shape(tuple(layers), n_tasks.pop())
+    stacked = n_tasks - {None}
+    if len(stacked) > 1:
+        raise UserError(f"{name} stacks its layers for different task counts {sorted(stacked)}")
+    # plain layers next to task-stacked ones are shared by every task (ANIL adapts only some layers)
+    return checked, Shape(tuple(layers), stacked.pop() if stacked else None)
 
 
 def _t(w: np.ndarray) -> np.ndarray:

@@ -146,3 +146,29 @@ def test_bad_input_is_one_line_naming_it(call, words):
         call(params, x, labels)
     msg = str(exc.value)
     assert words in msg and "\n" not in msg
+
+
+def test_meta_train_outer_gradients_for_classification_are_the_checked_api_s():
+    from metafab.reference import glyphs, inner_loop, meta_train
+
+    data = glyphs.load_shipped()
+    sampler = glyphs.EpisodeSampler(split="train", n_way=3, k_shot=2, n_query=4, data=data)
+    batch = glyphs.episode_batch(sampler, np.random.default_rng(5), 4)
+    assert batch.x_support.shape == (4, 6, 256) and batch.y_support.shape == (4, 6)
+    assert batch.x_query.shape == (4, 12, 256) and batch.y_query.tolist()[0] == [0] * 4 + [1] * 4 + [2] * 4
+    params = maml.init_params((256, 16, 3), 2)
+    xs, ls, xq, lq = batch.x_support, batch.y_support, batch.x_query, batch.y_query
+    for method, layers in (("maml", None), ("fomaml", None), ("maml", (1,)), ("reptile", None)):
+        got, q_loss = meta_train.outer_grad(params, batch, method=method, inner_steps=2, inner_lr=0.3,
+                                            loss=inner_loop.SOFTMAX_CE, layers=layers)
+        if method == "reptile":
+            want = classify.reptile_grad(params, xs, ls, 2, 0.3)
+        else:
+            want = classify.meta_grad(params, xs, ls, xq, lq, 2, 0.3, first_order=method == "fomaml", layers=layers)
+        assert np.allclose(flat(got), flat(want), rtol=0, atol=1e-12)
+        adapted = classify.adapt(params, xs, ls, 2, 0.3, layers=layers)
+        assert q_loss == pytest.approx(float(np.mean(classify.loss(adapted, xq, lq))), rel=1e-12)
+    # a few Adam steps of MAML lower the meta-batch loss it is trained on
+    res = meta_train.meta_train(params, lambda rng, n: batch, method="maml", iterations=30, meta_batch=4,
+                                inner_steps=1, inner_lr=0.3, meta_lr=3e-3, loss=inner_loop.SOFTMAX_CE)
+    assert res.loss[-1] < 0.8 * res.loss[0]
