@@ -162,8 +162,14 @@ def pareto_scatter(points: list[tuple[str, float, float, bool]], *, title: str, 
             ax.scatter(xs, ys, s=30, color=PALETTE[0], zorder=3, label="Pareto front")
             for x, y, label in front:
                 ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7, color="#333333")
-        if logx:
-            ax.set_xscale("log")
+        if logx:  # powers of two (lane counts): ticks at the values, written plainly
+            from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+            ax.set_xscale("log", base=2)
+            xs_all = sorted({x for _, x, _, _ in points})
+            ax.xaxis.set_major_locator(FixedLocator(xs_all))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title, loc="left")
