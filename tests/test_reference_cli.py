@@ -32,9 +32,29 @@ def test_train_digits_writes_an_embedding(tmp_path):
     assert [w.shape for w, _ in weights.load(out).params] == [(16, 64), (8, 16)]
 
 
+def test_train_glyphs_writes_a_reproducible_classifier(tmp_path, capsys):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    argv = ["train", "glyphs", "--iterations", "3", "--meta-batch", "2", "--inner-steps", "1", "--layers",
+            "256-12-5", "--anil"]
+    assert main([*argv, "--out", str(a)]) == 0
+    assert main([*argv, "--out", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    w = weights.load(a)
+    assert [p[0].shape for p in w.params] == [(12, 256), (5, 12)]
+    meta = w.metadata
+    assert meta["kind"] == "glyphs-classifier" and meta["anil"] is True and meta["adapted_layers"] == [1]
+    assert meta["command"] == ("metafab train glyphs --method fomaml --layers 256-12-5 --seed 0 --iterations 3 "
+                               "--meta-batch 2 --k-shot 1 --n-query 15 --inner-steps 1 --inner-lr 0.4 "
+                               "--meta-lr 0.001 --anil")
+    assert 0 <= meta["validation_accuracy"] <= 100 and "validation accuracy" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
+        (["train", "glyphs", "--layers", "256-16-1"], "--layers"),
+        (["train", "glyphs", "--layers", "64-16-5"], "--layers"),
+        (["train", "glyphs", "--method", "reptile", "--inner-steps", "0"], "--inner-steps"),
         (["train", "sinusoid", "--iterations", "-1"], "--iterations"),
         (["train", "sinusoid", "--inner-lr", "nan"], "--inner-lr"),
         (["train", "sinusoid", "--layers", "2-40-1"], "--layers"),
