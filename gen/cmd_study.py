@@ -1,4 +1,4 @@
-"""``metafab study {sinusoid,digits}``: reproduce the paper-claim tables of docs/reference.md.
+"""``metafab study {sinusoid,digits,glyphs-cls,...}``: reproduce the paper-claim tables of docs/reference.md.
 
 Prints a markdown table (or, with ``--json``, one JSON document) computed from
 the shipped weights, or from weights files given on the command line.
@@ -97,6 +97,38 @@ def register(subparsers) -> None:
     prec.add_argument("--json", action="store_true", help="print one JSON document")
     prec.set_defaults(func=run)
 
+    gly = targets.add_parser(
+        "glyphs-cls",
+        help="glyph few-shot accuracy of the shipped classifiers (MAML, FOMAML, ANIL, Reptile), float64 and "
+        "fixed point",
+        description="Adapt each shipped glyph classifier on 5-way 1-shot and 5-shot meta-test episodes (the "
+        "steps and learning rate it was meta-trained with) and classify the queries: float64 and the "
+        "bit-exact fixed-point model of the default MamlClsConfig formats, beside the raw-pixel "
+        "prototype baseline (docs/datasets.md).",
+    )
+    gly.add_argument("--episodes", type=int, default=1000, help="test episodes per shot (default: %(default)s)")
+    gly.add_argument("--seed", type=int, default=2017, help="seed of the episodes (default: %(default)s)")
+    gly.add_argument("--methods", default="maml,fomaml,anil,reptile",
+                     help="shipped classifiers to study, comma-separated (default: %(default)s)")
+    gly.add_argument("--json", action="store_true", help="print one JSON document")
+    gly.set_defaults(func=run)
+
+    cprec = targets.add_parser(
+        "maml-cls-precision",
+        help="fixed-point vs float64 glyph accuracy after adaptation, across operand widths",
+        description="Adapt a shipped glyph classifier on 5-way meta-test episodes with the bit-exact "
+        "fixed-point model of each operand width and with float64; print the accuracy difference "
+        "(docs/fixed_point.md).",
+    )
+    cprec.add_argument("--episodes", type=int, default=300, help="test episodes (default: %(default)s)")
+    cprec.add_argument("--seed", type=int, default=2020, help="seed of the episodes (default: %(default)s)")
+    cprec.add_argument("--method", default="anil", help="shipped classifier (default: %(default)s)")
+    cprec.add_argument("--k-shot", type=int, default=1, help="1 or 5 (default: %(default)s)")
+    cprec.add_argument("--widths", default="10,12,14,16,18",
+                       help="operand widths, comma-separated (default: %(default)s)")
+    cprec.add_argument("--json", action="store_true", help="print one JSON document")
+    cprec.set_defaults(func=run)
+
     # the similarity engine's study lives in its own module (its own run function)
     from metafab.gen.cmd_match_study import register_study as _register_match_study
 
@@ -138,6 +170,101 @@ def _maml_precision(args) -> tuple[dict, str]:
         "rows": precision.as_dicts(rows),
     }
     return doc, precision.precision_markdown(rows)
+
+
+def _widths(text) -> tuple[int, ...]:
+    from metafab.reference.errors import UserError
+
+    try:
+        return tuple(int(w) for w in str(text).split(","))
+    except ValueError:
+        raise UserError(f"--widths {text!r} must be comma-separated integers, e.g. 12,16") from None
+
+
+def _glyph_setting(meta: dict) -> tuple[int, float, str]:
+    """Inner steps, learning rate and adapted layers a shipped classifier was meta-trained with."""
+    return int(meta["inner_steps"]), float(meta["inner_lr"]), "head" if meta.get("anil") else "all"
+
+
+def _glyphs_cls(args) -> tuple[dict, str]:
+    import numpy as np
+
+    from metafab.reference import classify, glyphs
+    from metafab.reference import maml_cls_fixed as cf
+    from metafab.reference import maml_fixed as mf
+    from metafab.reference.config import MamlClsConfig
+
+    n = as_count("--episodes", args.episodes, minimum=2)
+    seed = as_count("--seed", args.seed)
+    methods = [m for m in str(args.methods).split(",") if m]
+    for m in methods:
+        weights.glyph_classifier_file(m, 1)  # a one-line error for an unknown name
+
+    def ci(a):
+        return float(np.mean(a)), float(1.96 * np.std(a, ddof=1) / np.sqrt(len(a)))
+
+    rows = []
+    data = glyphs.load_shipped()
+    for k in (1, 5):
+        sampler = glyphs.EpisodeSampler(split="test", n_way=5, k_shot=k, n_query=15, data=data)
+        eps = list(glyphs.episodes(sampler, n, seed))
+        base = glyphs.prototype_baseline(n_way=5, k_shot=k, n_query=15, n_episodes=n, seed=seed, data=data)
+        rows.append({"method": "raw-pixel prototypes", "k_shot": k, "float64": base[0], "float64_ci95": base[1],
+                     "fixed": None, "fixed_ci95": None, "steps": 0, "lr": None, "weights": None})
+        for m in methods:
+            w = weights.load_glyph_classifier(m, k)
+            steps, lr, adapt = _glyph_setting(w.metadata)
+            layers = None if adapt == "all" else classify.anil_layers(len(w.params))
+            cfg = MamlClsConfig(k_support=5 * k, n_query=75, steps=steps, lr=lr, adapt_layers=adapt)
+            wq = mf.quantize_params(w.params, cfg)
+            fl, fx_ = [], []
+            for ep in eps:
+                a = classify.adapt(w.params, ep.support, ep.support_labels, steps, lr, layers=layers)
+                fl.append(100 * classify.accuracy(a, ep.query, ep.query_labels))
+                res = cf.run_task(wq, mf.quantize_inputs(ep.support, cfg), ep.support_labels,
+                                  mf.quantize_inputs(ep.query, cfg), cfg)
+                fx_.append(100 * float(np.mean(res.pred == ep.query_labels)))
+            (fm, fc), (xm, xc) = ci(fl), ci(fx_)
+            rows.append({"method": m, "k_shot": k, "float64": fm, "float64_ci95": fc, "fixed": xm, "fixed_ci95": xc,
+                         "steps": steps, "lr": lr, "weights": w.metadata.get("command")})
+            print(f"5-way {k}-shot {m}: float64 {fm:.2f} +- {fc:.2f} %, fixed point {xm:.2f} +- {xc:.2f} %",
+                  file=sys.stderr, flush=True)
+    doc = {"study": "glyphs-cls",
+           "metric": "query accuracy (percent) on glyph meta-test episodes after adaptation, mean and 95% "
+                     "half-width over episodes",
+           "settings": {"episodes": n, "seed": seed, "n_way": 5, "shots": [1, 5], "queries_per_class": 15,
+                        "fixed_point": "default MamlClsConfig formats"},
+           "rows": rows}
+    lines = ["| method | 5-way 1-shot float64 | fixed point | 5-way 5-shot float64 | fixed point |",
+             "|---|---|---|---|---|"]
+    for name in ["raw-pixel prototypes", *methods]:
+        cells = []
+        for k in (1, 5):
+            r = next(r for r in rows if r["method"] == name and r["k_shot"] == k)
+            cells.append(f"{r['float64']:.2f} +- {r['float64_ci95']:.2f}")
+            cells.append("-" if r["fixed"] is None else f"{r['fixed']:.2f} +- {r['fixed_ci95']:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return doc, "\n".join(lines)
+
+
+def _maml_cls_precision(args) -> tuple[dict, str]:
+    from metafab.reference import cls_precision
+
+    widths = _widths(args.widths)
+    n = as_count("--episodes", args.episodes, minimum=2)
+    w = weights.load_glyph_classifier(args.method, args.k_shot)
+    steps, lr, adapt = _glyph_setting(w.metadata)
+    rows = cls_precision.cls_precision(w.params, widths=widths, steps=(steps,), k_shot=args.k_shot, n_episodes=n,
+                                       lr=lr, adapt_layers=adapt, seed=as_count("--seed", args.seed),
+                                       progress=lambda m: print(m, file=sys.stderr, flush=True))
+    doc = {"study": "maml-cls-precision",
+           "metric": "glyph query accuracy after adaptation, fixed point - float64 (points), same episodes and "
+                     "weights",
+           "settings": {"episodes": n, "seed": args.seed, "widths": list(widths), "method": args.method,
+                        "k_shot": args.k_shot, "steps": steps, "lr": lr, "adapt_layers": adapt},
+           "weights": w.metadata.get("command"),
+           "rows": cls_precision.as_dicts(rows)}
+    return doc, cls_precision.cls_precision_markdown(rows)
 
 
 def _sinusoid(args) -> tuple[dict, str]:
@@ -205,7 +332,8 @@ def run(args: argparse.Namespace) -> int:
     """Compute the table and print it (markdown or JSON) on stdout."""
     start = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):  # same numbers on any core count
-        study_fn = {"sinusoid": _sinusoid, "digits": _digits, "maml-precision": _maml_precision}
+        study_fn = {"sinusoid": _sinusoid, "digits": _digits, "maml-precision": _maml_precision,
+                    "glyphs-cls": _glyphs_cls, "maml-cls-precision": _maml_cls_precision}
         doc, table = study_fn[args.target](args)
     print(f"metafab study {args.target}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     write_study(doc)

@@ -40,6 +40,8 @@ STUDY_COMMANDS = {
     "sinusoid": "metafab study sinusoid",
     "match-precision": "metafab study match-precision",
     "digits": "metafab study digits",
+    "glyphs-cls": "metafab study glyphs-cls",
+    "maml-cls-precision": "metafab study maml-cls-precision",
 }
 
 

@@ -43,6 +43,9 @@ __all__ = [
     "load_sinusoid_init",
     "load_sinusoid_pretrained",
     "load_digits_embedding",
+    "GLYPH_CLASSIFIERS",
+    "glyph_classifier_file",
+    "load_glyph_classifier",
 ]
 
 #: Shipped file names (in ``metafab/reference/data/``).
@@ -50,6 +53,10 @@ SINUSOID_INIT = "sinusoid_maml_1-40-40-1.npz"
 SINUSOID_INIT_K5 = "sinusoid_maml_1-40-40-1_k5.npz"
 SINUSOID_PRETRAINED = "sinusoid_joint_1-40-40-1.npz"
 DIGITS_EMBEDDING = "digits_proto_64-128-64.npz"
+#: The shipped glyph classifiers (``metafab train glyphs``): method name -> (outer method, ANIL).
+GLYPH_CLASSIFIERS = {"maml": ("maml", False), "fomaml": ("fomaml", False), "anil": ("maml", True),
+                     "reptile": ("reptile", False)}
+GLYPH_LAYERS = "256-128-64-64-5"
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -171,3 +178,19 @@ def load_sinusoid_pretrained() -> Params:
 def load_digits_embedding() -> Params:
     """The shipped prototypical-loss embedding network for 8x8 digits (64 pixels in, D out)."""
     return load_shipped(DIGITS_EMBEDDING).params
+
+
+def glyph_classifier_file(method: str, k_shot: int) -> str:
+    """File name of the shipped glyph classifier meta-trained by ``method`` (``maml``, ``fomaml``, ``anil``
+    or ``reptile``) on 5-way ``k_shot``-shot episodes (1 or 5)."""
+    if method not in GLYPH_CLASSIFIERS:
+        raise UserError(f"glyph classifier method must be one of {', '.join(GLYPH_CLASSIFIERS)}, got {method!r}")
+    if isinstance(k_shot, bool) or k_shot not in (1, 5):
+        raise UserError(f"k_shot must be 1 or 5 (shipped glyph classifiers), got {k_shot!r}")
+    outer, anil = GLYPH_CLASSIFIERS[method]
+    return f"glyphs_{outer}{'_anil' if anil else ''}_{GLYPH_LAYERS}_5w{k_shot}s.npz"
+
+
+def load_glyph_classifier(method: str = "anil", k_shot: int = 1) -> Weights:
+    """A shipped glyph classifier (parameters and metadata; see :func:`glyph_classifier_file`)."""
+    return load_shipped(glyph_classifier_file(method, k_shot))

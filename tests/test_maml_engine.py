@@ -47,10 +47,11 @@ CONFIGS = {
     "steps5": DEFAULT.replace(steps=5),
     "p1": DEFAULT.replace(lanes=1),
     "p64": DEFAULT.replace(lanes=64),
+    "p128": DEFAULT.replace(lanes=128),
     "2-32-32-2": DEFAULT.replace(layers=[2, 32, 32, 2]),
     "deep-narrow": DEFAULT.replace(layers=[1, 8, 8, 8, 1], lanes=8),
 }
-TASKS = {"default": 6, "steps5": 2, "p1": 1, "p64": 3, "2-32-32-2": 3, "deep-narrow": 4}
+TASKS = {"default": 6, "steps5": 2, "p1": 1, "p64": 3, "p128": 4, "2-32-32-2": 3, "deep-narrow": 4}
 #: small nets that exercise what the configs above do not: P > 16 with few samples (half the
 #: accumulators, ragged tiles), several outputs with more queries than support samples, a
 #: query-only task, a wider master format with truncating rounding points and three steps

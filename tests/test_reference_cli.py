@@ -79,3 +79,22 @@ def test_study_digits_prints_a_markdown_table(capsys):
     assert main(["study", "digits", "--episodes", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| features | read-out |") and len(lines) == 6
+
+
+def test_study_glyphs_cls_compares_float64_and_fixed_point(capsys):
+    assert main(["study", "glyphs-cls", "--episodes", "3", "--methods", "anil", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {(r["method"], r["k_shot"]): r for r in doc["rows"]}
+    assert set(rows) == {("raw-pixel prototypes", 1), ("raw-pixel prototypes", 5), ("anil", 1), ("anil", 5)}
+    for k in (1, 5):
+        r = rows[("anil", k)]
+        assert 0 <= r["fixed"] <= 100 and 0 <= r["float64"] <= 100 and r["steps"] >= 1
+        assert r["weights"].startswith("metafab train glyphs --method maml") and r["weights"].endswith("--anil")
+
+
+def test_study_maml_cls_precision_table(capsys):
+    assert main(["study", "maml-cls-precision", "--episodes", "2", "--widths", "12,16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| W (bits) | steps |") and len(lines) == 4
+    assert main(["study", "maml-cls-precision", "--method", "nope"]) == 2
+    assert "must be one of maml, fomaml, anil, reptile" in capsys.readouterr().err
