@@ -108,7 +108,7 @@ def register(subparsers) -> None:
     )
     gly.add_argument("--episodes", type=int, default=1000, help="test episodes per shot (default: %(default)s)")
     gly.add_argument("--seed", type=int, default=2017, help="seed of the episodes (default: %(default)s)")
-    gly.add_argument("--methods", default="maml,fomaml,anil,reptile",
+    gly.add_argument("--methods", default="maml,fomaml,anil,reptile,pretrained",
                      help="shipped classifiers to study, comma-separated (default: %(default)s)")
     gly.add_argument("--json", action="store_true", help="print one JSON document")
     gly.set_defaults(func=run)
@@ -189,7 +189,7 @@ def _glyph_setting(meta: dict) -> tuple[int, float, str]:
 def _glyphs_cls(args) -> tuple[dict, str]:
     import numpy as np
 
-    from metafab.reference import classify, glyphs
+    from metafab.reference import classify, glyphs, matching, proto
     from metafab.reference import maml_cls_fixed as cf
     from metafab.reference import maml_fixed as mf
     from metafab.reference.config import MamlClsConfig
@@ -203,47 +203,60 @@ def _glyphs_cls(args) -> tuple[dict, str]:
     def ci(a):
         return float(np.mean(a)), float(1.96 * np.std(a, ddof=1) / np.sqrt(len(a)))
 
+    def row(method, k, steps, fl, fxd=None, lr=None, command=None):
+        (fm, fc), (xm, xc) = ci(fl), (ci(fxd) if fxd is not None else (None, None))
+        print(f"5-way {k}-shot {method}, {steps} step(s): float64 {fm:.2f} +- {fc:.2f} %"
+              + (f", fixed point {xm:.2f} +- {xc:.2f} %" if fxd is not None else ""), file=sys.stderr, flush=True)
+        return {"method": method, "k_shot": k, "steps": steps, "float64": fm, "float64_ci95": fc, "fixed": xm,
+                "fixed_ci95": xc, "lr": lr, "weights": command}
+
     rows = []
     data = glyphs.load_shipped()
     for k in (1, 5):
         sampler = glyphs.EpisodeSampler(split="test", n_way=5, k_shot=k, n_query=15, data=data)
         eps = list(glyphs.episodes(sampler, n, seed))
-        base = glyphs.prototype_baseline(n_way=5, k_shot=k, n_query=15, n_episodes=n, seed=seed, data=data)
-        rows.append({"method": "raw-pixel prototypes", "k_shot": k, "float64": base[0], "float64_ci95": base[1],
-                     "fixed": None, "fixed_ci95": None, "steps": 0, "lr": None, "weights": None})
+        pr = [100 * np.mean(proto.readout(ep.query, proto.prototypes(ep.support, ep.support_labels, 5))[1]
+                            == ep.query_labels) for ep in eps]
+        mt = [100 * np.mean(matching.readout(ep.query, ep.support, ep.support_labels, 5)[1] == ep.query_labels)
+              for ep in eps]
+        rows += [row("ProtoNet, raw pixels", k, 0, pr), row("Matching, raw pixels", k, 0, mt)]
         for m in methods:
             w = weights.load_glyph_classifier(m, k)
-            steps, lr, adapt = _glyph_setting(w.metadata)
+            trained_steps, lr, adapt = _glyph_setting(w.metadata)
             layers = None if adapt == "all" else classify.anil_layers(len(w.params))
-            cfg = MamlClsConfig(k_support=5 * k, n_query=75, steps=steps, lr=lr, adapt_layers=adapt)
-            wq = mf.quantize_params(w.params, cfg)
-            fl, fx_ = [], []
-            for ep in eps:
-                a = classify.adapt(w.params, ep.support, ep.support_labels, steps, lr, layers=layers)
-                fl.append(100 * classify.accuracy(a, ep.query, ep.query_labels))
-                res = cf.run_task(wq, mf.quantize_inputs(ep.support, cfg), ep.support_labels,
-                                  mf.quantize_inputs(ep.query, cfg), cfg)
-                fx_.append(100 * float(np.mean(res.pred == ep.query_labels)))
-            (fm, fc), (xm, xc) = ci(fl), ci(fx_)
-            rows.append({"method": m, "k_shot": k, "float64": fm, "float64_ci95": fc, "fixed": xm, "fixed_ci95": xc,
-                         "steps": steps, "lr": lr, "weights": w.metadata.get("command")})
-            print(f"5-way {k}-shot {m}: float64 {fm:.2f} +- {fc:.2f} %, fixed point {xm:.2f} +- {xc:.2f} %",
-                  file=sys.stderr, flush=True)
+            for steps in sorted({1, trained_steps}):
+                cfg = MamlClsConfig(k_support=5 * k, n_query=75, steps=steps, lr=lr, adapt_layers=adapt)
+                wq = mf.quantize_params(w.params, cfg)
+                fl, fxd = [], []
+                for ep in eps:
+                    a = classify.adapt(w.params, ep.support, ep.support_labels, steps, lr, layers=layers)
+                    fl.append(100 * classify.accuracy(a, ep.query, ep.query_labels))
+                    res = cf.run_task(wq, mf.quantize_inputs(ep.support, cfg), ep.support_labels,
+                                      mf.quantize_inputs(ep.query, cfg), cfg)
+                    fxd.append(100 * float(np.mean(res.pred == ep.query_labels)))
+                rows.append(row(m, k, steps, fl, fxd, lr, w.metadata.get("command")))
     doc = {"study": "glyphs-cls",
            "metric": "query accuracy (percent) on glyph meta-test episodes after adaptation, mean and 95% "
                      "half-width over episodes",
            "settings": {"episodes": n, "seed": seed, "n_way": 5, "shots": [1, 5], "queries_per_class": 15,
                         "fixed_point": "default MamlClsConfig formats"},
            "rows": rows}
-    lines = ["| method | 5-way 1-shot float64 | fixed point | 5-way 5-shot float64 | fixed point |",
-             "|---|---|---|---|---|"]
-    for name in ["raw-pixel prototypes", *methods]:
+    lines = ["| method | steps | 5w1s float64 | 5w1s fixed point | 5w5s float64 | 5w5s fixed point |",
+             "|---|---|---|---|---|---|"]
+    keys = []
+    for r in rows:
+        if (r["method"], r["steps"]) not in keys:
+            keys.append((r["method"], r["steps"]))
+    for name, steps in keys:
         cells = []
         for k in (1, 5):
-            r = next(r for r in rows if r["method"] == name and r["k_shot"] == k)
+            r = next((r for r in rows if (r["method"], r["steps"], r["k_shot"]) == (name, steps, k)), None)
+            if r is None:
+                cells += ["-", "-"]
+                continue
             cells.append(f"{r['float64']:.2f} +- {r['float64_ci95']:.2f}")
             cells.append("-" if r["fixed"] is None else f"{r['fixed']:.2f} +- {r['fixed_ci95']:.2f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {steps or '-'} | " + " | ".join(cells) + " |")
     return doc, "\n".join(lines)
 
 

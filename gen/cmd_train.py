@@ -63,8 +63,9 @@ GLYPHS_DEFAULTS = {
     "meta_lr": 0.001,
 }
 
-#: Classification methods of ``metafab train glyphs`` (``joint`` is regression's baseline only).
-GLYPH_METHODS = ("maml", "fomaml", "reptile")
+#: Classification methods of ``metafab train glyphs``; ``pretrain`` is the baseline: one classifier over
+#: every meta-train class, its head swapped for a zero N-way head (fine-tuned per episode).
+GLYPH_METHODS = ("maml", "fomaml", "reptile", "pretrain")
 
 
 def register(subparsers) -> None:
@@ -204,7 +205,9 @@ def _add_glyphs(targets) -> None:
     )
     d = GLYPHS_DEFAULTS
     gly.add_argument("--method", choices=GLYPH_METHODS, default=d["method"],
-                     help="outer gradient: second-order MAML, first-order MAML or Reptile (default: %(default)s)")
+                     help="outer gradient: second-order MAML, first-order MAML or Reptile; or 'pretrain' (the "
+                     "baseline: a classifier over all meta-train classes, Adam on minibatches of --meta-batch "
+                     "images, saved with a zero N-way head to fine-tune per episode) (default: %(default)s)")
     gly.add_argument("--anil", action="store_true",
                      help="ANIL: the inner loop adapts only the last layer (Raghu et al. 2020)")
     gly.add_argument("--layers", default=d["layers"],
@@ -224,7 +227,8 @@ def _add_glyphs(targets) -> None:
                      help="inner SGD step size (default: %(default)s)")
     gly.add_argument("--meta-lr", type=float, default=d["meta_lr"], help="Adam step size (default: %(default)s)")
     gly.add_argument("--out", default=None,
-                     help="output file (default: build/weights/glyphs_<method>[_anil]_<layers>_<N>w<K>s.npz)")
+                     help="output file (default: build/weights/glyphs_<method>[_anil]_<layers>_<N>w<K>s.npz; "
+                     "glyphs_pretrain_<layers>.npz)")
     gly.set_defaults(func=run)
 
 
@@ -386,6 +390,20 @@ def _glyph_accuracy(params, sampler, steps: int, lr: float, layers, n: int, seed
     return float(acc.mean()), float(1.96 * acc.std(ddof=1) / np.sqrt(n))
 
 
+def _pretrain_glyphs(data, layers, init_seed: int, seed: int, options: dict) -> list:
+    """The pretrained baseline: every meta-train image, one classifier over all the meta-train classes."""
+    classes = data.classes_of("train")
+    x = data.images[classes].reshape(-1, data.size ** 2).astype(np.float64) / 255.0
+    labels = np.repeat(np.arange(len(classes)), data.images.shape[1])
+    net = (*layers[:-1], len(classes))
+    print(f"  pretraining a {'-'.join(map(str, net))} classifier on {len(x)} images of the {len(classes)} meta-train "
+          f"classes", file=sys.stderr)
+    params, _ = classify.pretrain(maml.init_params(net, init_seed), x, labels, iterations=options["iterations"],
+                                  batch=options["meta_batch"], lr=options["meta_lr"], seed=seed,
+                                  progress=_reporter(options["iterations"], "loss"))
+    return classify.with_new_head(params, layers[-1])
+
+
 def _train_glyphs(args) -> tuple[list, dict, str, float]:
     layers = _layers(args.layers, first=glyphs.load_shipped().size ** 2)
     if layers[-1] < 2:
@@ -416,14 +434,20 @@ def _train_glyphs(args) -> tuple[list, dict, str, float]:
           f"net, {options['iterations']} iterations of {options['meta_batch']} {n_way}-way {options['k_shot']}-shot "
           f"episodes, {options['inner_steps']} inner steps of {options['inner_lr']}", file=sys.stderr)
     start = time.perf_counter()
-    result = meta_train.meta_train(
+    if options["method"] == "pretrain":
+        if args.anil:
+            raise UserError("--anil applies to the meta-learning methods, not to --method pretrain")
+        params = _pretrain_glyphs(data, layers, init_seed, episode_seed, options)
+        result = meta_train.MetaTrainResult(params=params, loss=np.empty(0))
+    else:
+        result = meta_train.meta_train(
         maml.init_params(layers, init_seed),
         lambda rng, n: glyphs.episode_batch(train, rng, n),
         method=options["method"], iterations=options["iterations"], meta_batch=options["meta_batch"],
         inner_steps=options["inner_steps"], inner_lr=options["inner_lr"], meta_lr=options["meta_lr"],
         seed=episode_seed, progress=_reporter(options["iterations"], "loss"), progress_every=250,
         loss=inner_loop.SOFTMAX_CE, layers=adapt,
-    )
+        )
     seconds = time.perf_counter() - start
     print("  validation accuracy after adaptation (200 episodes) ...", file=sys.stderr, flush=True)
     val_acc, val_ci = _glyph_accuracy(result.params, val, options["inner_steps"], options["inner_lr"], adapt,
@@ -440,7 +464,8 @@ def _train_glyphs(args) -> tuple[list, dict, str, float]:
         "init_seed": init_seed,
         "episode_seed": episode_seed,
         "final_loss": float(tail.mean()) if tail.size else None,
-        "final_loss_is": "mean query cross-entropy after adaptation over the last 250 meta-batches",
+        "final_loss_is": "mean query cross-entropy after adaptation over the last 250 meta-batches"
+        if options["method"] != "pretrain" else "none recorded (pretraining minibatch losses are printed)",
         "validation_accuracy": val_acc,
         "validation_ci95": val_ci,
         "validation_is": "percent, 200 validation episodes of n_query queries per class (seed 7), after "
@@ -450,7 +475,8 @@ def _train_glyphs(args) -> tuple[list, dict, str, float]:
         "blas_threads": 1,
     }
     tag = f"{options['method']}{'_anil' if args.anil else ''}"
-    name = f"glyphs_{tag}_{options['layers']}_{n_way}w{options['k_shot']}s.npz"
+    episodes = "" if options["method"] == "pretrain" else f"_{n_way}w{options['k_shot']}s"  # pretraining has none
+    name = f"glyphs_{tag}_{options['layers']}{episodes}.npz"
     return result.params, metadata, name, seconds
 
 

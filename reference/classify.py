@@ -39,7 +39,7 @@ from metafab.reference.arrays import as_count, as_float_array, as_rate
 from metafab.reference.errors import UserError
 
 __all__ = ["loss", "grad", "hvp", "predict", "accuracy", "adapt", "meta_grad", "fomaml_grad", "reptile_grad",
-           "anil_layers", "check_layers"]
+           "anil_layers", "check_layers", "pretrain", "with_new_head"]
 
 Params = list[tuple[np.ndarray, np.ndarray]]
 LOSS = inner_loop.SOFTMAX_CE
@@ -199,3 +199,41 @@ def reptile_grad(params, xs, ls, steps, lr, *, layers=None) -> Params:
     phi = inner_loop.task_mean(inner_loop.adapt(params, xs, ls, steps, lr, LOSS, layers))
     scale = 1.0 / (steps * lr)
     return [(scale * (w - pw), scale * (b - pb)) for (w, b), (pw, pb) in zip(params, phi, strict=True)]
+
+
+def pretrain(params, x, labels, *, iterations: int, batch: int = 256, lr: float = 1e-3, seed: int = 0,
+             progress=None, progress_every: int = 250) -> tuple[Params, np.ndarray]:
+    """The pretrained baseline's training: the softmax cross-entropy of one classifier over all the classes of
+    ``(x, labels)`` (e.g. every meta-train class), Adam on minibatches of ``batch`` rows drawn with
+    replacement from ``default_rng(seed)``. Returns the parameters and the loss of every minibatch.
+
+    For an episode, :func:`with_new_head` swaps the head for an N-way one, which :func:`adapt` then
+    fine-tunes on the support set (Finn et al. 2017's "pretrained" comparison).
+    """
+    from metafab.reference.adam import Adam
+
+    params, shape = _check(params)
+    x, labels = _check_data(shape, x, labels)
+    iterations = as_count("iterations", iterations)
+    batch = as_count("batch", batch, minimum=1)
+    lr = as_rate("lr", lr, positive=True)
+    rng = np.random.default_rng(as_count("seed", seed))
+    opt = Adam(lr=lr)
+    history = np.empty(iterations)
+    for it in range(iterations):
+        rows = rng.integers(0, len(x), batch)
+        grads, trace = inner_loop.support_grad(params, x[rows], labels[rows], LOSS)
+        history[it] = float(LOSS.value(trace.output, labels[rows]))
+        params = opt.step(params, grads)
+        if progress is not None and ((it + 1) % progress_every == 0 or it + 1 == iterations):
+            progress(it + 1, float(history[max(0, it + 1 - progress_every): it + 1].mean()))
+    return params, history
+
+
+def with_new_head(params, n_way: int) -> Params:
+    """``params`` with the last layer replaced by a zero ``n_way``-way head (weights and biases 0): every
+    class starts equally likely and fine-tuning learns the head first."""
+    params, _ = mlp.check_params(params)
+    n_way = as_count("n_way", n_way, minimum=2)
+    w, _ = params[-1]
+    return [*params[:-1], (np.zeros((n_way, w.shape[-1])), np.zeros(n_way))]

@@ -1,7 +1,7 @@
 """Precision study of the fixed-point classifier: accuracy after adaptation, fixed point vs float64.
 
 For a family of formats indexed by one width ``W`` (every multiplier
-operand ``W`` bits: activations ``Q5.W-5``, weights ``Q4.W-4``, lr-scaled
+operand ``W`` bits: activations ``Q6.W-6``, weights ``Q2.W-2``, lr-scaled
 deltas ``Q0.W``, the learning-rate constant ``UQ0.W-1``, probabilities
 ``UQ1.W-3``, an accumulator holding every product exactly), the bit-exact
 model (:mod:`metafab.reference.maml_cls_fixed`) adapts a meta-trained
@@ -32,12 +32,14 @@ def cls_format_family(width: int, **fields) -> MamlClsConfig:
     """The classifier config whose operands are all ``width`` bits (see the module docstring)."""
     if not 10 <= width <= 24:
         raise UserError(f"format family width must be in 10..24, got {width}")
-    act, weight, grad = fx.QFormat(5, width - 5), fx.QFormat(4, width - 4), fx.QFormat(0, width)
+    act, weight, grad = fx.QFormat(6, width - 6), fx.QFormat(2, width - 2), fx.QFormat(0, width)
     lr, prob = fx.QFormat(0, width - 1, signed=False), fx.QFormat(1, width - 3, signed=False)
     frac = max(act.frac_bits + weight.frac_bits, weight.frac_bits + grad.frac_bits,
                grad.frac_bits + act.frac_bits, prob.frac_bits + lr.frac_bits)
+    # the exp table's step may not be finer than the logits' (exp_range 8: 3 index bits per unit)
+    table = min(10, act.frac_bits + 3)
     return MamlClsConfig(**{"act_fmt": act, "weight_fmt": weight, "grad_fmt": grad, "lr_fmt": lr,
-                            "prob_fmt": prob, "acc_fmt": fx.QFormat(16, frac), **fields})
+                            "prob_fmt": prob, "acc_fmt": fx.QFormat(16, frac), "exp_table_bits": table, **fields})
 
 
 @dataclass(frozen=True)

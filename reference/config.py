@@ -402,7 +402,11 @@ class MamlClsConfig(MamlConfig):
     steps: int = 1
     lr: float = 0.4
     lanes: int = 16
-    acc_fmt: QFormat = QFormat(16, 28)
+    # the 16-bit member of the classification precision study's family (docs/fixed_point.md): the
+    # glyph classifiers' weights stay below 1 and their activations reach 26
+    act_fmt: QFormat = QFormat(6, 10)
+    weight_fmt: QFormat = QFormat(2, 14)
+    acc_fmt: QFormat = QFormat(16, 30)
     adapt_layers: str = "all"
     exp_fmt: QFormat = QFormat(1, 17, signed=False)
     prob_fmt: QFormat = QFormat(1, 13, signed=False)

@@ -55,7 +55,7 @@ SINUSOID_PRETRAINED = "sinusoid_joint_1-40-40-1.npz"
 DIGITS_EMBEDDING = "digits_proto_64-128-64.npz"
 #: The shipped glyph classifiers (``metafab train glyphs``): method name -> (outer method, ANIL).
 GLYPH_CLASSIFIERS = {"maml": ("maml", False), "fomaml": ("fomaml", False), "anil": ("maml", True),
-                     "reptile": ("reptile", False)}
+                     "reptile": ("reptile", False), "pretrained": ("pretrain", False)}
 GLYPH_LAYERS = "256-128-64-64-5"
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -182,12 +182,14 @@ def load_digits_embedding() -> Params:
 
 def glyph_classifier_file(method: str, k_shot: int) -> str:
     """File name of the shipped glyph classifier meta-trained by ``method`` (``maml``, ``fomaml``, ``anil``
-    or ``reptile``) on 5-way ``k_shot``-shot episodes (1 or 5)."""
+    or ``reptile``) on 5-way ``k_shot``-shot episodes (1 or 5), or of the ``pretrained`` baseline."""
     if method not in GLYPH_CLASSIFIERS:
         raise UserError(f"glyph classifier method must be one of {', '.join(GLYPH_CLASSIFIERS)}, got {method!r}")
     if isinstance(k_shot, bool) or k_shot not in (1, 5):
         raise UserError(f"k_shot must be 1 or 5 (shipped glyph classifiers), got {k_shot!r}")
     outer, anil = GLYPH_CLASSIFIERS[method]
+    if outer == "pretrain":  # one classifier over every meta-train class, for any shot count
+        return f"glyphs_pretrain_{GLYPH_LAYERS}.npz"
     return f"glyphs_{outer}{'_anil' if anil else ''}_{GLYPH_LAYERS}_5w{k_shot}s.npz"
 
 

@@ -84,12 +84,15 @@ def test_study_digits_prints_a_markdown_table(capsys):
 def test_study_glyphs_cls_compares_float64_and_fixed_point(capsys):
     assert main(["study", "glyphs-cls", "--episodes", "3", "--methods", "anil", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    rows = {(r["method"], r["k_shot"]): r for r in doc["rows"]}
-    assert set(rows) == {("raw-pixel prototypes", 1), ("raw-pixel prototypes", 5), ("anil", 1), ("anil", 5)}
+    rows = {(r["method"], r["k_shot"], r["steps"]): r for r in doc["rows"]}
     for k in (1, 5):
-        r = rows[("anil", k)]
-        assert 0 <= r["fixed"] <= 100 and 0 <= r["float64"] <= 100 and r["steps"] >= 1
-        assert r["weights"].startswith("metafab train glyphs --method maml") and r["weights"].endswith("--anil")
+        assert rows[("ProtoNet, raw pixels", k, 0)]["fixed"] is None
+        assert ("Matching, raw pixels", k, 0) in rows
+        for steps in (1, 5):  # one step and the steps it was meta-trained with
+            r = rows[("anil", k, steps)]
+            assert 0 <= r["fixed"] <= 100 and 0 <= r["float64"] <= 100
+            assert r["weights"].startswith("metafab train glyphs --method maml") and r["weights"].endswith("--anil")
+    assert len(rows) == 8
 
 
 def test_study_maml_cls_precision_table(capsys):
@@ -97,4 +100,4 @@ def test_study_maml_cls_precision_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| W (bits) | steps |") and len(lines) == 4
     assert main(["study", "maml-cls-precision", "--method", "nope"]) == 2
-    assert "must be one of maml, fomaml, anil, reptile" in capsys.readouterr().err
+    assert "must be one of maml, fomaml, anil, reptile, pretrained" in capsys.readouterr().err
