@@ -76,7 +76,8 @@ def test_softmax_is_the_shared_table_and_reciprocal():
     probs, e = cf.softmax(z, cfg)
     tab = exp_table(cfg)
     rel = z - z.max(axis=1, keepdims=True)
-    idx = np.rint(-rel / 2 ** (cfg.act_fmt.frac_bits - cfg.exp_shift_bits)).astype(np.int64)  # rint: half to even, as the index
+    # np.rint rounds half to even, as the table index does
+    idx = np.rint(-rel / 2 ** (cfg.act_fmt.frac_bits - cfg.exp_shift_bits)).astype(np.int64)
     assert np.array_equal(e, np.where(idx < len(tab), tab[np.minimum(idx, len(tab) - 1)], 0))
     y, L = reciprocal(e.sum(axis=1), cfg)
     want = np.clip(np.rint(e * y[:, None] / 2.0 ** (cfg.mant_bits + L - 13)[:, None]), 0, (1 << 14) - 1)
