@@ -269,22 +269,27 @@ def _reporter(total: int, label: str):
     return report
 
 
-def _train_sinusoid(args) -> tuple[list, dict, str, float]:
-    layers = _layers(args.layers, first=1, last=1)
-    options = {
+def _meta_options(args, layers, query: str) -> dict:
+    """The checked meta-training options, in the order of the reproducing command; ``query`` names the
+    target's query-count option (``k_query`` for sinusoids, ``n_query`` for glyphs)."""
+    flag = "--" + query.replace("_", "-")
+    return {
         "method": args.method,
         "layers": "-".join(map(str, layers)),
         "seed": as_count("--seed", args.seed),
         "iterations": as_count("--iterations", args.iterations),
         "meta_batch": as_count("--meta-batch", args.meta_batch, minimum=1),
         "k_shot": as_count("--k-shot", args.k_shot, minimum=1),
-        "k_query": as_count("--k-query", args.k_query, minimum=1),
-        "inner_steps": as_count(
-            "--inner-steps", args.inner_steps, minimum=1 if args.method == "reptile" else 0
-        ),
+        query: as_count(flag, getattr(args, query), minimum=1),
+        "inner_steps": as_count("--inner-steps", args.inner_steps, minimum=1 if args.method == "reptile" else 0),
         "inner_lr": as_rate("--inner-lr", args.inner_lr, positive=args.method == "reptile"),
         "meta_lr": as_rate("--meta-lr", args.meta_lr, positive=True),
     }
+
+
+def _train_sinusoid(args) -> tuple[list, dict, str, float]:
+    layers = _layers(args.layers, first=1, last=1)
+    options = _meta_options(args, layers, "k_query")
     init_seed, task_seed = _seeds(options["seed"])
     print(
         f"metafab train sinusoid: {options['method']} on a {options['layers']} net, "
@@ -408,18 +413,7 @@ def _train_glyphs(args) -> tuple[list, dict, str, float]:
     layers = _layers(args.layers, first=glyphs.load_shipped().size ** 2)
     if layers[-1] < 2:
         raise UserError(f"--layers must end with the class count N >= 2, got {args.layers!r}")
-    options = {
-        "method": args.method,
-        "layers": "-".join(map(str, layers)),
-        "seed": as_count("--seed", args.seed),
-        "iterations": as_count("--iterations", args.iterations),
-        "meta_batch": as_count("--meta-batch", args.meta_batch, minimum=1),
-        "k_shot": as_count("--k-shot", args.k_shot, minimum=1),
-        "n_query": as_count("--n-query", args.n_query, minimum=1),
-        "inner_steps": as_count("--inner-steps", args.inner_steps, minimum=1 if args.method == "reptile" else 0),
-        "inner_lr": as_rate("--inner-lr", args.inner_lr, positive=args.method == "reptile"),
-        "meta_lr": as_rate("--meta-lr", args.meta_lr, positive=True),
-    }
+    options = _meta_options(args, layers, "n_query")
     if args.anil:
         options["anil"] = ""
     adapt = classify.anil_layers(len(layers) - 1) if args.anil else None

@@ -420,17 +420,10 @@ def _sweep_id(doc: dict) -> str:
     return "sweep-" + "".join(c if c.isalnum() else "-" for c in _sweep_name(doc))
 
 
-def _figure_value(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def sweep_section(doc: dict) -> Section:
     """One sweep: what ran, the Pareto figure, the table sorted by the objective, the best seeds."""
     from metafab.gen.report_figures import pareto_scatter
+    from metafab.gen.sweep import best_seed_lines, sweep_table
 
     rows = doc["points"]
     objective = doc.get("objective", "latency_us")
@@ -456,23 +449,9 @@ def sweep_section(doc: dict) -> Section:
                                                          logx=axes[1] == "lanes", name=_sweep_id(doc)),
                                 f"filled: the Pareto front ({' vs '.join(axes)}); hollow: dominated points "
                                 "and the other seeds of a design"))
-    cols = ["cycles", "utilisation", "latency_us"]
-    if any("mismatches" in r["metrics"] for r in rows):
-        cols.append("mismatches")
-    if any(r["metrics"].get("lut") is not None for r in rows):
-        cols += ["lut", "ff", "dsp", "bram", "fmax_mhz", "timing"]
-    table = []
-    for r in rows:
-        o, m = r["options"], r["metrics"]
-        table.append(["*" if r["key"] in front else "", r["design"], o["board"], _figure_value(m.get("clock_mhz")),
-                      str(o["seed"]), *(_figure_value(m.get(c)) for c in cols),
-                      r["status"] + (f": {r['reason']}" if r.get("reason") else "")])
-    s.tables.append(Table(f"points, sorted by {objective} (* = Pareto front)",
-                          ["", "design", "board", "MHz", "seed", *cols, "status"], table))
-    for name, b in doc.get("best_seed", {}).items():
-        fmax = f", Fmax {_figure_value(b.get('fmax_mhz'))} MHz" if b.get("fmax_mhz") is not None else ""
-        s.notes.append(f"best seed of {name}: {b['seed']} ({objective} {_figure_value(b.get(objective))}{fmax}; "
-                       f"seeds {', '.join(map(str, b['seeds']))})")
+    head, table = sweep_table(doc)
+    s.tables.append(Table(f"points, sorted by {objective} (* = Pareto front)", head, table))
+    s.notes += best_seed_lines(doc)
     s.notes.append(f"{doc.get('ran', 0)} point(s) run, {doc.get('skipped', 0)} from the store, in "
                    f"{doc.get('seconds', 0.0):.1f} s")
     return s

@@ -47,7 +47,7 @@ from metafab.reference.errors import UserError
 
 __all__ = ["SweepSpec", "Point", "ResultsStore", "STAGES", "OPTIONS", "METRICS", "read_spec", "parse_spec",
            "expand", "run_point", "run_sweep", "point_build_folder", "pareto", "best_seeds", "format_sweep",
-           "sweep_document_path", "write_sweep_document",
+           "sweep_document_path", "write_sweep_document", "sweep_table", "best_seed_lines",
            "default_store"]
 
 #: What a point can run, in order.
@@ -562,31 +562,45 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def format_sweep(doc: dict) -> str:
-    """The sweep's table (sorted by the objective), its Pareto front and best seeds, as text."""
+def sweep_table(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """The sweep's points as a table of text cells, sorted as in ``doc``: ``(header, rows)``; the first
+    column marks the Pareto front with ``*``, the last is the status (and a failed point's reason)."""
     rows = doc["points"]
     cols = ["cycles", "utilisation", "latency_us"]
     if any("mismatches" in r["metrics"] for r in rows):
         cols.append("mismatches")
     if any(r["metrics"].get("lut") is not None for r in rows):
-        cols += ["lut", "dsp", "fmax_mhz"]
+        cols += ["lut", "ff", "dsp", "bram", "fmax_mhz", "timing"]
     front = set(doc["pareto"]["keys"])
-    head = ["", "design", "board", "MHz", "seed", *cols, "status"]
-    table = [head]
+    table = []
     for r in rows:
         o, m = r["options"], r["metrics"]
         table.append(["*" if r["key"] in front else "", r["design"], o["board"], _fmt(m.get("clock_mhz")),
                       str(o["seed"]), *(_fmt(m.get(c)) for c in cols),
-                      r["status"] + (f": {r['reason']}" if r["reason"] else "")])
+                      r["status"] + (f": {r['reason']}" if r.get("reason") else "")])
+    return ["", "design", "board", "MHz", "seed", *cols, "status"], table
+
+
+def best_seed_lines(doc: dict) -> list[str]:
+    """One line per design whose seeds varied: its best seed, the objective and Fmax there, its seeds."""
+    lines = []
+    for name, b in doc.get("best_seed", {}).items():
+        with_fmax = b.get("fmax_mhz") is not None and doc["objective"] != "fmax_mhz"
+        fmax = f", Fmax {_fmt(b['fmax_mhz'])} MHz" if with_fmax else ""
+        lines.append(f"best seed of {name}: {b['seed']} ({doc['objective']} {_fmt(b.get(doc['objective']))}{fmax}; "
+                     f"seeds {', '.join(map(str, b['seeds']))})")
+    return lines
+
+
+def format_sweep(doc: dict) -> str:
+    """The sweep's table (sorted by the objective), its Pareto front and best seeds, as text."""
+    head, rows = sweep_table(doc)
+    table = [head, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table]
     lines.append(f"sorted by {doc['objective']}; * = Pareto front ({' vs '.join(doc['pareto']['axes'])}, "
-                 f"{len(front)} point(s); one per design: its best seed)")
-    for name, b in doc["best_seed"].items():
-        with_fmax = b.get("fmax_mhz") is not None and doc["objective"] != "fmax_mhz"
-        fmax = f", Fmax {_fmt(b['fmax_mhz'])} MHz" if with_fmax else ""
-        lines.append(f"best seed of {name}: {b['seed']} ({doc['objective']} {_fmt(b[doc['objective']])}{fmax}; "
-                     f"seeds {', '.join(map(str, b['seeds']))})")
+                 f"{len(doc['pareto']['keys'])} point(s); one per design: its best seed)")
+    lines += best_seed_lines(doc)
     lines.append(f"{len(rows)} point(s): {doc['ran']} run, {doc['skipped']} from the store, {doc['failed']} failed; "
                  f"store {doc['store']}; {doc['seconds']:.1f} s")
     return "\n".join(lines)
