@@ -172,3 +172,20 @@ def test_meta_train_outer_gradients_for_classification_are_the_checked_api_s():
     res = meta_train.meta_train(params, lambda rng, n: batch, method="maml", iterations=30, meta_batch=4,
                                 inner_steps=1, inner_lr=0.3, meta_lr=3e-3, loss=inner_loop.SOFTMAX_CE)
     assert res.loss[-1] < 0.8 * res.loss[0]
+
+
+def test_pretrain_fits_its_classes_and_the_new_head_starts_uniform():
+    rng = np.random.default_rng(21)
+    centres = rng.standard_normal((6, 8)) * 3
+    labels = rng.integers(0, 6, 300)
+    x = centres[labels] + 0.3 * rng.standard_normal((300, 8))
+    params = maml.init_params((8, 16, 6), 4)
+    trained, history = classify.pretrain(params, x, labels, iterations=300, batch=32, lr=1e-2, seed=2)
+    assert history.shape == (300,) and history[-20:].mean() < 0.25 * history[:20].mean()
+    assert classify.accuracy(trained, x, labels) > 0.95
+    again, _ = classify.pretrain(params, x, labels, iterations=300, batch=32, lr=1e-2, seed=2)
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(trained, again, strict=True))
+    head = classify.with_new_head(trained, 3)
+    assert head[0][0] is trained[0][0] and head[-1][0].shape == (3, 16) and not head[-1][0].any()
+    probs, _ = classify.predict(head, x[:4])
+    assert np.allclose(probs, 1 / 3)
