@@ -94,34 +94,12 @@ def inner_step(wq, x_codes, labels, cfg: MamlClsConfig, lfsr: Xorshift32 | None 
     x = np.asarray(x_codes)
     labels = check_labels(labels, cfg, x.shape[0] if x.ndim == 2 else -1)
     logits, acts = forward(wq, x_codes, cfg, lfsr)
-    deltas = [None] * len(wq)
-    deltas[-1] = _error(logits, labels, cfg, lfsr)
-    low = min(cfg.adapted)
-    for li in range(len(wq) - 1, low, -1):
-        w = mf._operand(wq[li], cfg, lfsr)[:, :-1]  # no bias column
-        back = fx.matmul(w.T, cfg.weight_fmt, deltas[li], cfg.grad_fmt, cfg.acc_fmt)
-        back = fx.resize(back, cfg.acc_fmt, cfg.grad_fmt, cfg.backward_rounding, Overflow.SATURATE, lfsr)
-        deltas[li - 1] = np.where(acts[li][:-1] > 0, back, 0)
-    new = []
-    shift = cfg.acc_fmt.frac_bits - cfg.master_fmt.frac_bits
-    for li, w in enumerate(wq):
-        if li not in cfg.adapted:
-            new.append(w)
-            continue
-        g = fx.matmul(deltas[li], cfg.grad_fmt, acts[li].T, cfg.act_fmt, cfg.acc_fmt)
-        new.append(fx.saturate(w - fx.round_shift(g, shift, cfg.update_rounding, lfsr), cfg.master_fmt))
-    return new
+    return mf.backprop_update(wq, acts, _error(logits, labels, cfg, lfsr), cfg, lfsr, cfg.adapted)
 
 
 def adapt(wq, x_codes, labels, cfg: MamlClsConfig, steps: int | None = None, lfsr: Xorshift32 | None = None):
     """``steps`` (default ``cfg.steps``) inner steps from ``wq``; returns the adapted codes."""
-    steps = cfg.steps if steps is None else steps
-    if steps < 0:
-        raise UserError(f"steps must be >= 0, got {steps}")
-    lfsr = mf._lfsr(cfg, lfsr)
-    for _ in range(steps):
-        wq = inner_step(wq, x_codes, labels, cfg, lfsr)
-    return wq
+    return mf.adapt(wq, x_codes, labels, cfg, steps, lfsr, step=inner_step)
 
 
 @dataclass

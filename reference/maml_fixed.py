@@ -45,6 +45,7 @@ __all__ = [
     "quantize_inputs",
     "forward",
     "inner_step",
+    "backprop_update",
     "adapt",
     "run_task",
     "TaskResult",
@@ -153,32 +154,53 @@ def inner_step(wq, x_codes, y_codes, cfg: MamlConfig, lfsr: Xorshift32 | None = 
     e, fe = fx.sub(y_hat.T, cfg.act_fmt, y_codes.T, cfg.act_fmt)
     p = fx.mac(np.zeros_like(e), cfg.acc_fmt, e, fe, np.int64(cfg.lr_code), cfg.lr_fmt)
     delta = fx.resize(p, cfg.acc_fmt, cfg.grad_fmt, cfg.error_rounding, Overflow.SATURATE, lfsr)
+    return backprop_update(wq, acts, delta, cfg, lfsr)
+
+
+def backprop_update(wq, acts, delta_top, cfg: MamlConfig, lfsr: Xorshift32 | None = None,
+                    adapted: tuple[int, ...] | None = None) -> list:
+    """The ``backward`` and ``update`` rounding points of one step, from the top layer's delta.
+
+    ``delta_top`` is the output error in ``grad_fmt`` (feature-major ``(n_out, n)``), ``acts`` the
+    forward pass's augmented layer inputs. Deltas go down with the old weights as far as the lowest
+    layer in ``adapted`` (None: every layer), and each adapted layer is updated
+    ``W - round(sum_k delta a)``; the others are returned unchanged. Shared by regression and
+    classification (:mod:`metafab.reference.maml_cls_fixed`).
+    """
+    adapted = tuple(range(len(wq))) if adapted is None else adapted
     deltas = [None] * len(wq)
-    deltas[-1] = delta  # delta of layer l's output, shape (out, n)
-    for li in range(len(wq) - 1, 0, -1):
+    deltas[-1] = delta_top  # delta of layer l's output, shape (out, n)
+    for li in range(len(wq) - 1, min(adapted), -1):
         w = _operand(wq[li], cfg, lfsr)[:, :-1]  # no bias column
         back = fx.matmul(w.T, cfg.weight_fmt, deltas[li], cfg.grad_fmt, cfg.acc_fmt)
         back = fx.resize(back, cfg.acc_fmt, cfg.grad_fmt, cfg.backward_rounding, Overflow.SATURATE, lfsr)
         mask = acts[li][:-1] > 0
         deltas[li - 1] = np.where(mask, back, 0)
     new = []
+    shift = cfg.acc_fmt.frac_bits - cfg.master_fmt.frac_bits
     for li, w in enumerate(wq):
+        if li not in adapted:
+            new.append(w)
+            continue
         g = fx.matmul(deltas[li], cfg.grad_fmt, acts[li].T, cfg.act_fmt, cfg.acc_fmt)
-        shift = cfg.acc_fmt.frac_bits - cfg.master_fmt.frac_bits
         upd = fx.round_shift(g, shift, cfg.update_rounding, lfsr)
         new.append(fx.saturate(w - upd, cfg.master_fmt))
     return new
 
 
 def adapt(wq, x_codes, y_codes, cfg: MamlConfig, steps: int | None = None,
-          lfsr: Xorshift32 | None = None):
-    """``steps`` (default ``cfg.steps``) inner steps from ``wq``; returns the adapted codes."""
+          lfsr: Xorshift32 | None = None, step=None):
+    """``steps`` (default ``cfg.steps``) inner steps from ``wq``; returns the adapted codes.
+
+    ``step`` is the inner step (default :func:`inner_step`; the classifier passes its own).
+    """
     steps = cfg.steps if steps is None else steps
     if steps < 0:
         raise UserError(f"steps must be >= 0, got {steps}")
     lfsr = _lfsr(cfg, lfsr)
+    step = inner_step if step is None else step
     for _ in range(steps):
-        wq = inner_step(wq, x_codes, y_codes, cfg, lfsr)
+        wq = step(wq, x_codes, y_codes, cfg, lfsr)
     return wq
 
 
