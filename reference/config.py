@@ -356,6 +356,33 @@ class MamlConfig(_ConfigBase):
         return self.steps * self.k_support * per_sample + self.n_query * self.n_params
 
 
+def _check_softmax(cfg, logit_name: str) -> None:
+    """The softmax fields shared by the similarity engine and the classifier (one exp table, one
+    reciprocal): table sizes, the exp range, ``exp_fmt``, ``prob_fmt``'s fraction bits, and logits
+    (``cfg.logit_fmt``, named ``logit_name``) fine enough for the table's step."""
+    _choice("recip_method", cfg.recip_method, RECIP_METHODS)
+    _check_int("exp_table_bits", cfg.exp_table_bits, 1, 16)
+    _check_int("recip_table_bits", cfg.recip_table_bits, 2, 14)
+    _check_int("mant_bits", cfg.mant_bits, 8, 24)
+    if cfg.exp_range is not None:
+        _check_int("exp_range", cfg.exp_range, 1, 1 << 12)
+        if cfg.exp_range & (cfg.exp_range - 1):
+            raise UserError(f"exp_range must be a power of two (1, 2, 4, ...), got {cfg.exp_range}")
+    if cfg.exp_fmt.signed or cfg.exp_fmt.max_value < 1.0:
+        raise UserError(f"exp_fmt must be unsigned and hold 1.0 (e.g. UQ1.17), got {cfg.exp_fmt}")
+    if cfg.exp_fmt.width > 24:
+        raise UserError(f"exp_fmt {cfg.exp_fmt} is wider than 24 bits")
+    if cfg.prob_fmt.frac_bits > cfg.mant_bits:
+        raise UserError(f"prob_fmt has {cfg.prob_fmt.frac_bits} fraction bits; at most {cfg.mant_bits} "
+                        f"(mant_bits) are computed")
+    if cfg.logit_fmt.frac_bits < cfg.exp_shift_bits:
+        raise UserError(
+            f"{logit_name} {cfg.logit_fmt} has {cfg.logit_fmt.frac_bits} fraction bits; the exp table "
+            f"step 2**-{cfg.exp_shift_bits} (exp_range {cfg.exp_span}, {cfg.exp_table_bits} "
+            f"index bits) needs at least {cfg.exp_shift_bits}"
+        )
+
+
 #: Which layers the classifier's inner loop adapts: every layer (MAML) or the head only (ANIL).
 ADAPT_LAYERS = ("all", "head")
 
@@ -429,33 +456,17 @@ class MamlClsConfig(MamlConfig):
                             f"got layers {'-'.join(map(str, self.layers))}")
         _choice("adapt_layers", self.adapt_layers, ADAPT_LAYERS)
         for name in ("exp_fmt", "prob_fmt"):
-            f = _fmt(getattr(self, name))
-            object.__setattr__(self, name, f)
-            if f.signed or f.max_value < 1.0:
-                raise UserError(f"{name} must be unsigned and hold 1.0 (e.g. UQ1.17), got {f}")
+            object.__setattr__(self, name, _fmt(getattr(self, name)))
+        if self.prob_fmt.signed or self.prob_fmt.max_value < 1.0:
+            raise UserError(f"prob_fmt must be unsigned and hold 1.0 (e.g. UQ1.13), got {self.prob_fmt}")
         for name in self.SOFTMAX_ROUNDING:
             r = Rounding.parse(getattr(self, name))
             if r is Rounding.STOCHASTIC:
                 raise UserError(f"{name}: the softmax rounds with 'half_even' or 'truncate', not 'stochastic'")
             object.__setattr__(self, name, r)
-        _choice("recip_method", self.recip_method, RECIP_METHODS)
-        _check_int("exp_table_bits", self.exp_table_bits, 1, 16)
-        _check_int("recip_table_bits", self.recip_table_bits, 2, 14)
-        _check_int("mant_bits", self.mant_bits, 8, 24)
-        _check_int("exp_range", self.exp_range, 1, 1 << 12)
-        if self.exp_range & (self.exp_range - 1):
-            raise UserError(f"exp_range must be a power of two (1, 2, 4, ...), got {self.exp_range}")
-        if self.exp_fmt.width > 24:
-            raise UserError(f"exp_fmt {self.exp_fmt} is wider than 24 bits")
-        if self.prob_fmt.frac_bits > self.mant_bits:
-            raise UserError(f"prob_fmt has {self.prob_fmt.frac_bits} fraction bits; at most {self.mant_bits} "
-                            f"(mant_bits) are computed")
-        if self.act_fmt.frac_bits < self.exp_shift_bits:
-            raise UserError(
-                f"act_fmt {self.act_fmt} has {self.act_fmt.frac_bits} fraction bits; the exp table step "
-                f"2**-{self.exp_shift_bits} (exp_range {self.exp_range}, {self.exp_table_bits} index bits) "
-                f"needs at least {self.exp_shift_bits}"
-            )
+        if isinstance(self.exp_range, bool) or not isinstance(self.exp_range, int):
+            raise UserError(f"exp_range must be an integer power of two, got {self.exp_range!r}")
+        _check_softmax(self, "act_fmt")
         if self.acc_fmt.frac_bits < self.prob_fmt.frac_bits + self.lr_fmt.frac_bits:
             raise UserError(
                 f"acc_fmt {self.acc_fmt} has {self.acc_fmt.frac_bits} fraction bits; the error lr_eff (p - onehot) "
@@ -640,16 +651,9 @@ class MatchConfig(_ConfigBase):
                 raise UserError(f"{name}: the similarity engine rounds with 'half_even' or 'truncate', "
                                 f"not 'stochastic'")
             object.__setattr__(self, name, r)
-        _choice("recip_method", self.recip_method, RECIP_METHODS)
         _choice("rsqrt_method", self.rsqrt_method, RECIP_METHODS)
-        _check_int("exp_table_bits", self.exp_table_bits, 1, 16)
-        _check_int("recip_table_bits", self.recip_table_bits, 2, 14)
         _check_int("rsqrt_table_bits", self.rsqrt_table_bits, 3, 14)
-        _check_int("mant_bits", self.mant_bits, 8, 24)
-        if self.exp_range is not None:
-            _check_int("exp_range", self.exp_range, 1, 1 << 12)
-            if self.exp_range & (self.exp_range - 1):
-                raise UserError(f"exp_range must be a power of two (1, 2, 4, ...), got {self.exp_range}")
+        _check_softmax(self, "logit_fmt")
         for name in ("emb_fmt", "unit_fmt", "proto_fmt", "acc_fmt", "logit_fmt"):
             if not getattr(self, name).signed:
                 raise UserError(f"{name} must be signed, got {getattr(self, name)}")
@@ -657,10 +661,6 @@ class MatchConfig(_ConfigBase):
             f = getattr(self, name)
             if f.width > 25:
                 raise UserError(f"{name} {f} is {f.width} bits; multiplier operands are at most 25 bits")
-        if self.exp_fmt.signed or self.exp_fmt.max_value < 1.0:
-            raise UserError(f"exp_fmt must be unsigned and hold 1.0 (e.g. UQ1.17), got {self.exp_fmt}")
-        if self.exp_fmt.width > 24:
-            raise UserError(f"exp_fmt {self.exp_fmt} is wider than 24 bits")
         if self.prob_fmt.width > 32:
             raise UserError(f"prob_fmt {self.prob_fmt} must fit a 32-bit word")
         if self.unit_fmt.max_value < 1.0:
@@ -670,7 +670,6 @@ class MatchConfig(_ConfigBase):
         H = self.mant_bits
         checks = (
             ("unit_fmt", self.unit_fmt.frac_bits, H, "mant_bits"),
-            ("prob_fmt", self.prob_fmt.frac_bits, H, "mant_bits"),
             ("proto_fmt", self.proto_fmt.frac_bits, self.emb_fmt.frac_bits + H,
              "emb_fmt fraction bits + mant_bits"),
             ("logit_fmt", self.logit_fmt.frac_bits, self.unit_fmt.frac_bits + H,
@@ -680,12 +679,6 @@ class MatchConfig(_ConfigBase):
         for name, frac, limit, what in checks:
             if frac > limit:
                 raise UserError(f"{name} has {frac} fraction bits; at most {limit} ({what}) are computed")
-        if self.logit_fmt.frac_bits < self.exp_shift_bits:
-            raise UserError(
-                f"logit_fmt {self.logit_fmt} has {self.logit_fmt.frac_bits} fraction bits; the exp table "
-                f"step 2**-{self.exp_shift_bits} (exp_range {self.exp_span}, {self.exp_table_bits} "
-                f"index bits) needs at least {self.exp_shift_bits}"
-            )
         fe, fu, fp = self.emb_fmt.frac_bits, self.unit_fmt.frac_bits, self.proto_fmt.frac_bits
         need = max(fe + fu, fe + fp, 2 * fe, 2 * fp)
         if self.acc_fmt.frac_bits < need:
