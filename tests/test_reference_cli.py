@@ -85,8 +85,14 @@ def test_study_glyphs_cls_compares_float64_and_fixed_point(capsys):
     assert main(["study", "glyphs-cls", "--episodes", "3", "--methods", "anil", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     rows = {(r["method"], r["k_shot"], r["steps"]): r for r in doc["rows"]}
+    from metafab.reference import glyphs
+
     for k in (1, 5):
-        assert rows[("ProtoNet, raw pixels", k, 0)]["fixed"] is None
+        # the raw-pixel row is the dataset's own baseline function on the same episodes
+        mean, half = glyphs.prototype_baseline(n_way=5, k_shot=k, n_query=15, n_episodes=3, seed=2017)
+        proto = rows[("ProtoNet, raw pixels", k, 0)]
+        assert proto["fixed"] is None and proto["float64"] == pytest.approx(mean) and proto["float64_ci95"] == \
+            pytest.approx(half)
         assert ("Matching, raw pixels", k, 0) in rows
         for steps in (1, 5):  # one step and the steps it was meta-trained with
             r = rows[("anil", k, steps)]
