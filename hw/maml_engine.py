@@ -28,6 +28,7 @@ A+3     update subtraction and saturation; the output tile is written
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from metafab.hw.fixed import clamp, fits, out_of_range, registered_product, reject, resize, round_shift_parts
@@ -38,15 +39,19 @@ from metafab.hw.maml_schedule import (
     FORWARD,
     UPDATE,
     accumulate_stage,
+    adapted_layers,
     aux_read_offset,
+    error_input_fmt,
+    is_classifier,
     product_stage,
     schedule,
     write_latency,
 )
+from metafab.hw.match_units import ExpTable, RecipUnit, ScaleRound
 from metafab.hw.tile_memory import TileMemory
 from metafab.reference.config import MamlConfig
 from metafab.reference.errors import UserError
-from metafab.reference.fixed import Overflow, QFormat, Rounding, sum_format
+from metafab.reference.fixed import Overflow, QFormat, Rounding
 from metafab.reference.protocol import Opcode, Status
 
 __all__ = ["MamlCore", "MamlEngine", "maml_ops"]
@@ -142,7 +147,7 @@ def _select(m, target, selector, choices, domain="sync", default=None, early=Non
 def _check_config(cfg: MamlConfig):
     if cfg.lanes & (cfg.lanes - 1):
         raise UserError(f"lanes must be a power of two (1, 2, 4, ..., 256), got {cfg.lanes}")
-    err_fmt = sum_format(cfg.act_fmt, cfg.act_fmt)
+    err_fmt = error_input_fmt(cfg)
     for name, width in (("lr_eff", cfg.lr_code.bit_length() + 1), ("error", err_fmt.width)):
         if width > 25:
             raise UserError(f"{name} needs {width}-bit multiplier operands; at most 25 are supported")
@@ -214,7 +219,11 @@ class MamlCore(wiring.Component):
         self._aux_operands(dp)
         self._round_saturate(dp)
         self._write_back(dp)
-        self._response(dp)
+        if dp.cls:
+            self._softmax(dp)
+            self._cls_response(dp)
+        else:
+            self._response(dp)
         for name, mem in dp.mems.items():
             mem.elaborate_into(dp.m, f"mem_{name.lower()}", platform)
         return dp.m
@@ -240,7 +249,7 @@ class MamlCore(wiring.Component):
 
         act, wfmt, mfmt, gfmt = cfg.act_fmt, cfg.weight_fmt, cfg.master_fmt, cfg.grad_fmt
         accf, lrf = cfg.acc_fmt, cfg.lr_fmt
-        efmt = sum_format(act, act)
+        efmt = error_input_fmt(cfg)  # the error job's Y operand: Yhat - Y, or a classifier's p - onehot
         XW = max(wfmt.width, gfmt.width, cfg.lr_code.bit_length() + 1)
         YW = max(efmt.width, gfmt.width, act.width)
         # lr_eff enters the multiplier pre-scaled to the accumulator's binary point when it fits:
@@ -262,7 +271,7 @@ class MamlCore(wiring.Component):
         dp.add(AW=AW, J=J, K=K, L=L, MAXL=MAXL, NACC=NACC, NS=NS, P=P, Q=Q, T=T, TX=TX, TY=TY, XW=XW, YW=YW)
         dp.add(accf=accf, act=act, cfg=cfg, gfmt=gfmt, jobs=jobs, layers=layers, levels=levels, lr_code=lr_code)
         dp.add(mfmt=mfmt, one=one, prod_frac=prod_frac, sch=sch, shape_id=shape_id, shapes=shapes)
-        dp.add(wfmt=wfmt)
+        dp.add(wfmt=wfmt, cls=is_classifier(cfg), adapted=adapted_layers(cfg))
 
     def _storage(self, dp: CoreParts):
         """The tile memories (one per matrix; W holds two copies) and the tile addressing helpers."""
@@ -282,8 +291,10 @@ class MamlCore(wiring.Component):
                     for e in range(t.elements):
                         row = tr * t.grid[0] + e // t.grid[1]
                         init.append(one if row == t.const_row else 0)
+            # a classifier's softmax unit reads the logits at a second port
+            ports = 2 if is_classifier(self._cfg) and name == f"A{L}" else 1
             mems[name] = TileMemory(name.lower(), depth=t.words, elements=t.elements, width=t.width,
-                                    signed_=t.width > 1, init=init)
+                                    signed_=t.width > 1, init=init, read_ports=ports)
         self._mems = mems  # for white-box tests (added to the module at the end of elaborate)
 
         def tile_addr(t, row, col, copy=None):
@@ -346,12 +357,32 @@ class MamlCore(wiring.Component):
             with m.Else():
                 m.d.sync += bad.eq(bad | out_of_range(word, fmt))
 
+        # task inputs: support (x, y) pairs sample by sample, then the queries (a classifier's support
+        # sample is its inputs and one word: its label)
+        cls = dp.cls
+        per = cfg.n_in + (1 if cls else cfg.n_out)
+        ld_k = Signal(range(max(K, Q) + 1))
+        ld_f = Signal(range(per + 1))
+        ld_q = Signal()  # in the query part
+        k_now = Mux(first_word, 0, ld_k)
+        f_now = Mux(first_word, 0, ld_f)
+        q_now = Mux(first_word, 0, ld_q)
+        is_x = f_now < cfg.n_in
+
         with m.If(abort):
             m.d.sync += bad.eq(0)
         with m.Elif(is_load):
             check(mfmt)
         with m.Elif(is_run):
-            check(act)
+            if cls:
+                is_label = ~q_now & ~is_x
+                bad_now = Mux(is_label, (word < 0) | (word >= cfg.n_out), out_of_range(word, act))
+                with m.If(first_word):
+                    m.d.sync += bad.eq(bad_now)
+                with m.Else():
+                    m.d.sync += bad.eq(bad | bad_now)
+            else:
+                check(act)
 
         def element_write(mem, t, row, col, value, enable):
             """Write one element (row, col) of ``t``: one-hot element enable, data on every element."""
@@ -396,14 +427,6 @@ class MamlCore(wiring.Component):
                     ]
         ld_wen = is_load & ~out_of_range(word, mfmt)
 
-        # task inputs: support (x, y) pairs sample by sample, then the queries
-        per = cfg.n_in + cfg.n_out
-        ld_k = Signal(range(max(K, Q) + 1))
-        ld_f = Signal(range(per + 1))
-        ld_q = Signal()  # in the query part
-        k_now = Mux(first_word, 0, ld_k)
-        f_now = Mux(first_word, 0, ld_f)
-        q_now = Mux(first_word, 0, ld_q)
         with m.If(is_run):
             rec = Mux(q_now, cfg.n_in, per)
             with m.If(f_now == rec - 1):
@@ -413,9 +436,17 @@ class MamlCore(wiring.Component):
                     m.d.sync += [ld_q.eq(q_now), ld_k.eq(k_now + 1), ld_f.eq(0)]
             with m.Else():
                 m.d.sync += [ld_q.eq(q_now), ld_k.eq(k_now), ld_f.eq(f_now + 1)]
-        is_x = f_now < cfg.n_in
         element_write(mems["A0"], T["A0"], f_now, k_now, word, is_run & ~q_now & is_x)
-        element_write(mems["Y"], T["Y"], f_now - cfg.n_in, k_now, word, is_run & ~q_now & ~is_x)
+        if cls:
+            # the labels, one per support sample, for the softmax unit
+            NWL = max(1, (cfg.n_out - 1).bit_length())
+            labels = Memory(shape=unsigned(NWL), depth=max(K, 1), init=[])
+            m.submodules.labels = labels
+            lwp = labels.write_port()
+            m.d.comb += [lwp.addr.eq(k_now), lwp.data.eq(word[:NWL]), lwp.en.eq(is_run & ~q_now & ~is_x)]
+            dp.add(labels=labels)
+        else:
+            element_write(mems["Y"], T["Y"], f_now - cfg.n_in, k_now, word, is_run & ~q_now & ~is_x)
         element_write(mems["Q0"], T["Q0"], f_now, k_now, word, is_run & q_now)
 
         dp.add(bad=bad, ld_waddr=ld_waddr, ld_wen=ld_wen, ld_wpos=ld_wpos, start=start, start_load=start_load)
@@ -530,7 +561,7 @@ class MamlCore(wiring.Component):
                         enter_job(jj + 1, step == 0)
 
         dp.add(busy=busy, cycles=cycles, done_r=done_r, final=final, issue=issue, jj=jj)
-        dp.add(last_cycles=last_cycles, last_r=last_r, m0=m0, n0=n0, r0=r0, use_w0=use_w0)
+        dp.add(last_cycles=last_cycles, last_m=last_m, last_n=last_n, last_r=last_r, m0=m0, n0=n0, r0=r0, use_w0=use_w0)
 
     def _issue(self, dp: CoreParts):
         """Issue stage c: read addresses and selector codes; the control pipeline that follows every issue."""
@@ -560,6 +591,8 @@ class MamlCore(wiring.Component):
                         t = T[job.x.tensor]
                         row, col = coord[job.x.row], coord[job.x.col]
                         copy = ~use_w0 if t.memory == "W" else None
+                        if t.memory == "W" and job.layer not in dp.adapted:
+                            copy = None  # a layer the inner loop does not adapt: its loaded weights
                         m.d.comb += [addr0[t.memory].eq(tile_addr(t, row, col, copy)),
                                      xloc0.eq(local_code(job.x, t, row, col))]
                     for a in job.y:
@@ -571,7 +604,7 @@ class MamlCore(wiring.Component):
         # ---------------- control pipeline ----------------
         ctl_fields = {
             "valid": 1, "jj": range(J + 1), "m0": m0.shape(), "n0": n0.shape(),
-            "first": 1, "last": 1, "final": 1, "w0": 1, "lvl": len(levels),
+            "first": 1, "last": 1, "final": 1, "w0": 1, "lvl": len(levels), "jobend": 1,
         }
         lvl_a = _const_array([1 << levels.index(j.shape.level) for j in jobs], len(levels))
         NCTL = product_stage() + MAXL + 1
@@ -580,6 +613,7 @@ class MamlCore(wiring.Component):
             ctl[1].valid.eq(issue), ctl[1].jj.eq(jj), ctl[1].m0.eq(m0), ctl[1].n0.eq(n0),
             ctl[1].first.eq(r0 == 0), ctl[1].last.eq(last_r), ctl[1].final.eq(issue & final),
             ctl[1].w0.eq(use_w0), ctl[1].lvl.eq(lvl_a[jj]),
+            ctl[1].jobend.eq(issue & last_r & dp.last_m & dp.last_n),
         ]
         for k in range(2, NCTL + 1):
             m.d.sync += ctl[k].eq(ctl[k - 1])
@@ -636,7 +670,7 @@ class MamlCore(wiring.Component):
                     for j in range(s.pn):
                         a, b = (j, k) if job.kind == UPDATE else (k, j)
                         pos = (ro + a) * t.grid[1] + co + b
-                        if job.kind == ERROR:
+                        if job.kind == ERROR and "Y" in mems:
                             expr = mems[t.memory].element_of(0, pos) - mems["Y"].element_of(0, pos)
                             key = ("err", pos)
                         else:
@@ -752,7 +786,7 @@ class MamlCore(wiring.Component):
         layer_a = _const_array([j.layer for j in jobs])
         hidden2 = Signal()
         m.d.comb += [kind0.eq(kind_a[rctl.jj]), kind1.eq(kind_a[p1ctl.jj]), kind2.eq(kind_a[p2ctl.jj]),
-                     hidden2.eq(layer_a[p2ctl.jj] < L - 1)]
+                     hidden2.eq(layer_a[p2ctl.jj] < L - 1 if L > 1 else 0)]
 
         dp.add(hidden2=hidden2, kind0=kind0, kind1=kind1, kind2=kind2, kinds_present=kinds_present, p1ctl=p1ctl)
         dp.add(p2ctl=p2ctl, p3ctl=p3ctl, raw_fmt=raw_fmt, targets=targets)
@@ -1054,6 +1088,147 @@ class MamlCore(wiring.Component):
                     with m.Case(q * cfg.n_out + o):
                         m.d.comb += rd.eq(yout[q][o].as_signed())
         m.d.comb += self.bus.rd_data.eq(rd)
+
+    def _softmax(self, dp: CoreParts):
+        """A classifier's softmax unit: per sample (a column of the logits) its class probabilities.
+
+        After the support pass it writes ``E[n, k] = p_n - onehot(y_k)`` (the error job's operand);
+        after the queries it writes each query's ``N`` probabilities and its class into the result
+        memory. One sample at a time, on the timing of
+        :class:`~metafab.hw.maml_schedule.SoftmaxTiming`; the exp table, reciprocal and
+        scale-and-round are the similarity engine's units (:mod:`metafab.hw.match_units`).
+        """
+        K, L, Q, T, cfg, m, mems, tile_addr = dp.K, dp.L, dp.Q, dp.T, dp.cfg, dp.m, dp.mems, dp.tile_addr
+        p3ctl, wvalid, labels = dp.p3ctl, dp.wvalid, dp.labels
+        sm = self._sch.softmax
+        N = cfg.n_out
+        H, pf = cfg.mant_bits, cfg.prob_fmt
+        al, almem = T[f"A{L}"], mems[f"A{L}"]
+        et, emem = T["E"], mems["E"]
+        NW = max(1, (N - 1).bit_length())
+        cols = max(K, Q)
+
+        # start: the cycle after the last logit of the support pass (its last forward job's last pass)
+        # or of the queries (the task's final pass) is written
+        go_s = Signal()
+        go_q = Signal()
+        m.d.comb += [go_s.eq(wvalid & p3ctl.jobend & (p3ctl.jj == L - 1)), go_q.eq(wvalid & p3ctl.final)]
+        on, query = Signal(), Signal()
+        k = Signal(range(cols + 1))
+        t = Signal(range(sm.period))
+        last_k = Signal()
+        m.d.comb += last_k.eq(k == Mux(query, Q - 1, K - 1))
+        with m.If(go_s | go_q):
+            m.d.sync += [on.eq(1), query.eq(go_q), k.eq(0), t.eq(0)]
+        with m.Elif(on):
+            with m.If(t == sm.period - 1):
+                m.d.sync += t.eq(0)
+                with m.If(last_k):
+                    m.d.sync += on.eq(0)
+                with m.Else():
+                    m.d.sync += k.eq(k + 1)
+            with m.Else():
+                m.d.sync += t.eq(t + 1)
+
+        def phase(at: int, n: int = N):
+            return on & (t >= at) & (t < at + n)
+
+        # t = n: logit n's address at the logits' second port; t = n + 3: the logit in z3
+        gr, gc = al.grid
+        row = t[: max(1, (N - 1).bit_length())] if N > 1 else Const(0, 1)
+        m.d.comb += almem.reads[1].addr.eq(tile_addr(al, row, k))
+        pos1, pos2 = Signal(range(max(2, al.elements))), Signal(range(max(2, al.elements)))
+        m.d.sync += [pos1.eq(_times(row & (gr - 1), gc) + (k & (gc - 1))), pos2.eq(pos1)]
+        lw = cfg.act_fmt.width
+        z3 = Signal(signed(lw))
+        with m.Switch(pos2):
+            for e in range(al.elements):
+                with m.Case(e):
+                    m.d.sync += z3.eq(almem.element_of(1, e))
+        # the running maximum and argmax (the first on ties), and the logits in a shift register
+        zmax = Signal(signed(lw))
+        zarg = Signal(NW)
+        zbuf = [Signal(signed(lw), name=f"sm_z{n}") for n in range(N)]
+        capture = phase(sm.READ_TO_LOGIT)
+        with m.If(capture):
+            better = (t == sm.READ_TO_LOGIT) | (z3 > zmax)
+            with m.If(better):
+                m.d.sync += [zmax.eq(z3), zarg.eq((t - sm.READ_TO_LOGIT)[:NW])]
+        with m.If(capture | phase(sm.exp_at)):
+            m.d.sync += [a.eq(b) for a, b in zip(zbuf[:-1], zbuf[1:], strict=True)] + [zbuf[-1].eq(z3)]
+
+        # t = exp_at + n: z_n - max z into the exp table; its entries summed exactly
+        m.submodules.sm_exp = ex = ExpTable(config=cfg, tag_width=NW)
+        m.d.comb += [ex.i.valid.eq(phase(sm.exp_at)), ex.i.payload.z.eq(zbuf[0] - zmax),
+                     ex.i.payload.tag.eq((t - sm.exp_at)[:NW])]
+        ew = cfg.exp_fmt.width
+        sw = ew + max(1, N.bit_length())
+        total = Signal(unsigned(sw))
+        ebuf = [Signal(unsigned(ew), name=f"sm_e{n}") for n in range(N)]
+        with m.If(ex.o.valid):
+            m.d.sync += [total.eq(Mux(ex.o.payload.tag == 0, 0, total) + ex.o.payload.e)]
+            m.d.sync += [a.eq(b) for a, b in zip(ebuf[:-1], ebuf[1:], strict=True)] + [ebuf[-1].eq(ex.o.payload.e)]
+
+        # t = recip_at: the reciprocal of the sum; t = prob_at + n: p_n = round(e_n y_T 2**-(H + L_T))
+        m.submodules.sm_recip = rc = RecipUnit(config=cfg, kind="recip", in_width=sw, tag_width=1)
+        assert rc.LATENCY == sm.recip_latency and ex.LATENCY == sm.exp_latency
+        m.d.comb += [rc.i.valid.eq(on & (t == sm.recip_at)), rc.i.payload.x.eq(total)]
+        RW = len(rc.o.payload.exp)
+        yT, LT = Signal(unsigned(H + 1)), Signal(RW)
+        with m.If(rc.o.valid):
+            m.d.sync += [yT.eq(rc.o.payload.y), LT.eq(rc.o.payload.exp)]
+        prob = ScaleRound(a_shape=unsigned(ew), b_shape=unsigned(H + 1),
+                          shift_width=(H - pf.frac_bits + (1 << RW) - 1).bit_length(), out_fmt=pf,
+                          rounding=cfg.prob_rounding, tag_width=NW)
+        m.submodules.sm_prob = prob
+        assert prob.LATENCY == sm.scale_latency
+        in_prob = phase(sm.prob_at)
+        m.d.comb += [prob.i.valid.eq(in_prob), prob.i.payload.a.eq(ebuf[0]), prob.i.payload.b.eq(yT),
+                     prob.i.payload.shift.eq(H - pf.frac_bits + LT),
+                     prob.i.payload.tag.eq((t - sm.prob_at)[:NW])]
+        with m.If(in_prob):
+            m.d.sync += [a.eq(b) for a, b in zip(ebuf[:-1], ebuf[1:], strict=True)]
+
+        # t = write_at + n: the support's E[n, k] = p_n - onehot(y_k), or a query's p_n
+        lrp = labels.read_port()
+        m.d.comb += lrp.addr.eq(k)
+        n_out = prob.o.payload.tag
+        p_out = prob.o.payload.value
+        onehot = Mux(lrp.data == n_out, 1 << pf.frac_bits, 0)
+        egr, egc = et.grid
+        epos = Signal(range(max(2, et.elements)))
+        m.d.comb += [
+            epos.eq(_times(n_out & (egr - 1), egc) + (k & (egc - 1))),
+            emem.write.addr.eq(tile_addr(et, n_out, k)),
+            emem.write.data.eq(Cat(*([(p_out - onehot)[: emem.width]] * emem.elements))),
+        ]
+        with m.If(prob.o.valid & ~query):
+            m.d.comb += emem.write.en.eq(1 << epos)
+        # the result memory: per query N probabilities, then the class (read by the response)
+        RWD = max(pf.width, NW)
+        results = Memory(shape=unsigned(RWD), depth=Q * (N + 1), init=[])
+        m.submodules.results = results
+        rwp = results.write_port()
+        rbase = Signal(range(Q * (N + 1) + 1))
+        with m.If(go_q):
+            m.d.sync += rbase.eq(0)
+        with m.Elif(on & query & (t == sm.period - 1)):
+            m.d.sync += rbase.eq(rbase + N + 1)
+        at_class = on & query & (t == sm.class_at)
+        m.d.comb += [
+            rwp.addr.eq(rbase + Mux(at_class, N, n_out)),
+            rwp.data.eq(Mux(at_class, zarg, p_out)),
+            rwp.en.eq((prob.o.valid & query) | at_class),
+        ]
+        dp.add(results=results, sm_done=at_class & last_k)
+
+    def _cls_response(self, dp: CoreParts):
+        """A classifier's done pulse (the last query's class written) and the response payload."""
+        busy, cycles, done_r, m = dp.busy, dp.cycles, dp.done_r, dp.m
+        with m.If(dp.sm_done):
+            m.d.sync += [done_r.eq(1), busy.eq(0), dp.last_cycles.eq(cycles + 1)]
+        rp = dp.results.read_port(domain="comb")
+        m.d.comb += [rp.addr.eq(self.bus.rd_index), self.bus.rd_data.eq(rp.data)]
 
 
 class MamlEngine(PacketEngine):

@@ -51,7 +51,8 @@ from functools import cached_property
 
 import numpy as np
 
-from metafab.reference.config import MamlConfig
+from metafab.reference.config import MamlClsConfig, MamlConfig
+from metafab.reference.fixed import QFormat, sum_format
 
 __all__ = [
     "FORWARD",
@@ -71,6 +72,11 @@ __all__ = [
     "aux_read_offset",
     "accumulate_stage",
     "product_stage",
+    "is_classifier",
+    "adapted_layers",
+    "error_input_fmt",
+    "SoftmaxTiming",
+    "softmax_timing",
 ]
 
 FORWARD, ERROR, BACKWARD, UPDATE = "forward", "error", "backward", "update"
@@ -111,6 +117,83 @@ OLDW_READ_AT = 0
 def aux_read_offset(kind: str, level: int) -> int:
     """Cycle (after the last issue of a pass) in which its auxiliary tile is read."""
     return accumulate_stage(level) + (OLDW_READ_AT if kind == UPDATE else MASK_READ_AT)
+
+
+def is_classifier(cfg: MamlConfig) -> bool:
+    """The config is a classifier's (softmax cross-entropy: :class:`MamlClsConfig`)."""
+    return isinstance(cfg, MamlClsConfig)
+
+
+def adapted_layers(cfg: MamlConfig) -> tuple[int, ...]:
+    """The weight layers an inner step updates: every one, or a classifier's ``adapt_layers``."""
+    return cfg.adapted if is_classifier(cfg) else tuple(range(cfg.n_layers))
+
+
+def error_input_fmt(cfg: MamlConfig) -> QFormat:
+    """Format of the error job's ``Y`` operand: ``Yhat - Y`` (regression, exact) or ``p - onehot(y)``
+    (a classifier: ``prob_fmt``'s fraction bits, signed, one integer bit more)."""
+    if is_classifier(cfg):
+        return QFormat(cfg.prob_fmt.int_bits + 1, cfg.prob_fmt.frac_bits)
+    return sum_format(cfg.act_fmt, cfg.act_fmt)
+
+
+@dataclass(frozen=True)
+class SoftmaxTiming:
+    """The classifier's softmax unit: one sample (a column of the logits ``A_L``) per ``period`` cycles.
+
+    Cycle ``t`` of a sample (``t = 0`` is its first cycle; the support pass starts the cycle after the
+    last logit of the support forward pass is written, the query pass the cycle after the last query
+    logit is written, and sample ``k`` starts ``k * period`` later):
+
+    - ``t = n``: the address of logit ``n`` (``n < N``) at the logits' second read port;
+      logit ``n`` is in a register in ``t = n + 3``, where the running maximum and argmax take it;
+    - ``t = exp_at + n``: ``z_n - max z`` enters the exp table; its entry adds to the exp sum
+      ``exp_latency`` cycles later;
+    - ``t = recip_at``: the exp sum enters the reciprocal;
+    - ``t = prob_at + n``: ``e_n`` and the reciprocal enter the probability's scale-and-round;
+    - ``t = write_at + n``: ``p_n`` is written (support: ``E[n, k] = p_n - onehot(y_k)``; query: the
+      result memory);
+    - ``t = class_at``: a query's class (the argmax of its logits) is written.
+    """
+
+    classes: int
+    exp_latency: int
+    recip_latency: int
+    scale_latency: int
+
+    #: logit address to the logit's register
+    READ_TO_LOGIT = 3
+
+    @property
+    def exp_at(self) -> int:
+        return self.classes + self.READ_TO_LOGIT
+
+    @property
+    def recip_at(self) -> int:
+        return self.exp_at + self.classes - 1 + self.exp_latency + 1
+
+    @property
+    def prob_at(self) -> int:
+        return self.recip_at + self.recip_latency + 1
+
+    @property
+    def write_at(self) -> int:
+        return self.prob_at + self.scale_latency
+
+    @property
+    def class_at(self) -> int:
+        return self.write_at + self.classes
+
+    @property
+    def period(self) -> int:
+        return self.class_at + 1
+
+
+def softmax_timing(cfg: MamlClsConfig) -> SoftmaxTiming:
+    """The softmax unit's timing for a classifier config (its units: :mod:`metafab.hw.match_units`)."""
+    from metafab.hw.match_schedule import EXP_LATENCY, SCALE_LATENCY, latency_recip
+
+    return SoftmaxTiming(cfg.n_out, EXP_LATENCY, latency_recip(cfg, "recip"), SCALE_LATENCY)
 
 
 @dataclass(frozen=True, order=True)
@@ -292,9 +375,11 @@ def _forward(cfg: MamlConfig, l: int, query: bool, s: Shape) -> Job:
 
 def _error(cfg: MamlConfig, s: Shape) -> Job:
     L = cfg.n_layers
+    ys = ((Access("E", "r", "n", s.pr, s.pn),) if is_classifier(cfg) else
+          (Access(f"A{L}", "r", "n", s.pr, s.pn), Access("Y", "r", "n", s.pr, s.pn)))
     return Job(ERROR, L, cfg.n_out, cfg.k_support, cfg.n_out, s,
                x=None,
-               y=(Access(f"A{L}", "r", "n", s.pr, s.pn), Access("Y", "r", "n", s.pr, s.pn)),
+               y=ys,
                outs=(Access(f"D{L}", "m", "n", s.pm, s.pn),), inner="m")
 
 
@@ -320,14 +405,18 @@ def _step_order(cfg: MamlConfig):
     """``(kind, layer)`` of one inner step, in order.
 
     Forward through every layer, the output error, then for each layer from
-    the top: ``backward_l`` (reads the old ``W_l``) before ``update_l``.
+    the top: ``backward_l`` (reads the old ``W_l``) before ``update_l``. Only
+    the adapted layers are updated (a classifier's ``adapt_layers``), and deltas
+    go down only as far as the lowest of them (ANIL: no backward job).
     """
     L = cfg.n_layers
+    adapted = adapted_layers(cfg)
     order = [(FORWARD, l) for l in range(L)] + [(ERROR, L)]
     for l in range(L - 1, -1, -1):
-        if l >= 1:
+        if l > min(adapted):
             order.append((BACKWARD, l))
-        order.append((UPDATE, l))
+        if l in adapted:
+            order.append((UPDATE, l))
     return order
 
 
@@ -351,7 +440,8 @@ def _tensor_extents(cfg: MamlConfig) -> dict[str, tuple[int, int, int, int | Non
 
     ``A0``/``Q0``: support/query inputs; ``A{l}``: activations (support and
     queries share them; the last one holds the predictions); ``P{l}``: their
-    ReLU masks ``[a > 0]``; ``Y``: targets; ``D{l}``: deltas; ``W{l}``:
+    ReLU masks ``[a > 0]``; ``Y``: targets (a classifier has ``E = p - onehot(y)``
+    instead, written by the softmax unit); ``D{l}``: deltas; ``W{l}``:
     augmented weights. Activations and inputs carry the bias row 1.0.
     """
     L, ly = cfg.n_layers, cfg.layers
@@ -362,7 +452,10 @@ def _tensor_extents(cfg: MamlConfig) -> dict[str, tuple[int, int, int, int | Non
         out[f"A{l}"] = (ly[l] + 1, max(K, Q), act, ly[l])
         out[f"P{l}"] = (ly[l], K, 1, None)
     out[f"A{L}"] = (cfg.n_out, max(K, Q), act, None)
-    out["Y"] = (cfg.n_out, K, act, None)
+    if is_classifier(cfg):
+        out["E"] = (cfg.n_out, K, error_input_fmt(cfg).width, None)
+    else:
+        out["Y"] = (cfg.n_out, K, act, None)
     for l in range(1, L + 1):
         out[f"D{l}"] = (ly[l], K, grad, None)
     for l in range(L):
@@ -428,7 +521,8 @@ class Schedule:
         S = cfg.steps
         S_sim = min(S, 3)
         seq = list(self.step_jobs) * S_sim + list(self.query_jobs)
-        placed = _timeline(seq, self.tensors, self.lanes)
+        sm = softmax_timing(cfg) if is_classifier(cfg) else None
+        placed, done = _timeline(seq, self.tensors, self.lanes, cfg, sm)
         ns = len(self.step_jobs)
         period = 0
         if S_sim >= 2:
@@ -438,11 +532,11 @@ class Schedule:
             g3 = [p.gap for p in placed[2 * ns : 3 * ns]]
             assert g2 == g3, (g2, g3)
             assert placed[3 * ns - 1].end - placed[2 * ns - 1].end == period
-        return placed, S_sim, period
+        return placed, S_sim, period, done
 
     def timeline(self) -> list[Placed]:
         """Every job occurrence of a task with its gap and first issue cycle (cycle 0 = first possible)."""
-        placed, S_sim, period = self._simulated
+        placed, S_sim, period, _ = self._simulated
         S = self.config.steps
         ns = len(self.step_jobs)
         if S <= S_sim:
@@ -458,7 +552,7 @@ class Schedule:
 
     def gaps(self) -> tuple[list[int], list[int], list[int]]:
         """Gaps before each step job in the first step, in later steps, and before each query job."""
-        placed, S_sim, _ = self._simulated
+        placed, S_sim, _, _ = self._simulated
         ns = len(self.step_jobs)
         first = [p.gap for p in placed[:ns]] if S_sim >= 1 else [0] * ns
         later = [p.gap for p in placed[ns : 2 * ns]] if S_sim >= 2 else first
@@ -467,9 +561,19 @@ class Schedule:
 
     @property
     def tail(self) -> int:
-        """Cycles from the last issue of a task to ``done`` (its results written), inclusive of done."""
+        """Cycles from the last issue of a task to ``done`` (its results written), inclusive of done:
+        the write-back of the last pass, and for a classifier the queries' softmax."""
         last = self.query_jobs[-1]
-        return write_latency(last.shape.level) + 1
+        if not is_classifier(self.config):
+            return write_latency(last.shape.level) + 1
+        placed, S_sim, period, done = self._simulated
+        # the query softmax's last write, relative to the end of the last issue
+        return done - placed[-1].end + 2
+
+    @property
+    def softmax(self) -> SoftmaxTiming | None:
+        """The softmax unit's timing (a classifier), or None."""
+        return softmax_timing(self.config) if is_classifier(self.config) else None
 
     def task_cycles(self) -> int:
         """Cycles of one task from the cycle after ``start`` to ``done`` inclusive."""
@@ -477,8 +581,10 @@ class Schedule:
         return last.end - 1 + self.tail + 1
 
 
-def _timeline(seq: list[Job], tensors: dict, lanes: int) -> list[Placed]:
-    """Place ``seq`` job by job at the earliest cycle the engine can issue it.
+def _timeline(seq: list[Job], tensors: dict, lanes: int, cfg: MamlConfig,
+              sm: SoftmaxTiming | None = None) -> tuple[list[Placed], int | None]:
+    """Place ``seq`` job by job at the earliest cycle the engine can issue it; returns the placed jobs
+    and (a classifier, ``sm`` given) the cycle of the queries' softmax's last write.
 
     Rules (the engine checks none of them; it follows the gaps computed here):
     an element read with its address presented in cycle ``a`` was written
@@ -526,7 +632,24 @@ def _timeline(seq: list[Job], tensors: dict, lanes: int) -> list[Placed]:
         placed.append(Placed(job, start - at, start))
         at = start + job.issue_cycles
         prev_level, prev_last = lvl, at - 1
-    return placed
+        if sm is not None and job.kind == FORWARD and job.layer == cfg.n_layers - 1:
+            L = cfg.n_layers
+            cols = cfg.n_query if job.query else cfg.k_support
+            t0 = int(written[f"A{L}"][:, :cols].max()) + 1
+            a_l = tensors[f"A{L}"]
+            for k in range(cols):
+                for n in range(cfg.n_out):
+                    rcycles.setdefault((a_l.memory, a_l.word(n, k)), set()).add(t0 + k * sm.period + n)
+            if job.query:
+                done = t0 + (cols - 1) * sm.period + sm.class_at
+            else:
+                e = tensors["E"]
+                for k in range(cols):
+                    for n in range(cfg.n_out):
+                        cyc = t0 + k * sm.period + sm.write_at + n
+                        written["E"][n, k] = cyc
+                        wcycles.setdefault((e.memory, e.word(n, k)), set()).add(cyc)
+    return placed, (done if sm is not None else None)
 
 
 def _events(job: Job, tensors: dict):
@@ -576,8 +699,9 @@ def _grids_for(cfg: MamlConfig, jobs: list[Job]) -> dict[str, tuple[int, int]]:
         a, p = grid[f"A{l}"], grid[f"P{l}"]
         grid[f"A{l}"] = grid[f"P{l}"] = (max(a[0], p[0]), max(a[1], p[1]))
     # the error job extracts Yhat and Y with one set of positions: same grid
-    a, y = grid[f"A{L}"], grid["Y"]
-    grid[f"A{L}"] = grid["Y"] = (max(a[0], y[0]), max(a[1], y[1]))
+    if not is_classifier(cfg):
+        a, y = grid[f"A{L}"], grid["Y"]
+        grid[f"A{L}"] = grid["Y"] = (max(a[0], y[0]), max(a[1], y[1]))
     return grid
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "maml_load_words",
     "maml_run_words",
     "maml_weights_from_words",
+    "maml_cls_run_words",
     "match_load_words",
     "match_run_words",
 ]
@@ -52,6 +53,14 @@ def maml_run_words(xs, ys, xq) -> list[int]:
     the query inputs."""
     xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in (xs, ys, xq))
     support = np.concatenate([xs, ys], axis=1).reshape(-1)
+    return to_words(np.concatenate([support, xq.reshape(-1)]))
+
+
+def maml_cls_run_words(xs, labels, xq) -> list[int]:
+    """Classification RUN payload of one episode: per support sample its act-format input codes, then
+    its class label (one word), then the query inputs."""
+    xs, labels, xq = (np.asarray(a, dtype=np.int64) for a in (xs, labels, xq))
+    support = np.concatenate([xs, labels.reshape(-1, 1)], axis=1).reshape(-1)
     return to_words(np.concatenate([support, xq.reshape(-1)]))
 
 

@@ -126,12 +126,12 @@ def test_bad_labels_are_named():
 
 def test_config_sizes_and_round_trip():
     cfg = MamlClsConfig()
-    assert cfg.name == "maml-cls-256-128-64-64-5-k5-q25-s1-p16" and cfg.n_way == 5
+    assert cfg.name == "maml-cls-256-128-64-64-5-k5-q25-s5-p16" and cfg.n_way == 5
     assert cfg.n_params == 257 * 128 + 129 * 64 + 65 * 64 + 65 * 5
     assert cfg.run_words == 5 * 257 + 25 * 256 and cfg.result_words == 25 * 6
     assert MamlClsConfig.from_dict(cfg.to_dict()) == cfg and cfg.replace(adapt_layers="head").adapted == (3,)
     # per support sample: forward, backward below the top (3 layers, no bias column), all weight grads, error
     shapes = cfg.weight_shapes
     per = cfg.n_params + sum(o * (i - 1) for o, i in shapes[1:]) + cfg.n_params + 5
-    assert cfg.useful_macs() == 5 * per + 25 * cfg.n_params
+    assert cfg.useful_macs() == 5 * 5 * per + 25 * cfg.n_params
     assert isinstance(cfg, MamlConfig)

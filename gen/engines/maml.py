@@ -118,18 +118,22 @@ def sinusoid_tasks(cfg: MamlConfig, n: int, seed: int):
 def run_engine(cfg: MamlConfig, wq, tasks, *, sim: str = "verilator", scenario: str = "tasks", idle: float = 0.2,
                backpressure: float = 0.3, seed: int = 1, waves: bool = False, run_name: str | None = None,
                verilator_opt: str | None = None, progress: Progress = None, reset_after: int | None = None,
-               expect_weights=None, return_outputs: bool = False, verilog: str | None = None) -> dict:
+               expect_weights=None, return_outputs: bool = False, verilog: str | None = None,
+               engine=None) -> dict:
     """Run the cocotb MAML bench on ``tasks`` (code lists) with initial weights ``wq``; its figures.
 
     ``expect_weights`` makes the scoreboard expect the outputs of other
     initial weights than the loaded ones (a check that it catches errors).
     ``verilog`` replaces the engine's generated Verilog (e.g. the engine as
-    elaborated for a device, with models of its primitives). Raises
+    elaborated for a device, with models of its primitives); ``engine`` is the
+    registered engine whose bench runs (default ``maml``; ``maml-cls`` passes
+    itself, with episodes as ``tasks``). Raises
     :class:`~metafab.sim.runner.SimulationFailed` on a mismatch.
     """
     from metafab.gen.flow import simulate
 
-    model = ENGINE.cycles(cfg)
+    engine = ENGINE if engine is None else engine  # the classifier's engine shares this bench driver
+    model = engine.cycles(cfg)
     params = {
         "config": cfg.to_dict(),
         "weights": maml_weight_codes(wq),
@@ -148,8 +152,8 @@ def run_engine(cfg: MamlConfig, wq, tasks, *, sim: str = "verilator", scenario: 
         params["reference_weights"] = maml_weight_codes(expect_weights)
     json.dumps(params)
     if progress:
-        progress(f"simulating {len(tasks)} task(s) of {cfg.name} with {sim} ({scenario})")
-    out = simulate(ENGINE, cfg, params, sim=sim, scenario=scenario, waves=waves, run_name=run_name,
+        progress(f"simulating {len(tasks)} {engine.item}(s) of {cfg.name} with {sim} ({scenario})")
+    out = simulate(engine, cfg, params, sim=sim, scenario=scenario, waves=waves, run_name=run_name,
                    verilator_opt=verilator_opt, verilog=verilog, progress=progress)
     out.update(model_cycles=model.task_cycles, lane_utilisation=model.lane_utilisation)
     return out

@@ -47,9 +47,11 @@ def task_words(task) -> list[int]:
 
 
 class MamlBench(PacketEngineBench):
+    config_class = MamlConfig
+
     def __init__(self, dut, p: dict):
         super().__init__(dut, p)
-        self.cfg = MamlConfig.from_dict(p["config"])
+        self.cfg = self.config_class.from_dict(p["config"])
         self.w0 = maml_weights_from_words(self.cfg, p["weights"])
         self.w_ref = maml_weights_from_words(self.cfg, p.get("reference_weights", p["weights"]))
 
@@ -65,14 +67,23 @@ class MamlBench(PacketEngineBench):
         return ProtocolPayloads(load=load, run=run, run_answer=to_words(self.expected(task)),
                                 bad_load=bad_load, bad_run=bad_run)
 
+    def task_words(self, task) -> list[int]:
+        return task_words(task)
+
     def expected(self, task) -> np.ndarray:
         xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in task)
         return mf.run_task(self.w_ref, xs, ys, xq, self.cfg).y_query.reshape(-1)
 
+    def bad_runs(self, words) -> list[tuple[str, list[int]]]:
+        """Malformed RUN payloads (each answered BAD_VALUE) and what is wrong with them."""
+        bad_task = list(words)
+        bad_task[0] = self.cfg.act_fmt.max_code + 5
+        return [("input out of range", bad_task)]
+
     async def run_tasks(self, tasks, result: dict):
         for n, task in enumerate(tasks):
             want = self.expected(task)
-            resp = await self.link.request(Opcode.RUN, task_words(task))
+            resp = await self.link.request(Opcode.RUN, self.task_words(task))
             assert resp.status == Status.OK, f"task {n}: RUN answered {resp.status!r}"
             got = from_words(resp.payload)
             result["tasks"] += 1
@@ -119,7 +130,7 @@ async def errors_scenario(tb: MamlBench, p: dict, result: dict):
     cfg = tb.cfg
     link = tb.link
     task = p["tasks"][0]
-    words = task_words(task)
+    words = tb.task_words(task)
     checks = []
 
     async def expect(status, what):
@@ -158,13 +169,13 @@ async def errors_scenario(tb: MamlBench, p: dict, result: dict):
     assert st["loaded"] == 0 and st["errors"] == 7, st
     # now a good load and a good task
     await tb.load()
-    bad_task = list(words)
-    bad_task[0] = cfg.act_fmt.max_code + 5
-    link.send_raw(encode_request(Opcode.RUN, bad_task))
-    await expect(Status.BAD_VALUE, "input out of range")
+    bad = tb.bad_runs(words)
+    for what, payload in bad:
+        link.send_raw(encode_request(Opcode.RUN, payload))
+        await expect(Status.BAD_VALUE, what)
     await tb.run_tasks(p["tasks"], result)
     st = await tb.status()
-    assert st["errors"] == 8 and st["last_error"] == Status.BAD_VALUE and st["runs"] == len(p["tasks"]), st
+    assert st["errors"] == 7 + len(bad) and st["last_error"] == Status.BAD_VALUE and st["runs"] == len(p["tasks"]), st
     assert MAGIC == 0xA5
     result["checks"] = checks
 
@@ -174,7 +185,7 @@ async def reset_scenario(tb: MamlBench, p: dict, result: dict):
     from metafab.reference.protocol import encode_request
 
     await tb.load()
-    tb.link.send_raw(encode_request(Opcode.RUN, task_words(p["tasks"][0])))
+    tb.link.send_raw(encode_request(Opcode.RUN, tb.task_words(p["tasks"][0])))
     await ClockCycles(tb.clock, p.get("reset_after", 60))
     # drop whatever was in flight and reset the design
     tb.link.source.flush()
