@@ -279,7 +279,7 @@ class MamlCore(wiring.Component):
         wts = [T[f"W{l}"] for l in range(L)]
         W_WORDS = sum(t.words for t in wts)
         mems = {"W": TileMemory("w", depth=2 * W_WORDS, elements=max(t.elements for t in wts),
-                                width=mfmt.width, read_ports=2)}
+                                width=mfmt.width, read_ports=1 if dp.sch.shared_w_port else 2)}
         for name, t in T.items():
             if t.memory == "W":
                 continue
@@ -620,14 +620,16 @@ class MamlCore(wiring.Component):
 
         # stage c+1: addresses at the read ports
         for n in issue_mems:
-            mems[n].read_next(0, addr0[n])  # registered, one copy per physical part of the memory
+            if n != "W" or not dp.sch.shared_w_port:  # (a shared weight port: set with the old-weight reads)
+                mems[n].read_next(0, addr0[n])  # registered, one copy per physical part of the memory
         xloc1, yloc1 = Signal.like(xloc0, name="xloc1"), Signal.like(yloc0, name="yloc1")
         xloc2, yloc2 = Signal.like(xloc0, name="xloc2"), Signal.like(yloc0, name="yloc2")
         xloc3, yloc3 = Signal.like(xloc0, name="xloc3"), Signal.like(yloc0, name="yloc3")
         m.d.sync += [xloc1.eq(xloc0), yloc1.eq(yloc0), xloc2.eq(xloc1), yloc2.eq(yloc1),
                      xloc3.eq(xloc2), yloc3.eq(yloc2)]
 
-        dp.add(LXW=LXW, LYW=LYW, ctl=ctl, ctl_fields=ctl_fields, xloc2=xloc2, xloc3=xloc3, yloc2=yloc2)
+        dp.add(LXW=LXW, LYW=LYW, addr0=addr0, ctl=ctl, ctl_fields=ctl_fields, xloc2=xloc2, xloc3=xloc3)
+        dp.add(yloc2=yloc2)
         dp.add(yloc3=yloc3)
 
     def _operands(self, dp: CoreParts):
@@ -760,7 +762,7 @@ class MamlCore(wiring.Component):
         m.d.sync += rctl.valid.eq(any_hit & hctl.last)
         assert accumulate_stage(0) == product_stage() + 1
 
-        dp.add(acc=acc, hctl=hctl, rctl=rctl)
+        dp.add(acc=acc, any_hit=any_hit, hctl=hctl, rctl=rctl)
 
     def _post_control(self, dp: CoreParts):
         """Post-processing: result formats per job kind and the control of stages A+1 .. A+3."""
@@ -800,23 +802,30 @@ class MamlCore(wiring.Component):
         # from the control a cycle before A (rctl is hctl registered) and registered in one copy
         # per part of the memory (read_next), so the tile-address adders do not share a cycle with
         # the route to the LUT or block RAMs
-        def aux_read(mem, port, name, tile_of):
-            """Port ``port`` of ``mem`` reads, in A, the tile ``tile_of(job)`` = (tensor, copy) or None."""
+        def aux_read(mem, port, name, tile_of, shared=None):
+            """Port ``port`` of ``mem`` reads, in A, the tile ``tile_of(job)`` = (tensor, copy) or None.
+            ``shared``: the port's issue address, which it takes in every cycle without such a read."""
             nxt = Signal.like(mem.reads[port].addr, name=name)
+            active = Signal(name=f"{name}_active")
             with m.Switch(hctl.jj):
                 for idx, job in enumerate(jobs):
                     tile = tile_of(job)
                     if tile is not None:
                         with m.Case(idx):
-                            m.d.comb += nxt.eq(tile_addr(tile[0], hctl.m0, hctl.n0, tile[1]))
-            mem.read_next(port, nxt)
+                            m.d.comb += [nxt.eq(tile_addr(tile[0], hctl.m0, hctl.n0, tile[1])),
+                                         active.eq(dp.any_hit & hctl.last)]
+            mem.read_next(port, nxt if shared is None else Mux(active, nxt, shared))
 
         pos_mems = [n for n in mems if n.startswith("P")]
         for n in pos_mems:
             aux_read(mems[n], 0, f"paux_next_{n.lower()}",
                      lambda job, n=n: (T[n], None) if job.aux is not None and job.aux.tensor == n else None)
-        aux_read(wmem, 1, "waux_next",
-                 lambda job: (T[job.aux.tensor], ~hctl.w0) if job.kind == UPDATE else None)
+        # the old weights: at a second read port, or (a schedule with a shared weight port) at the issue's
+        # port in the cycles the schedule keeps free of issue reads of W
+        shared = dp.sch.shared_w_port
+        aux_read(wmem, 0 if shared else 1, "waux_next",
+                 lambda job: (T[job.aux.tensor], ~hctl.w0) if job.kind == UPDATE else None,
+                 shared=dp.addr0["W"] if shared else None)
         assert aux_read_offset(BACKWARD, 0) == accumulate_stage(0)
         assert aux_read_offset(UPDATE, 0) == accumulate_stage(0)
 
@@ -922,7 +931,7 @@ class MamlCore(wiring.Component):
         # the pass's job and tile position sat in front of the update's subtraction)
         aux_early = Cat(aloc2, p1ctl.jj)
         mask3 = aux_elements(pos_mems, p2ctl, aloc3, 0, aux_early) if pos_mems else [None] * NACC
-        wold3 = aux_elements(["W"], p2ctl, aloc3, 1, aux_early)
+        wold3 = aux_elements(["W"], p2ctl, aloc3, 0 if dp.sch.shared_w_port else 1, aux_early)
 
         dp.add(mask3=mask3, wold3=wold3)
 

@@ -522,7 +522,7 @@ class Schedule:
         S_sim = min(S, 3)
         seq = list(self.step_jobs) * S_sim + list(self.query_jobs)
         sm = softmax_timing(cfg) if is_classifier(cfg) else None
-        placed, done = _timeline(seq, self.tensors, self.lanes, cfg, sm)
+        placed, done = _timeline(seq, self.tensors, self.lanes, cfg, sm, shared_w_port=self.shared_w_port)
         ns = len(self.step_jobs)
         period = 0
         if S_sim >= 2:
@@ -571,6 +571,13 @@ class Schedule:
         return done - placed[-1].end + 2
 
     @property
+    def shared_w_port(self) -> bool:
+        """The weight memory has one read port for the issue's reads and the update's old weights (a
+        classifier: its weights are large, and a second read port doubles the block RAMs); the timeline
+        keeps the two from one cycle."""
+        return is_classifier(self.config)
+
+    @property
     def softmax(self) -> SoftmaxTiming | None:
         """The softmax unit's timing (a classifier), or None."""
         return softmax_timing(self.config) if is_classifier(self.config) else None
@@ -582,7 +589,7 @@ class Schedule:
 
 
 def _timeline(seq: list[Job], tensors: dict, lanes: int, cfg: MamlConfig,
-              sm: SoftmaxTiming | None = None) -> tuple[list[Placed], int | None]:
+              sm: SoftmaxTiming | None = None, *, shared_w_port: bool = False) -> tuple[list[Placed], int | None]:
     """Place ``seq`` job by job at the earliest cycle the engine can issue it; returns the placed jobs
     and (a classifier, ``sm`` given) the cycle of the queries' softmax's last write.
 
@@ -591,10 +598,16 @@ def _timeline(seq: list[Job], tensors: dict, lanes: int, cfg: MamlConfig,
     (write enable) in a cycle ``< a``; the accumulate stage of an issue comes
     after that of the previous issue (a lower tree level than the previous
     job's needs a gap); no memory word is read and written in one cycle.
+
+    A classifier's softmax unit (``sm``) runs after the support pass's and after the queries' last
+    forward job, from the cycle after their last logit is written (:class:`SoftmaxTiming`); its
+    writes of ``E`` count like a job's. With ``shared_w_port`` the weight memory's issue reads and the
+    updates' old-weight reads use one read port: no two of them in one cycle.
     """
     written = {name: np.full((t.rows, t.cols), -(10**9), dtype=np.int64) for name, t in tensors.items()}
     wcycles: dict[tuple[str, int], set[int]] = {}  # (memory, word) -> write cycles
     rcycles: dict[tuple[str, int], set[int]] = {}
+    w_port: set[int] = set()  # cycles the weight memory's shared read port is taken
     placed: list[Placed] = []
     at = 0
     prev_level = None
@@ -619,9 +632,11 @@ def _timeline(seq: list[Job], tensors: dict, lanes: int, cfg: MamlConfig,
                 raise AssertionError(f"{job.name}: reads and writes one memory word in the same cycle")
         # ... and against the writes of earlier jobs still in flight
         start = need
-        while any(start + cyc in wcycles.get((t.memory, t.word(r0, c0)), ())
-                  for cyc, t, r0, c0, _, _ in reads):
+        w_reads = [cyc for cyc, t, _, _, _, _ in reads if t.memory == "W"] if shared_w_port else []
+        while (any(start + cyc in wcycles.get((t.memory, t.word(r0, c0)), ()) for cyc, t, r0, c0, _, _ in reads)
+               or any(start + cyc in w_port for cyc in w_reads)):
             start += 1
+        w_port.update(start + cyc for cyc in w_reads)
         for cyc, t, r0, c0, _, _ in reads:
             rcycles.setdefault((t.memory, t.word(r0, c0)), set()).add(start + cyc)
         for cyc, t, r0, c0, rows, cols in writes:
