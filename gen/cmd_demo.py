@@ -148,7 +148,7 @@ def run(args) -> int:
 
     if not args.skip_build:
         # the longest build starts first; each build elaborates its own board top
-        for engine in sorted(engines, key=lambda e: -e.build_order):
+        for engine in sorted((e for e in engines if e.demo_builds), key=lambda e: -e.build_order):
             log = root / f"{engine.name}_build.log"
             _say(f"{engine.name} engine: building the board top for {args.board} in the background (log: {log})")
             clock_args = ["--clock-mhz", str(args.clock_mhz)] if args.clock_mhz is not None else []
@@ -233,6 +233,8 @@ def table(doc: dict) -> str:
             continue
         cfg = engine.config_from_dict(part["verify"]["config"])
         rows = engine.demo_rows(part["verify"]) + _build_rows(engine, part.get("build") or {})
+        if not engine.demo_builds:
+            rows += engine.demo_build_note(cfg)
         rows += engine.demo_anchor_rows()
         lines += _section(f"metafab demo: {engine.demo_heading(cfg)}", rows)
     lines.append(f"(GPU and CPU figures: {ANCHOR_SOURCE})")

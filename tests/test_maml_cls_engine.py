@@ -169,3 +169,57 @@ def test_icarus_small_classifier(scenario):
     r = run(cfg, weights(cfg), random_episodes(cfg, 2, seed=6), sim="icarus", scenario=scenario,
             run_name=f"test-cls-icarus-{scenario}")
     assert r["mismatches"] == 0 and r["tasks"] == 2
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def _cli(capsys, *argv):
+    from metafab.gen.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+SMALL_FLAGS = ["--layers", "16-8-3", "--shots", "1", "--queries", "2", "--steps", "2", "--lanes", "4"]
+
+
+def test_cli_verify_glyph_default_reports_accuracies(capsys):
+    """``metafab verify maml-cls`` with no design flags: the glyph default, RTL accuracy = fixed point's."""
+    import json
+
+    code, out, err = _cli(capsys, "verify", "maml-cls", "--episodes", "1", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["design"] == GLYPH.name and r["mismatches"] == 0 and r["episodes"] == 1
+    assert r["cycles_measured"] == [r["cycles_model"]] and r["rtl_equals_fixed_predictions"]
+    assert r["accuracy_rtl"] == r["accuracy_fixed"] and 0 <= r["accuracy_float64"] <= 100
+    assert "shipped MAML glyph classifier" in r["weights"]
+
+
+def test_cli_design_flags_sim_and_generate(capsys, tmp_path):
+    import json
+
+    code, out, err = _cli(capsys, "sim", "maml-cls", *SMALL_FLAGS, "--episodes", "2", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["design"] == "maml-cls-16-8-3-k3-q6-s2-p4" and doc["mismatches"] == 0
+    assert doc["cycles_per_episode"] == [doc["model_cycles"]] * 2 and len(doc["classes"][0]) == 6
+    code, _, err = _cli(capsys, "generate", "maml-cls", *SMALL_FLAGS, "--anil", "-o", str(tmp_path / "g"))
+    assert code == 0, err
+    man = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert man["engine"] == "maml-cls" and man["adapt_layers"] == "head" and man["classes"] == 3
+    assert man["protocol"]["request_words"]["RUN"] == 3 * 17 + 6 * 16
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--ways", "1"], "--ways must be at least 2"),
+    (["--shots", "0"], "--shots must be at least 1, got 0"),
+    (["--layers", "16-8-3", "--weights", "shipped"], "the shipped glyph classifiers are 256-128-64-64-5 nets"),
+    (["--set", "adapt_layers=some"], "adapt_layers"),
+])
+def test_cli_user_mistakes_are_one_line(capsys, argv, fragment):
+    code, _, err = _cli(capsys, "verify", "maml-cls", *argv, "--episodes", "1")
+    assert code == 2 and fragment in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -38,7 +38,7 @@ def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
         "assert len(load_sinusoid_init()) == 3\n"
         "import metafab.hw.maml_engine, metafab.gen.cli, metafab.sim.runner\n"
         "from metafab.gen.engines import engine_names\n"
-        "assert engine_names()[:2] == ('maml', 'match'), engine_names()\n"
+        "assert engine_names()[:3] == ('maml', 'maml-cls', 'match'), engine_names()\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-S", "-c", code, str(site), deps], cwd=tmp_path,

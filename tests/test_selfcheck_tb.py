@@ -32,8 +32,11 @@ from .echo_engine import reference as echo_reference
 #: every registered engine (the built-in ones, any installed through an entry point) and the test-only echo
 ENGINES = tuple(dict.fromkeys((*engine_names(), ECHO.name)))
 #: the engines whose reference this module knows, for the check of expected.hex from the files alone
-CHECKED = ("maml", "match", "echo")
+CHECKED = ("maml", "maml-cls", "match", "echo")
 TASKS = 2  # RUNs in the generated sessions (small: every simulator run stays within seconds)
+#: design flags of engines whose default design takes too many cycles for an event-driven simulator here
+#: (the classifier's glyph net: 244k cycles per episode); the others generate their default
+DESIGN = {"maml-cls": ["--layers", "16-8-3", "--shots", "1", "--queries", "2", "--steps", "2"]}
 
 requires_icarus = pytest.mark.skipif(not find_icarus().found,
                                      reason="Icarus Verilog not installed (apt-get install -y iverilog)")
@@ -51,13 +54,14 @@ def _echo_registered():
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    """``{engine: folder}`` of each engine's default design generated with ``--tasks TASKS`` (once per module)."""
+    """``{engine: folder}`` of each engine's default design (or :data:`DESIGN`'s) generated with ``--tasks TASKS``
+    (once per module)."""
     out = {}
     register_engine(ECHO)  # a module fixture is set up before the per-test registration
     try:
         for name in ENGINES:
             folder = tmp_path_factory.mktemp(f"gen-{name}")
-            assert main(["generate", name, "--tasks", str(TASKS), "-o", str(folder)]) == 0
+            assert main(["generate", name, *DESIGN.get(name, []), "--tasks", str(TASKS), "-o", str(folder)]) == 0
             out[name] = folder
     finally:
         unregister_engine(ECHO.name)
@@ -235,6 +239,19 @@ def _maml_answer(cfg, weights, opcode, payload):
     return [int(v) & 0xFFFFFFFF for v in y.reshape(-1)]
 
 
+def _maml_cls_answer(cfg, weights, opcode, payload):
+    """Per query its N probability codes and its class, from the payload's inputs and labels."""
+    from metafab.reference import maml_cls_fixed as mc
+
+    assert opcode == Opcode.RUN
+    K, Q, ni = cfg.k_support, cfg.n_query, cfg.n_in
+    codes = from_words(payload)
+    support = codes[: K * (ni + 1)].reshape(K, ni + 1)
+    xq = codes[K * (ni + 1):].reshape(Q, ni)
+    res = mc.run_task(weights, support[:, :ni], support[:, ni], xq, cfg)
+    return [int(v) for p, c in zip(res.probs, res.pred, strict=True) for v in (*p, c)]
+
+
 def _match_answer(cfg, prepared, opcode, payload):
     from metafab.reference import match_fixed as mx
 
@@ -266,13 +283,14 @@ def test_expected_words_are_the_reference_answers(generated, name):
         return
     (load_op, load_payload), *runs = runs
     assert load_op == Opcode.LOAD and responses[0].status == Status.OK and responses[0].payload == ()
-    if name == "maml":
+    if name in ("maml", "maml-cls"):
         from metafab.reference.payloads import maml_weights_from_words
 
         hex_words = [int(w, 16) for w in (folder / "weights.hex").read_text().split()]
         assert list(load_payload) == hex_words  # the session loads the shipped example file
         state = maml_weights_from_words(cfg, from_words(load_payload))
-        answer, last_cycles = _maml_answer, engine.cycles(cfg).task_cycles
+        answer = _maml_answer if name == "maml" else _maml_cls_answer
+        last_cycles = engine.cycles(cfg).task_cycles
     else:
         from metafab.reference import match_fixed as mx
 

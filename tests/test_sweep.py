@@ -197,7 +197,7 @@ def test_spec_expands_grid_times_points_and_drops_duplicates():
 
 
 @pytest.mark.parametrize("doc, words", [
-    ({"engine": "mamll", "grid": {"lanes": [1]}}, ["unknown engine 'mamll'", "maml, match"]),
+    ({"engine": "mamll", "grid": {"lanes": [1]}}, ["unknown engine 'mamll'", "maml, maml-cls, match"]),
     ({"engine": "maml", "grid": {"lane": [1]}}, ["field 'lane'", "valid fields: layers", "lanes"]),
     ({"engine": "maml", "grid": {"lanes": []}}, ["[grid] lanes is an empty list"]),
     ({"engine": "maml"}, ["no points"]),

@@ -152,6 +152,9 @@ class Engine:
     #: runs in ``metafab demo`` (with its board build; larger ``build_order`` builds start first)
     in_demo: bool = False
     build_order: int = 0
+    #: ``metafab demo`` builds its board top too (False: the demo verifies it only; its build takes longer
+    #: than the demo's bound)
+    demo_builds: bool = True
 
     # --- config -----------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
@@ -283,6 +286,10 @@ class Engine:
     def demo_rows(self, verify: dict) -> list[tuple[str, str]]:
         """The demo's rows of a verification report."""
         raise NotImplementedError
+
+    def demo_build_note(self, cfg) -> list[tuple[str, str]]:
+        """The demo's rows about the board build of an engine the demo does not build (``demo_builds``)."""
+        return []
 
     def demo_build_rows(self, build: dict) -> list[tuple[str, str]]:
         """The demo's latency rows of a build report (after the board's own row)."""
