@@ -273,7 +273,7 @@ def cpu_baseline(engine: Engine, cfg, reps: int | None = None) -> dict | None:
     kernel = engine.cpu_kernel(cfg)
     if kernel is None:
         return None
-    return measure(kernel, reps=reps or (200000 if kernel.per == "query" else 20000))
+    return measure(kernel, reps=reps or {"query": 200000, "task": 20000}.get(kernel.per, 500))
 
 
 def write_build_report(engine: Engine, r: dict) -> list[Path]:

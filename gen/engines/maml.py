@@ -302,7 +302,7 @@ class MamlEngineSpec(Engine):
             layers.append({"n": n, "i": i, "o": o, "off": at, "last": n == cfg.n_layers - 1})
             at += o * i + o
         text = render("maml_cpu.c.j2", design=cfg.name, layers=layers, k=cfg.k_support, q=cfg.n_query,
-                      steps=cfg.steps, nparam=at, lr=repr(float(cfg.lr)))
+                      steps=cfg.steps, nparam=at, lr=repr(float(cfg.lr)), ce=False, low=0)
         want = fmaml.forward(fmaml.adapt(params, xs, ys, cfg.steps, cfg.lr), xq).reshape(-1)
         return CpuKernel(source=text, inputs=np.concatenate([flat, xs.reshape(-1), ys.reshape(-1), xq.reshape(-1)]),
                          n_out=cfg.n_query * cfg.n_out, want=want, per="task", notes={"weights": source})

@@ -243,7 +243,37 @@ class MamlClsEngineSpec(MamlEngineSpec):
         return "MAML classification engine cycle model, 256-128-64-64-5, 5-way 1-shot, 25 queries, 1 step", rows
 
     def cpu_kernel(self, cfg):
-        return None
+        """One episode of ``cfg`` in float32 C: the inner loop (softmax cross-entropy, the adapted layers
+        only) from the initial weights, then the queries' class probabilities; checked against
+        :mod:`metafab.reference.classify` on a glyph episode (random inputs for other nets)."""
+        from metafab.gen.cpu_baseline import CpuKernel, render
+        from metafab.reference import classify
+
+        params, source = initial_params(cfg, "auto", 0)
+        eps, _ = self.episodes(cfg, 1, 0)
+        if eps is not None:
+            xs, ls, xq = eps[0].support, eps[0].support_labels, eps[0].query
+        else:
+            rng = np.random.default_rng(0)
+            xs, xq = rng.uniform(0, 1, (cfg.k_support, cfg.n_in)), rng.uniform(0, 1, (cfg.n_query, cfg.n_in))
+            ls = rng.integers(0, cfg.n_way, cfg.k_support)
+        flat = np.concatenate([np.concatenate([np.asarray(w).reshape(-1), np.asarray(b)]) for w, b in params])
+        layers, at = [], 0
+        for n, (i, o) in enumerate(zip(cfg.layers[:-1], cfg.layers[1:], strict=True)):
+            layers.append({"n": n, "i": i, "o": o, "off": at, "last": n == cfg.n_layers - 1})
+            at += o * i + o
+        low = min(cfg.adapted)
+        text = render("maml_cpu.c.j2", design=cfg.name, layers=layers, k=cfg.k_support, q=cfg.n_query,
+                      steps=cfg.steps, nparam=at, lr=repr(float(cfg.lr)), ce=True, low=low)
+        adapted = classify.adapt(params, xs, ls, cfg.steps, cfg.lr,
+                                 layers=None if cfg.adapt_layers == "all" else classify.anil_layers(cfg.n_layers))
+        probs, classes = classify.predict(adapted, xq)
+        inputs = np.concatenate([flat, xs.reshape(-1), np.asarray(ls, dtype=np.float64), xq.reshape(-1)])
+        return CpuKernel(source=text, inputs=inputs,
+                         n_out=cfg.n_query * cfg.n_way, want=np.asarray(probs).reshape(-1), per="episode",
+                         atol=1e-3, rtol=1e-2,
+                         check=lambda out: bool((out.reshape(cfg.n_query, cfg.n_way).argmax(1) == classes).all()),
+                         notes={"weights": source})
 
     # --- simulation -------------------------------------------------------
     def _run(self, cfg, wq, items, **kw):
