@@ -39,6 +39,7 @@ pytest.importorskip("serial", reason="pyserial is needed for metafab run")
 
 MAML_ARGS = ["--layers", "1-6-1", "--lanes", "2", "--k-support", "3", "--queries", "2"]
 MAML_CFG = MamlConfig(layers=(1, 6, 1), k_support=3, n_query=2, lanes=2)
+CLS_ARGS = ["--layers", "256-8-3", "--shots", "1", "--queries", "2", "--steps", "2", "--lanes", "2"]
 MATCH_ARGS = ["--ways", "3", "--shots", "2", "--dim", "10", "--lanes", "2"]
 MATCH_CFG = MatchConfig(n_way=3, k_shot=2, dim=10, lanes=2)
 
@@ -92,7 +93,16 @@ class SoftBoard:
         if opcode != Opcode.RUN or self.loaded is None:
             return Status.NOT_LOADED, []
         self.runs += 1
-        if self.engine == "maml":
+        if self.engine == "maml-cls":
+            from metafab.reference import maml_cls_fixed as mc
+
+            wq = self._maml_weights(from_words(self.loaded))
+            x = from_words(payload)
+            k, ni = cfg.k_support, cfg.n_in
+            sup = x[: k * (ni + 1)].reshape(k, ni + 1)
+            res = mc.run_task(wq, sup[:, :ni], sup[:, ni], x[k * (ni + 1):].reshape(-1, ni), cfg)
+            words = to_words(mc.result_words(res))
+        elif self.engine == "maml":
             wq = self._maml_weights(from_words(self.loaded))
             x = from_words(payload)
             k, ni, no = cfg.k_support, cfg.n_in, cfg.n_out
@@ -130,6 +140,23 @@ def test_run_maml_over_a_serial_port(capsys):
     assert out["end_to_end_us"]["runs"] == 2 and 0 < out["end_to_end_us"]["min"] <= out["end_to_end_us"]["median"]
     assert len(out["results"][0]["outputs"]) == MAML_CFG.n_query * MAML_CFG.n_out
     assert out["status"] == dict(zip(STATUS_FIELDS, [7, 2, 0, 0, 1, PROTOCOL_VERSION], strict=True))
+
+
+def test_run_maml_cls_sends_glyph_episodes_and_checks_every_word(capsys):
+    from metafab.gen.engines.maml_cls import glyph_episodes
+    from metafab.reference.config import MamlClsConfig
+    from metafab.reference.payloads import maml_cls_run_words
+
+    cfg = MamlClsConfig(layers=(256, 8, 3), k_support=3, n_query=6, steps=2, lanes=2)
+    with SoftBoard("maml-cls", cfg) as board:
+        code = main(["run", "maml-cls", *CLS_ARGS, "--port", board.port, "--weights", "random", "--episodes", "2",
+                     "--timeout", "5", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["mismatches"] == 0
+    assert board.requests[:3] == [Opcode.LOAD, Opcode.RUN, Opcode.STATUS]
+    _, items = glyph_episodes(cfg, 2, 0)
+    assert [len(r["classes"]) for r in out["results"]] == [6, 6]
+    assert len(maml_cls_run_words(*items[0])) == cfg.run_words
 
 
 def test_run_match_loads_each_episode_and_checks_every_query(capsys):
