@@ -240,7 +240,7 @@ class MamlClsEngineSpec(MamlEngineSpec):
                 rows.append({"adapt": adapt, "lanes": lanes, "cycles": m.task_cycles,
                              "utilisation %": round(100 * m.lane_utilisation, 1),
                              "latency us @75MHz": round(m.latency_us(75.0), 1)})
-        return "MAML classification engine cycle model, 256-128-64-64-5, 5-way 1-shot, 25 queries, 1 step", rows
+        return "MAML classification engine cycle model, 256-128-64-64-5, 5-way 1-shot, 25 queries, 5 steps", rows
 
     def cpu_kernel(self, cfg):
         """One episode of ``cfg`` in float32 C: the inner loop (softmax cross-entropy, the adapted layers
