@@ -69,6 +69,33 @@ def test_softmax_timing_and_cycle_model_add_up():
     assert 0 < model.lane_utilisation < 1
 
 
+def test_classifier_schedules_on_random_configs():
+    """Random classifiers (depth, widths, K, Q, steps, lanes, MAML or ANIL): the timeline's own checks hold
+    (no word read and written in one cycle, the shared weight port never taken twice in a cycle, every
+    E element read after the softmax wrote it), the error job overlaps the support softmax only as the
+    columns come, and the model adds up."""
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        depth = int(rng.integers(0, 3))
+        hidden = [int(rng.integers(1, 20)) for _ in range(depth)]
+        layers = [int(rng.integers(2, 24)), *hidden, int(rng.integers(2, 9))]
+        cfg = MamlClsConfig(layers=layers, k_support=int(rng.integers(1, 13)), n_query=int(rng.integers(1, 13)),
+                            steps=int(rng.integers(0, 4)), lanes=int(2 ** rng.integers(0, 7)),
+                            adapt_layers=str(rng.choice(["all", "head"])))
+        sch, model = schedule(cfg), maml_cycles(cfg)
+        assert sch.shared_w_port and "E" in sch.tensors
+        assert model.task_cycles == model.issue_cycles + model.gap_cycles + model.tail_cycles
+        assert model.issue_cycles >= -(-cfg.useful_macs() // cfg.lanes)
+        assert model.tail_cycles >= cfg.n_query * sch.softmax.period
+        if cfg.steps:
+            tl = sch.timeline()
+            last_fwd = max(p.end for p in tl[:len(sch.step_jobs)] if p.job.kind == FORWARD)
+            err = next(p for p in tl if p.job.kind == ERROR)
+            sm = sch.softmax  # it starts reading E after the first sample's and ends after the last one's
+            assert err.start > last_fwd + sm.write_at
+            assert err.end > last_fwd + (cfg.k_support - 1) * sm.period + sm.write_at + cfg.n_out - 1
+
+
 # --- cocotb + Verilator ------------------------------------------------------------------
 
 
