@@ -250,3 +250,18 @@ def test_cli_user_mistakes_are_one_line(capsys, argv, fragment):
     code, _, err = _cli(capsys, "verify", "maml-cls", *argv, "--episodes", "1")
     assert code == 2 and fragment in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_board_preload_of_the_glyph_net_and_none():
+    """The board top's preload is the LOAD of the shipped weights; ``--weights none`` builds it without one."""
+    from argparse import Namespace
+
+    from metafab.reference.weights import load_glyph_classifier
+
+    words, source = ENGINE.preload(GLYPH, Namespace(weights="auto"))
+    assert len(words) == GLYPH.n_params and "shipped MAML" in source
+    # the protocol's order: layer by layer, [W | b] row by row, two's complement 32-bit words
+    wq = mf.quantize_params(load_glyph_classifier("maml", 1).params, GLYPH)
+    assert words == [int(v) & 0xFFFFFFFF for w in wq for v in w.reshape(-1)]
+    none, why = ENGINE.preload(GLYPH, Namespace(weights="none"))
+    assert none is None and "no preload" in why

@@ -251,7 +251,8 @@ class Engine:
 
     # --- board ------------------------------------------------------------
     def preload(self, cfg, args) -> tuple[list[int], str]:
-        """The LOAD payload the board top holds in ROM, and where it comes from."""
+        """The LOAD payload the board top holds in ROM, and where it comes from (``None`` and a reason: a board
+        top without a preload, whose host sends LOAD first)."""
         raise NotImplementedError
 
     #: the engine clock a board build asks for by default, per FPGA family (MHz): one the default design's

@@ -175,9 +175,13 @@ class MamlClsEngineSpec(MamlEngineSpec):
         return self.config_from_dict(fields)
 
     def add_command_arguments(self, p, command):
-        if command in ("generate", "sim", "verify", "build"):
-            what = {"generate": "written to weights.txt", "build": "preloaded into the board top"}.get(
-                command, "of the engine")
+        if command == "build":
+            p.add_argument("--weights", choices=(*WEIGHTS, "none"), default="auto",
+                           help="initial weights preloaded into the board top (default: the shipped glyph "
+                                "classifier when the net is the shipped one, else random); 'none': no preload "
+                                "ROM (its block RAMs stay free; metafab run sends LOAD first)")
+        if command in ("generate", "sim", "verify"):
+            what = {"generate": "written to weights.txt"}.get(command, "of the engine")
             p.add_argument("--weights", choices=WEIGHTS, default="auto",
                            help=f"initial weights {what} (default: the shipped glyph classifier when the net is "
                                 f"the shipped one, else random)")
@@ -376,7 +380,10 @@ class MamlClsEngineSpec(MamlEngineSpec):
 
     # --- board ------------------------------------------------------------
     def preload(self, cfg, args):
-        params, source = initial_params(cfg, getattr(args, "weights", "auto") if args else "auto", 0)
+        weights = getattr(args, "weights", "auto") if args else "auto"
+        if weights == "none":
+            return None, "none (no preload ROM: the host sends LOAD)"
+        params, source = initial_params(cfg, weights, 0)
         return maml_load_words(mf.quantize_params(params, cfg)), source
 
     def build_figures(self, cfg, r, preload_source):
