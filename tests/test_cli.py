@@ -154,16 +154,19 @@ def test_demo_without_board_builds(capsys):
     """The demo's simulation half on both default designs (the board builds are metafab build's, tested apart)."""
     from metafab.gen.cmd_demo import table
 
-    code = main(["demo", "--skip-build", "--tasks", "2", "--queries", "5", "--json"])
+    code = main(["demo", "--skip-build", "--tasks", "2", "--queries", "5", "--episodes", "1", "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     doc = json.loads(out)
     v, m = doc["maml"]["verify"], doc["match"]["verify"]
     assert v["tasks"] == 2 and v["mismatches"] == 0 and v["cycles_measured"] == [v["cycles_model"]]
     assert m["mismatches"] == 0 and m["rtl_equals_fixed"] and m["queries"] >= 5
+    c = doc["maml-cls"]["verify"]
+    assert c["episodes"] == 1 and c["mismatches"] == 0 and c["accuracy_rtl"] == c["accuracy_fixed"]
     text = table(doc)
     assert "metafab demo: MAML adaptation engine" in text and "similarity engine" in text
-    assert f"{v['cycles_model']} modelled" in text and "board build" not in text
+    assert "metafab demo: MAML classification engine" in text and "not run by the demo" in text
+    assert f"{v['cycles_model']} modelled" in text and "(LFE5U-85F)" not in text
     assert main(["demo", "--queries", "0"]) == 2
     assert main(["demo", "--clock-mhz", "0"]) == 2
     err = capsys.readouterr().err
