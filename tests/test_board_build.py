@@ -63,17 +63,23 @@ class _FastEcho(EchoEngine):
 
 
 def test_clock_auto_rebuilds_at_a_pll_clock_below_fmax(echo, capsys):
+    """Each rebuild is at the highest PLL clock at or below the previous build's Fmax, until timing passes or
+    the tries run out (place and route decides which: a build at a PLL clock just under the last Fmax may
+    miss it by a little, so the verdict of the last try is reported, not assumed)."""
     fast = register_engine(_FastEcho())
     try:
-        code, r, err = build(capsys, "echo-fast", "--clock-mhz", "auto")
+        code, r, err = build(capsys, "echo-fast", "--clock-mhz", "auto", "--allow-timing-fail")
     finally:
         unregister_engine(fast.name)
     assert code == 0, err
-    first, last = r["tries"][0], r["tries"][-1]
-    assert first["clock_mhz"] == 150 and first["timing"] == "FAIL"
-    assert last["timing"] == "PASS" == r["timing"] and len(r["tries"]) <= 3
-    assert r["clock_mhz"] == last["clock_mhz"] <= first["fmax_mhz"]
-    assert r["clock_mhz"] == pytest.approx(pll_setting("ice40", 12, r["tries"][-2]["fmax_mhz"]).out_mhz, rel=0.011)
+    tries = r["tries"]
+    assert tries[0]["clock_mhz"] == 150 and tries[0]["timing"] == "FAIL" and 2 <= len(tries) <= 3
+    for before, after in zip(tries, tries[1:], strict=False):
+        assert before["timing"] == "FAIL"
+        want = pll_setting("ice40", 12, min(before["fmax_mhz"], before["clock_mhz"] * 0.99)).out_mhz
+        assert after["clock_mhz"] == pytest.approx(want, rel=1e-3) and after["clock_mhz"] <= before["fmax_mhz"]
+    assert r["clock_mhz"] == tries[-1]["clock_mhz"] and r["timing"] == tries[-1]["timing"]
+    assert len(tries) == 3 or r["timing"] == "PASS"
     assert "timing fails at 150 MHz" in err
 
 

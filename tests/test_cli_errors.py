@@ -38,7 +38,8 @@ def _nothing_under(path):
         (["generate", "maml", "--seed", "-1"], "argument --seed: must be at least 0, got -1"),
         (["verify", "maml", "--seed", "-3"], "argument --seed: must be at least 0, got -3"),
         (["sim", "match", "--seed", "x"], "argument --seed: 'x' is not a whole number"),
-        (["verify", "maml", "--ways", "3"], "--ways does not apply to the maml engine; it is an option of the match"),
+        (["verify", "maml", "--ways", "3"], "--ways does not apply to the maml engine; it is an option of the "
+                                            "maml-cls and match engines"),
         (["sim", "maml", "--features", "pixels"], "--features does not apply to the maml engine"),
         (["verify", "match", "--tasks", "3"], "--tasks does not apply to the match engine; it is an option of "
                                               "the maml"),
@@ -86,7 +87,7 @@ def test_config_files(capsys, build, tmp_path):
     typo = tmp_path / "typo.toml"
     typo.write_text("[mamll]\nlanes = 4\n")
     one_line(capsys, ["generate", "maml", "--config", str(typo)],
-             "table [mamll] names no engine; valid tables: [maml], [match]")
+             "table [mamll] names no engine; valid tables: [maml], [maml-cls], [match]")
     beside = tmp_path / "beside.toml"
     beside.write_text("lanes = 4\n[maml]\nsteps = 2\n")
     one_line(capsys, ["generate", "maml", "--config", str(beside)], "top-level keys lanes beside the [maml] table")
