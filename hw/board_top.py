@@ -10,7 +10,7 @@ held until the PLL locks: the engine runs at the PLL's frequency, and the
 UART divisor is computed from it.
 """
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Mux, ResetSignal, Signal, signed
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Mux, ResetSignal, Signal
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -54,12 +54,8 @@ class Preloader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = len(self._packet)
-        # the ROM holds the words after the header as two's-complement codes of the narrowest width that
-        # holds them all (a weight payload: its 16-bit codes, not 33-bit words), sign-extended on the way
-        # out; the header is a constant, the last flag the packet's end
-        codes = [w - (1 << 32) if w & (1 << 31) else w for w, _ in self._packet[1:]]
-        width = max([1] + [(c if c >= 0 else ~c).bit_length() + 1 for c in codes])
-        m.submodules.rom = rom = Memory(shape=signed(width), depth=max(1, n - 1), init=codes)
+        m.submodules.rom = rom = Memory(shape=33, depth=n,
+                                        init=[w | (int(last) << 32) for w, last in self._packet])
         # a synchronous read (block RAM), one word ahead: the address is the next word's index
         # whenever the current one is taken, so ``rd.data`` always holds word ``idx``
         rd = rom.read_port()
@@ -67,12 +63,10 @@ class Preloader(wiring.Component):
         primed = Signal()  # the first read has completed
         m.d.sync += primed.eq(1)
         take = Signal()
-        m.d.comb += rd.addr.eq(Mux(take, idx, idx - 1))  # word idx + 1 (next) or idx of the packet
-        word = Mux(idx == 0, self._packet[0][0], rd.data.as_signed())
+        m.d.comb += rd.addr.eq(Mux(take, idx + 1, idx))
         with m.FSM():
             with m.State("SEND"):
-                m.d.comb += [self.o.valid.eq(primed), self.o.payload.data.eq(word),
-                             self.o.payload.last.eq(idx == n - 1), take.eq(primed & self.o.ready)]
+                m.d.comb += [self.o.valid.eq(primed), self.o.payload.eq(rd.data), take.eq(primed & self.o.ready)]
                 with m.If(take):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == n - 1):
