@@ -85,6 +85,11 @@ class Host:
         self.run_seconds.append(time.perf_counter() - t0)
         return from_words(resp.payload)
 
+    def read_weights(self) -> np.ndarray:
+        """The MAML engines' READ_WEIGHTS: the master-format codes of the weights the last RUN adapted
+        (the loaded ones before any RUN), in LOAD order."""
+        return from_words(self.checked(Opcode.READ_WEIGHTS).payload)
+
 
 def open_serial(port: str, baud: int, timeout: float = 0.2):
     """A pyserial port (UserError naming the port when it cannot be opened)."""

@@ -65,6 +65,7 @@ def maml_ops(cfg: MamlConfig) -> dict:
         Opcode.LOAD: OpSpec(req_len=cfg.load_words, resp_len=0, loads=True),
         Opcode.RUN: OpSpec(req_len=cfg.run_words, resp_len=cfg.result_words, needs_loaded=True,
                            counts_run=True),
+        Opcode.READ_WEIGHTS: OpSpec(req_len=0, resp_len=cfg.n_params, needs_loaded=True),
     }
 
 
@@ -224,6 +225,7 @@ class MamlCore(wiring.Component):
             self._cls_response(dp)
         else:
             self._response(dp)
+        self._readback(dp)
         for name, mem in dp.mems.items():
             mem.elaborate_into(dp.m, f"mem_{name.lower()}", platform)
         return dp.m
@@ -338,7 +340,7 @@ class MamlCore(wiring.Component):
         # bridge through the front end's state machine into the weight memory's write data). All of
         # them move by the same cycle, so their order is the front end's.
         is_load, is_run, first_word = Signal(), Signal(), Signal()
-        abort, start, start_load = Signal(), Signal(), Signal()
+        abort, start, start_load, start_read = Signal(), Signal(), Signal(), Signal()
         word = Signal(signed(32))
         m.d.sync += [
             is_load.eq(self.bus.wr_valid & (self.bus.wr_op == int(Opcode.LOAD))),
@@ -348,6 +350,7 @@ class MamlCore(wiring.Component):
             abort.eq(self.bus.abort),
             start.eq(self.bus.start),
             start_load.eq(self.bus.start_op == int(Opcode.LOAD)),
+            start_read.eq(self.bus.start_op == int(Opcode.READ_WEIGHTS)),
         ]
         bad = Signal()  # a payload value outside its format
 
@@ -449,7 +452,8 @@ class MamlCore(wiring.Component):
             element_write(mems["Y"], T["Y"], f_now - cfg.n_in, k_now, word, is_run & ~q_now & ~is_x)
         element_write(mems["Q0"], T["Q0"], f_now, k_now, word, is_run & q_now)
 
-        dp.add(bad=bad, ld_waddr=ld_waddr, ld_wen=ld_wen, ld_wpos=ld_wpos, start=start, start_load=start_load)
+        dp.add(bad=bad, ld_waddr=ld_waddr, ld_wen=ld_wen, ld_wpos=ld_wpos, start=start, start_load=start_load,
+               start_read=start_read)
         dp.add(wmem=wmem, word=word)
 
     def _sequencer(self, dp: CoreParts):
@@ -509,14 +513,19 @@ class MamlCore(wiring.Component):
                 gap = Mux(first_step, g1_a[idx], g2_a[idx])
             m.d.sync += [jj.eq(idx), m0.eq(0), n0.eq(0), r0.eq(0), gapc.eq(gap)]
 
-        with m.If(start):
+        # the W copy 1 holds adapted weights: a RUN has started since the last LOAD (READ_WEIGHTS)
+        adapted_valid = Signal()
+        with m.If(start & dp.start_read):
+            m.d.sync += status.eq(Status.OK)  # answered by the read-back (_readback) when its words are ready
+        with m.Elif(start):
             m.d.sync += cycles.eq(1)
             with m.If(bad):
                 m.d.sync += [status.eq(Status.BAD_VALUE), done_r.eq(1), bad.eq(0)]
             with m.Elif(start_load):
-                m.d.sync += [status.eq(Status.OK), done_r.eq(1)]
+                m.d.sync += [status.eq(Status.OK), done_r.eq(1), adapted_valid.eq(0)]
             with m.Else():
-                m.d.sync += [status.eq(Status.OK), running.eq(1), busy.eq(1), step.eq(0), use_w0.eq(1)]
+                m.d.sync += [status.eq(Status.OK), running.eq(1), busy.eq(1), step.eq(0), use_w0.eq(1),
+                             adapted_valid.eq(1)]
                 if cfg.steps > 0:
                     m.d.sync += in_query.eq(0)
                     enter_job(0, True)
@@ -560,7 +569,8 @@ class MamlCore(wiring.Component):
                     with m.Else():
                         enter_job(jj + 1, step == 0)
 
-        dp.add(busy=busy, cycles=cycles, done_r=done_r, final=final, issue=issue, jj=jj)
+        dp.add(adapted_valid=adapted_valid, busy=busy, cycles=cycles, done_r=done_r, final=final, issue=issue,
+               jj=jj)
         dp.add(last_cycles=last_cycles, last_m=last_m, last_n=last_n, last_r=last_r, m0=m0, n0=n0, r0=r0, use_w0=use_w0)
 
     def _issue(self, dp: CoreParts):
@@ -1096,7 +1106,7 @@ class MamlCore(wiring.Component):
                 for o in range(cfg.n_out):
                     with m.Case(q * cfg.n_out + o):
                         m.d.comb += rd.eq(yout[q][o].as_signed())
-        m.d.comb += self.bus.rd_data.eq(rd)
+        dp.add(run_rd=rd)
 
     def _softmax(self, dp: CoreParts):
         """A classifier's softmax unit: per sample (a column of the logits) its class probabilities.
@@ -1237,7 +1247,104 @@ class MamlCore(wiring.Component):
         with m.If(dp.sm_done):
             m.d.sync += [done_r.eq(1), busy.eq(0), dp.last_cycles.eq(cycles + 1)]
         rp = dp.results.read_port(domain="comb")
-        m.d.comb += [rp.addr.eq(self.bus.rd_index), self.bus.rd_data.eq(rp.data)]
+        m.d.comb += rp.addr.eq(self.bus.rd_index)
+        dp.add(run_rd=rp.data)
+
+
+    #: Entries of the read-back's look-ahead buffer: enough that a response word can leave every cycle
+    #: while the next ones are read (issue to buffer: 4 cycles).
+    READBACK_DEPTH = 8
+
+    def _readback(self, dp: CoreParts):
+        """READ_WEIGHTS: the weights of the last RUN, element by element in LOAD order, as the response.
+
+        A walker reads the W memory at the issue's read port (the datapath is idle between requests):
+        layer by layer, row-major ``[W | b]``, from copy 1 for the layers the inner loop adapted once a RUN
+        has started since the last LOAD, else from copy 0 (the loaded weights). Each element lands,
+        four cycles after its address, in a small look-ahead buffer; the front end reads the response
+        combinationally at ``rd_index``, which moves by one after each word sent, so the buffer offers
+        its first two entries and drops the first when ``rd_index`` has moved past it. ``done`` comes
+        once the buffer is full (or holds every word), so the stream never waits for a read.
+        """
+        L, cfg, layers, m, tile_addr, wts = dp.L, dp.cfg, dp.layers, dp.m, dp.tile_addr, dp.wts
+        wmem, mfmt = dp.wmem, dp.mfmt
+        D = self.READBACK_DEPTH
+        NP = cfg.n_params
+        rb_active = Signal()  # the response being sent is a read-back
+        rb_l = Signal(range(L + 1))
+        rb_m = Signal(range(max(layers) + 1))
+        rb_c = Signal(range(max(layers) + 2))
+        rb_n = Signal(range(NP + 1))  # elements whose read was issued
+        cnt = Signal(range(D + 1))  # entries in the buffer
+        hidx = Signal(16)  # response index of buf[0]
+        buf = [Signal(mfmt.width, name=f"rb_buf{k}") for k in range(D)]
+        v = [Signal(name=f"rb_v{k}") for k in range(1, 4)]  # an issued read, 1..3 cycles on
+        pos = [Signal(range(max(2, wmem.elements)), name=f"rb_pos{k}") for k in range(4)]
+        adapted = [Signal(name="rb_copy")]  # read copy 1 for the adapted layers
+        inflight = v[0] + v[1] + v[2]
+        rb_issue = Signal()
+        m.d.comb += rb_issue.eq(rb_active & (rb_n != NP) & (cnt + inflight < D - 1))
+
+        # the walker: one element address per issue, in LOAD order
+        cols_a = _const_array([layers[l] + 1 for l in range(L)] + [1])
+        rows_a = _const_array(list(layers[1:]) + [1])
+        raddr = Signal.like(dp.addr0["W"], name="rb_addr")
+        with m.Switch(rb_l):
+            for l in range(L):
+                with m.Case(l):
+                    t = wts[l]
+                    gr, gc = t.grid
+                    copy = adapted[0] if l in dp.adapted else Const(0)
+                    m.d.comb += [raddr.eq(tile_addr(t, rb_m, rb_c, copy)),
+                                 pos[0].eq(_times(rb_m & (gr - 1), gc) + (rb_c & (gc - 1)))]
+        with m.If(rb_issue):
+            m.d.comb += dp.addr0["W"].eq(raddr)  # the issue's read port is free: no job is running
+            m.d.sync += rb_n.eq(rb_n + 1)
+            with m.If(rb_c == cols_a[rb_l] - 1):
+                with m.If(rb_m == rows_a[rb_l] - 1):
+                    m.d.sync += [rb_l.eq(rb_l + 1), rb_m.eq(0), rb_c.eq(0)]
+                with m.Else():
+                    m.d.sync += [rb_m.eq(rb_m + 1), rb_c.eq(0)]
+            with m.Else():
+                m.d.sync += rb_c.eq(rb_c + 1)
+        m.d.sync += [v[0].eq(rb_issue), v[1].eq(v[0]), v[2].eq(v[1])]
+        m.d.sync += [pos[k + 1].eq(pos[k]) for k in range(3)]
+        # the read data is in W's registered read word three cycles after the issue
+        elem = Signal(mfmt.width)
+        elems = Array(wmem.element_of(0, e)[: mfmt.width] for e in range(wmem.elements))
+        m.d.comb += elem.eq(elems[pos[3]])
+        push = v[2]
+
+        # the buffer: rd_index is hidx (first entry) or hidx + 1 (the word after it was sent)
+        # rd_index belongs to this response from the cycle after done (the front end then sets it to 0)
+        rb_send = Signal()
+        with m.If(dp.done_r & rb_active):
+            m.d.sync += rb_send.eq(1)
+        pop = Signal()
+        m.d.comb += pop.eq(rb_send & (self.bus.rd_index != hidx) & (cnt != 0))
+        with m.If(pop):
+            m.d.sync += [buf[k].eq(buf[k + 1]) for k in range(D - 1)]
+            m.d.sync += hidx.eq(hidx + 1)
+        at = cnt - pop  # where a pushed entry goes
+        with m.If(push):
+            for k in range(D):
+                with m.If(at == k):
+                    m.d.sync += buf[k].eq(elem)
+        m.d.sync += cnt.eq(cnt - pop + push)
+        rb_word = Signal(32)
+        m.d.comb += rb_word.eq(Mux(self.bus.rd_index == hidx, buf[0], buf[1]).as_signed())
+
+        # done once the buffer holds its fill (or every word): the front end then sends without waiting
+        rb_wait = Signal()  # a read-back started and not yet answered
+        with m.If(dp.start):
+            m.d.sync += rb_wait.eq(dp.start_read)
+        with m.Elif(rb_wait & (cnt >= min(NP, D - 1))):
+            m.d.sync += [rb_wait.eq(0), dp.done_r.eq(1)]
+        m.d.comb += self.bus.rd_data.eq(Mux(rb_active, rb_word, dp.run_rd))
+        # a new request: the walker and the buffer start again (last, so it wins over the updates above)
+        with m.If(dp.start):
+            m.d.sync += [rb_active.eq(dp.start_read), rb_send.eq(0), rb_l.eq(0), rb_m.eq(0), rb_c.eq(0), rb_n.eq(0),
+                         cnt.eq(0), hidx.eq(0), adapted[0].eq(dp.adapted_valid & (cfg.steps > 0))]
 
 
 class MamlEngine(PacketEngine):

@@ -60,6 +60,7 @@ class Opcode(IntEnum):
     LOAD = 0x01  # maml: initial weights; match: support set and labels
     RUN = 0x02  # maml: one task (support pairs, queries); match: one query
     STATUS = 0x03  # counters and the last error
+    READ_WEIGHTS = 0x04  # maml, maml-cls: the weights the last RUN adapted (master format, LOAD order)
 
 
 class Status(IntEnum):

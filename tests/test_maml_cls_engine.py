@@ -103,8 +103,9 @@ def test_glyph_default_design_bit_exact_with_shipped_weights():
     """The built-in default: the shipped MAML glyph classifier on glyph meta-test episodes, 5 inner steps."""
     wq = weights(GLYPH, "auto")
     eps, items = glyph_episodes(GLYPH, 2, seed=3)
-    r = run(GLYPH, wq, items, run_name="test-cls-default", return_outputs=True)
-    assert r["mismatches"] == 0 and r["tasks"] == 2 and r["words"] == 2 * GLYPH.result_words
+    r = run(GLYPH, wq, items, run_name="test-cls-default", return_outputs=True, read_weights=True)
+    assert r["mismatches"] == 0 and r["tasks"] == 2
+    assert r["words"] == 2 * (GLYPH.result_words + GLYPH.n_params) and r["weight_mismatches"] == 0
     assert r["cycles"] == [maml_cycles(GLYPH).task_cycles] * 2
     # the classes answered are the reference's (an independent check of the class words)
     for out, item in zip(r["outputs"], items, strict=True):
@@ -119,8 +120,13 @@ def test_glyph_net_anil_and_five_shot(name):
     cfg = GLYPH.replace(adapt_layers="head") if name == "anil" else GLYPH.replace(k_support=25, steps=1)
     wq = weights(cfg, "shipped")
     _, items = glyph_episodes(cfg, 1, seed=4)
-    r = run(cfg, wq, items, run_name=f"test-cls-{name}")
+    r = run(cfg, wq, items, run_name=f"test-cls-{name}", read_weights=True, return_outputs=True)
     assert r["mismatches"] == 0 and r["cycles"] == [maml_cycles(cfg).task_cycles]
+    assert r["weight_words"] == cfg.n_params and r["weight_mismatches"] == 0
+    if name == "anil":  # ANIL: every layer below the head reads back as loaded
+        head = cfg.n_params - cfg.weight_shapes[-1][0] * cfg.weight_shapes[-1][1]
+        assert r["adapted"][0][:head] == [int(w) for w in np.concatenate([a.reshape(-1) for a in wq])[:head]]
+        assert r["adapted"][0][head:] != [int(w) for w in np.concatenate([a.reshape(-1) for a in wq])[head:]]
 
 
 SMALL = {
@@ -136,8 +142,8 @@ SMALL = {
 @pytest.mark.parametrize("name", list(SMALL))
 def test_small_classifiers_bit_exact(name):
     cfg = SMALL[name]
-    r = run(cfg, weights(cfg), random_episodes(cfg, 4, seed=1), run_name=f"test-cls-{name}")
-    assert r["mismatches"] == 0 and r["tasks"] == 4
+    r = run(cfg, weights(cfg), random_episodes(cfg, 4, seed=1), run_name=f"test-cls-{name}", read_weights=True)
+    assert r["mismatches"] == 0 and r["tasks"] == 4 and r["weight_words"] == 4 * cfg.n_params
     assert r["cycles"] == [maml_cycles(cfg).task_cycles] * 4
 
 

@@ -72,9 +72,12 @@ def weights(cfg: MamlConfig, seed: int = 7, scale: float = 1.0):
 # --- Amaranth simulator: the whole engine on a tiny net --------------------------
 
 
-def amaranth_run(cfg: MamlConfig, requests):
-    """Send request packets to the engine in the Amaranth simulator; return the response packets."""
-    dut = MamlEngine(config=cfg)
+def amaranth_run(cfg: MamlConfig, requests, *, ready_seed=None, dut=None):
+    """Send request packets to the engine in the Amaranth simulator; return the response packets.
+
+    ``ready_seed``: the response stream's ``ready`` is low on random cycles (back-pressure)."""
+    dut = MamlEngine(config=cfg) if dut is None else dut
+    rng = np.random.default_rng(ready_seed)
     beats = [b for req in requests for b in req]
     responses, current = [], []
     n_resp = len(requests)
@@ -89,8 +92,10 @@ def amaranth_run(cfg: MamlConfig, requests):
     async def sink(ctx):
         ctx.set(dut.o.ready, 1)
         while len(responses) < n_resp:
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid:
+            _, _, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
+            if ready_seed is not None:
+                ctx.set(dut.o.ready, int(rng.random() < 0.6))
+            if valid and ready:
                 current.append(payload.data)
                 if payload.last:
                     responses.append(decode_response(list(current)))
@@ -124,6 +129,38 @@ def test_engine_in_amaranth_simulator_matches_reference():
         st = dict(zip(STATUS_FIELDS, status.payload, strict=True))
         assert st["last_cycles"] == maml_cycles(cfg).task_cycles
         assert st["runs"] == n + 1 and st["loaded"] == 1
+
+
+@pytest.mark.parametrize("cfg", [MamlConfig(layers=(1, 3, 1), k_support=2, n_query=2, lanes=2, steps=2),
+                                 MamlConfig(layers=(2, 5, 3), k_support=3, n_query=1, lanes=4, steps=0)],
+                         ids=["s2", "s0"])
+def test_read_weights_returns_the_adapted_weights(cfg):
+    """READ_WEIGHTS after LOAD gives the loaded weights, after each RUN that task's adapted weights
+    (the reference's), with back-pressure on the response stream; before a LOAD it is NOT_LOADED."""
+    from metafab.reference.payloads import maml_weight_codes
+
+    wq = weights(cfg, scale=1.5)
+    tasks = random_tasks(cfg, 2, seed=9)
+    reqs = [encode_request(Opcode.READ_WEIGHTS), encode_request(Opcode.LOAD, to_words(maml_weight_codes(wq))),
+            encode_request(Opcode.READ_WEIGHTS)]
+    for xs, ys, xq in tasks:
+        support = np.concatenate([np.array(xs), np.array(ys)], axis=1).reshape(-1)
+        reqs.append(encode_request(Opcode.RUN, to_words(np.concatenate([support, np.array(xq).reshape(-1)]))))
+        reqs.append(encode_request(Opcode.READ_WEIGHTS))
+        reqs.append(encode_request(Opcode.STATUS))
+    resp = amaranth_run(cfg, reqs, ready_seed=3)
+    assert resp[0].status == Status.NOT_LOADED and resp[0].payload == ()
+    assert resp[2].status == Status.OK and from_words(resp[2].payload).tolist() == maml_weight_codes(wq)
+    for n, (xs, ys, xq) in enumerate(tasks):
+        run, read, status = resp[3 + 3 * n: 6 + 3 * n]
+        r = mf.run_task(wq, np.array(xs), np.array(ys), np.array(xq), cfg)
+        assert from_words(run.payload).tolist() == r.y_query.reshape(-1).tolist()
+        assert read.status == Status.OK and len(read.payload) == cfg.n_params
+        assert from_words(read.payload).tolist() == maml_weight_codes(r.weights)
+        if cfg.steps:
+            assert maml_weight_codes(r.weights) != maml_weight_codes(wq)  # the test sees an adaptation
+        st = dict(zip(STATUS_FIELDS, status.payload, strict=True))
+        assert st["last_cycles"] == maml_cycles(cfg).task_cycles and st["runs"] == n + 1  # READ is no run
 
 
 def test_engine_rejects_bad_configs():
@@ -167,9 +204,10 @@ def test_core_bus_is_one_signature_for_front_end_and_cores():
 def test_engine_verilator_bit_exact(name):
     cfg = CONFIGS[name]
     tasks = random_tasks(cfg, TASKS[name], seed=11)
-    r = run_engine(cfg, weights(cfg), tasks, sim="verilator", run_name=f"test-{name}")
-    assert r["tasks"] == len(tasks) and r["words"] == len(tasks) * cfg.n_query * cfg.n_out
-    assert r["mismatches"] == 0
+    r = run_engine(cfg, weights(cfg), tasks, sim="verilator", run_name=f"test-{name}", read_weights=True)
+    assert r["tasks"] == len(tasks) and r["weight_words"] == len(tasks) * cfg.n_params
+    assert r["words"] == len(tasks) * (cfg.n_query * cfg.n_out + cfg.n_params)
+    assert r["mismatches"] == 0 and r["weight_mismatches"] == 0
     assert r["cycles"] == [maml_cycles(cfg).task_cycles] * len(tasks)
 
 
@@ -201,12 +239,12 @@ def test_engine_saturating_cases_match_reference():
 def test_engine_malformed_packets_and_recovery():
     cfg = DEFAULT
     r = run_engine(cfg, weights(cfg), random_tasks(cfg, 2, seed=4), scenario="errors",
-                   run_name="test-errors")
+                   run_name="test-errors", read_weights=True)
     assert [c[1] for c in r["checks"]] == [
-        "NOT_LOADED", "UNKNOWN_OPCODE", "BAD_MAGIC", "BAD_LENGTH", "BAD_LENGTH", "BAD_LENGTH",
-        "BAD_VALUE", "BAD_VALUE",
+        "NOT_LOADED", "NOT_LOADED", "BAD_LENGTH", "UNKNOWN_OPCODE", "BAD_MAGIC", "BAD_LENGTH", "BAD_LENGTH",
+        "BAD_LENGTH", "BAD_VALUE", "BAD_VALUE",
     ]
-    assert r["mismatches"] == 0 and r["tasks"] == 2
+    assert r["mismatches"] == 0 and r["tasks"] == 2 and r["weight_words"] == 2 * cfg.n_params
 
 
 @pytest.mark.parametrize("reset_after", [20, 150])

@@ -24,6 +24,13 @@ from metafab.gen.engines.base import (
     status_exchange,
     unknown_opcode_exchange,
 )
+from metafab.gen.engines.weight_source import (
+    WEIGHTS,
+    add_weights_argument,
+    imported_params,
+    is_model_file,
+    model_layers,
+)
 from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig
 from metafab.reference.errors import UserError
@@ -33,8 +40,6 @@ from metafab.reference.protocol import Opcode, Packet, Status, to_words
 __all__ = ["ENGINE", "MamlEngineSpec", "initial_params", "random_params", "random_tasks", "sinusoid_tasks",
            "run_engine", "WEIGHTS", "SHIPPED_LAYERS"]
 
-#: Where the initial weights come from (``auto``: shipped when the layers allow it, else random).
-WEIGHTS = ("auto", "shipped", "random")
 SHIPPED_LAYERS = (1, 40, 40, 1)
 
 
@@ -52,8 +57,11 @@ def initial_params(cfg: MamlConfig, weights: str = "auto", seed: int = 0):
 
     ``weights="shipped"``: the meta-trained sinusoid init (1-40-40-1 only);
     ``"random"``: He-initialised with ``seed``; ``"auto"``: shipped when the
-    layers allow it, random otherwise.
+    layers allow it, random otherwise; a model file (``.onnx``, ``.safetensors``,
+    ``.npz``): its weights (:mod:`metafab.gen.engines.weight_source`).
     """
+    if is_model_file(weights):
+        return imported_params(cfg, weights)
     if weights not in WEIGHTS:
         raise UserError(f"unknown weights {weights!r}; valid: {', '.join(WEIGHTS)}")
     if weights == "shipped" or (weights == "auto" and tuple(cfg.layers) == SHIPPED_LAYERS):
@@ -119,7 +127,7 @@ def run_engine(cfg: MamlConfig, wq, tasks, *, sim: str = "verilator", scenario: 
                backpressure: float = 0.3, seed: int = 1, waves: bool = False, run_name: str | None = None,
                verilator_opt: str | None = None, progress: Progress = None, reset_after: int | None = None,
                expect_weights=None, return_outputs: bool = False, verilog: str | None = None,
-               engine=None) -> dict:
+               engine=None, read_weights: bool = False) -> dict:
     """Run the cocotb MAML bench on ``tasks`` (code lists) with initial weights ``wq``; its figures.
 
     ``expect_weights`` makes the scoreboard expect the outputs of other
@@ -127,7 +135,9 @@ def run_engine(cfg: MamlConfig, wq, tasks, *, sim: str = "verilator", scenario: 
     ``verilog`` replaces the engine's generated Verilog (e.g. the engine as
     elaborated for a device, with models of its primitives); ``engine`` is the
     registered engine whose bench runs (default ``maml``; ``maml-cls`` passes
-    itself, with episodes as ``tasks``). Raises
+    itself, with episodes as ``tasks``); ``read_weights`` reads every task's adapted weights back
+    (READ_WEIGHTS) and checks them against the reference's too (``weight_words``, ``weight_mismatches``;
+    with ``return_outputs``, ``adapted``: the read-back codes). Raises
     :class:`~metafab.sim.runner.SimulationFailed` on a mismatch.
     """
     from metafab.gen.flow import simulate
@@ -146,6 +156,8 @@ def run_engine(cfg: MamlConfig, wq, tasks, *, sim: str = "verilator", scenario: 
     }
     if return_outputs:
         params["return_outputs"] = True
+    if read_weights:
+        params["read_weights"] = True
     if reset_after is not None:
         params["reset_after"] = int(reset_after)
     if expect_weights is not None:
@@ -157,6 +169,15 @@ def run_engine(cfg: MamlConfig, wq, tasks, *, sim: str = "verilator", scenario: 
                    verilator_opt=verilator_opt, verilog=verilog, progress=progress)
     out.update(model_cycles=model.task_cycles, lane_utilisation=model.lane_utilisation)
     return out
+
+
+def _layers_given(args) -> bool:
+    """The command line sets the design's layers (``--layers``, ``--set layers=``, a config file's)."""
+    from metafab.gen.designs import parse_sets, read_toml
+
+    if getattr(args, "design_layers", None) is not None or "layers" in parse_sets(getattr(args, "set", None)):
+        return True
+    return bool(getattr(args, "config", None)) and "layers" in read_toml(args.config, args.engine)
 
 
 def _act_float(codes, cfg: MamlConfig) -> np.ndarray:
@@ -210,11 +231,11 @@ class MamlEngineSpec(Engine):
         if command in ("generate", "sim", "verify", "build"):
             what = {"generate": "written to weights.txt", "build": "preloaded into the board top"}.get(
                 command, "of the engine")
-            p.add_argument("--weights", choices=WEIGHTS, default="auto",
-                           help=f"initial weights {what} (default: shipped when the layers allow, else random)")
+            add_weights_argument(p, help=f"initial weights {what} (default: shipped when the layers allow, "
+                                         f"else random)")
         if command == "run":
-            p.add_argument("--weights", choices=(*WEIGHTS, "preloaded"), default="auto",
-                           help="weights to LOAD first; 'preloaded' sends none (the board top has them)")
+            add_weights_argument(p, extra=("preloaded",),
+                                 help="weights to LOAD first; 'preloaded' sends none (the board top has them)")
             p.add_argument("--tasks", type=int, default=3, help="built-in sinusoid tasks to run (default 3)")
             p.add_argument("--input", metavar="FILE",
                            help='JSON file of tasks instead of the built-in ones: a list of {"xs": [[..]], '
@@ -224,6 +245,15 @@ class MamlEngineSpec(Engine):
         if command == "verify":
             p.add_argument("--tasks", type=int, default=self.count_default,
                            help=f"random tasks to run (default {self.count_default})")
+
+    def config(self, args):
+        """The base config (default, ``--config``, flags, ``--set``); with ``--weights FILE`` and no layers
+        given, the model's layers."""
+        cfg = super().config(args)
+        layers = model_layers(args)
+        if layers is not None and not _layers_given(args):
+            cfg = cfg.replace(layers=layers)
+        return cfg
 
     # --- hardware ---------------------------------------------------------
     def component(self, cfg):

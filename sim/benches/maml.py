@@ -16,9 +16,14 @@ Parameters (a JSON file named by ``METAFAB_BENCH``):
 ``expected_cycles``
     the cycle model's cycles per task (checked against the engine's counter);
 ``return_outputs``
-    return every task's outputs (default: the first four).
+    return every task's outputs (default: the first four);
+``read_weights``
+    after every task, read the adapted weights back (READ_WEIGHTS) and compare every word with the
+    reference's adapted weights (counted in ``weight_words`` and, like any wrong word, in ``mismatches``).
 
-Writes ``{tasks, words, mismatches, cycles, first_mismatch, outputs}`` to ``METAFAB_BENCH_OUT``.
+Writes ``{tasks, words, mismatches, cycles, first_mismatch, outputs, weight_words, weight_mismatches,
+adapted}`` to ``METAFAB_BENCH_OUT`` (``adapted``: the read-back weight codes of the tasks whose outputs are
+returned).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from cocotb.triggers import ClockCycles
 
 from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlConfig
-from metafab.reference.payloads import maml_load_words, maml_run_words, maml_weights_from_words
+from metafab.reference.payloads import maml_load_words, maml_run_words, maml_weight_codes, maml_weights_from_words
 from metafab.reference.protocol import Opcode, Status, from_words, to_words
 from metafab.sim.benches.packet_bench import (
     PacketEngineBench,
@@ -70,9 +75,14 @@ class MamlBench(PacketEngineBench):
     def task_words(self, task) -> list[int]:
         return task_words(task)
 
-    def expected(self, task) -> np.ndarray:
+    def reference_result(self, task):
+        """The reference's response words of one task and its adapted weight codes (protocol order)."""
         xs, ys, xq = (np.asarray(a, dtype=np.int64) for a in task)
-        return mf.run_task(self.w_ref, xs, ys, xq, self.cfg).y_query.reshape(-1)
+        r = mf.run_task(self.w_ref, xs, ys, xq, self.cfg)
+        return r.y_query.reshape(-1), maml_weight_codes(r.weights)
+
+    def expected(self, task) -> np.ndarray:
+        return self.reference_result(task)[0]
 
     def bad_runs(self, words) -> list[tuple[str, list[int]]]:
         """Malformed RUN payloads (each answered BAD_VALUE) and what is wrong with them."""
@@ -82,7 +92,7 @@ class MamlBench(PacketEngineBench):
 
     async def run_tasks(self, tasks, result: dict):
         for n, task in enumerate(tasks):
-            want = self.expected(task)
+            want, want_w = self.reference_result(task)
             resp = await self.link.request(Opcode.RUN, self.task_words(task))
             assert resp.status == Status.OK, f"task {n}: RUN answered {resp.status!r}"
             got = from_words(resp.payload)
@@ -97,10 +107,25 @@ class MamlBench(PacketEngineBench):
                 result["outputs"].append(got.tolist())
             st = await self.status()
             result["cycles"].append(st["last_cycles"])
+            if self.p.get("read_weights"):
+                got_w = from_words((await self.checked(Opcode.READ_WEIGHTS)).payload)
+                want_w = np.asarray(want_w, dtype=np.int64)
+                bad_w = np.nonzero(got_w != want_w)[0] if len(got_w) == len(want_w) else np.arange(len(want_w))
+                result["weight_words"] += len(want_w)
+                result["weight_mismatches"] += int(len(bad_w))
+                result["words"] += len(want_w)
+                result["mismatches"] += int(len(bad_w))
+                if len(bad_w) and result["first_mismatch"] is None:
+                    i = int(bad_w[0])
+                    result["first_mismatch"] = {"task": n, "weight": i, "want": int(want_w[i]),
+                                                "got": int(got_w[i]) if i < len(got_w) else None}
+                if n < 4 or self.p.get("return_outputs"):
+                    result["adapted"].append(got_w.tolist())
 
 
 def _new_result():
-    return {"tasks": 0, "words": 0, "mismatches": 0, "cycles": [], "first_mismatch": None, "outputs": []}
+    return {"tasks": 0, "words": 0, "mismatches": 0, "cycles": [], "first_mismatch": None, "outputs": [],
+            "weight_words": 0, "weight_mismatches": 0, "adapted": []}
 
 
 def _problems(result: dict, exp) -> list[str]:
@@ -141,9 +166,14 @@ async def errors_scenario(tb: MamlBench, p: dict, result: dict):
     from metafab.reference.protocol import MAGIC, encode_request, header
     from metafab.reference.protocol import decode_response as decode
 
-    # a task before any weights were loaded
+    # a task, and a weight read-back, before any weights were loaded
     link.send_raw(encode_request(Opcode.RUN, words))
     await expect(Status.NOT_LOADED, "run before load")
+    link.send_raw(encode_request(Opcode.READ_WEIGHTS))
+    await expect(Status.NOT_LOADED, "weights read before load")
+    # a read-back with a payload (it has none)
+    link.send_raw(encode_request(Opcode.READ_WEIGHTS, [0]))
+    await expect(Status.BAD_LENGTH, "weights read with a payload")
     # unknown opcode with a payload
     link.send_raw(encode_request(0x7E, [1, 2, 3]))
     await expect(Status.UNKNOWN_OPCODE, "unknown opcode")
@@ -166,7 +196,7 @@ async def errors_scenario(tb: MamlBench, p: dict, result: dict):
     link.send_raw(encode_request(Opcode.LOAD, to_words(big)))
     await expect(Status.BAD_VALUE, "weight out of range")
     st = await tb.status()
-    assert st["loaded"] == 0 and st["errors"] == 7, st
+    assert st["loaded"] == 0 and st["errors"] == 9, st
     # now a good load and a good task
     await tb.load()
     bad = tb.bad_runs(words)
@@ -175,7 +205,7 @@ async def errors_scenario(tb: MamlBench, p: dict, result: dict):
         await expect(Status.BAD_VALUE, what)
     await tb.run_tasks(p["tasks"], result)
     st = await tb.status()
-    assert st["errors"] == 7 + len(bad) and st["last_error"] == Status.BAD_VALUE and st["runs"] == len(p["tasks"]), st
+    assert st["errors"] == 9 + len(bad) and st["last_error"] == Status.BAD_VALUE and st["runs"] == len(p["tasks"]), st
     assert MAGIC == 0xA5
     result["checks"] = checks
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from metafab.reference import maml_cls_fixed as mc
 from metafab.reference.config import MamlClsConfig
-from metafab.reference.payloads import maml_cls_run_words, maml_load_words
+from metafab.reference.payloads import maml_cls_run_words, maml_load_words, maml_weight_codes
 from metafab.reference.protocol import to_words
 from metafab.sim.benches import maml as mb
 from metafab.sim.benches.packet_bench import ProtocolPayloads, bench_params, protocol_scenario, run_scenarios
@@ -43,9 +43,10 @@ class MamlClsBench(mb.MamlBench):
     def task_words(self, task) -> list[int]:
         return episode_words(task)
 
-    def expected(self, task) -> np.ndarray:
+    def reference_result(self, task):
         xs, labels, xq = (np.asarray(a, dtype=np.int64) for a in task)
-        return np.asarray(mc.result_words(mc.run_task(self.w_ref, xs, labels, xq, self.cfg)), dtype=np.int64)
+        r = mc.run_task(self.w_ref, xs, labels, xq, self.cfg)
+        return np.asarray(mc.result_words(r), dtype=np.int64), maml_weight_codes(r.weights)
 
     def bad_runs(self, words):
         cfg = self.cfg
