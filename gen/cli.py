@@ -29,8 +29,8 @@ from metafab.reference.errors import UserError
 __all__ = ["main", "COMMANDS", "engine_commands", "progress", "count", "seed", "Parser"]
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("doctor", "generate", "sim", "verify", "prove", "build", "run", "train", "study", "demo", "bench", "data",
-            "report", "sweep")
+COMMANDS = ("doctor", "import", "generate", "sim", "verify", "prove", "build", "run", "train", "study", "demo",
+            "bench", "data", "report", "sweep")
 
 
 class Parser(argparse.ArgumentParser):

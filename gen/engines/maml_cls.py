@@ -17,6 +17,13 @@ import numpy as np
 
 from metafab.gen.engines.base import DesignFlag, Exchange, Workload, status_exchange, unknown_opcode_exchange
 from metafab.gen.engines.maml import MamlEngineSpec, random_params, run_engine
+from metafab.gen.engines.weight_source import (
+    WEIGHTS,
+    add_weights_argument,
+    imported_params,
+    is_model_file,
+    model_layers,
+)
 from metafab.reference import maml_cls_fixed as mc
 from metafab.reference import maml_fixed as mf
 from metafab.reference.config import MamlClsConfig
@@ -26,7 +33,6 @@ from metafab.reference.protocol import Opcode, Packet, Status, to_words
 
 __all__ = ["ENGINE", "MamlClsEngineSpec", "initial_params", "glyph_episodes", "random_episodes"]
 
-WEIGHTS = ("auto", "shipped", "random")
 
 
 def _shots(cfg: MamlClsConfig) -> int | None:
@@ -49,8 +55,11 @@ def initial_params(cfg: MamlClsConfig, weights: str = "auto", seed: int = 0):
 
     ``"shipped"``: the glyph classifier meta-trained for this shot count, by MAML
     (``adapt_layers="all"``) or ANIL (``"head"``); ``"random"``: He-initialised with
-    ``seed``; ``"auto"``: shipped when the net is the shipped one, random otherwise.
+    ``seed``; ``"auto"``: shipped when the net is the shipped one, random otherwise; a
+    model file: its weights (:mod:`metafab.gen.engines.weight_source`).
     """
+    if is_model_file(weights):
+        return imported_params(cfg, weights, classifier=True)
     if weights not in WEIGHTS:
         raise UserError(f"unknown weights {weights!r}; valid: {', '.join(WEIGHTS)}")
     from metafab.reference.weights import GLYPH_LAYERS, load_glyph_classifier
@@ -151,6 +160,10 @@ class MamlClsEngineSpec(MamlEngineSpec):
         if getattr(args, "config", None):
             fields.update(read_toml(args.config, self.name))
         get = lambda name: getattr(args, "design_" + name, None)  # noqa: E731
+        model = model_layers(args)  # --weights FILE: the model's layers unless the layers are given
+        if model is not None and "layers" not in fields and get("layers") is None and \
+                "layers" not in parse_sets(getattr(args, "set", None)):
+            fields.update(layers=model, k_support=model[-1], n_query=5 * model[-1])
         for name in ("layers", "steps", "lanes", "lr"):
             if get(name) is not None:
                 fields[name] = get(name)
@@ -176,18 +189,17 @@ class MamlClsEngineSpec(MamlEngineSpec):
 
     def add_command_arguments(self, p, command):
         if command == "build":
-            p.add_argument("--weights", choices=(*WEIGHTS, "none"), default="auto",
-                           help="initial weights preloaded into the board top (default: the shipped glyph "
-                                "classifier when the net is the shipped one, else random); 'none': no preload "
-                                "ROM (its block RAMs stay free; metafab run sends LOAD first)")
+            add_weights_argument(p, extra=("none",),
+                                 help="initial weights preloaded into the board top (default: the shipped glyph "
+                                 "classifier when the net is the shipped one, else random); 'none': no preload "
+                                 "ROM (its block RAMs stay free; metafab run sends LOAD first)")
         if command in ("generate", "sim", "verify"):
             what = {"generate": "written to weights.txt"}.get(command, "of the engine")
-            p.add_argument("--weights", choices=WEIGHTS, default="auto",
-                           help=f"initial weights {what} (default: the shipped glyph classifier when the net is "
-                                f"the shipped one, else random)")
+            add_weights_argument(p, help=f"initial weights {what} (default: the shipped glyph classifier when "
+                                         f"the net is the shipped one, else random)")
         if command == "run":
-            p.add_argument("--weights", choices=(*WEIGHTS, "preloaded"), default="auto",
-                           help="weights to LOAD first; 'preloaded' sends none (the board top has them)")
+            add_weights_argument(p, extra=("preloaded",),
+                                 help="weights to LOAD first; 'preloaded' sends none (the board top has them)")
             p.add_argument("--episodes", type=int, default=3, help="glyph meta-test episodes to run (default 3)")
         if command == "sim":
             p.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
