@@ -20,7 +20,6 @@ from metafab.gen.engines.base import (
     Exchange,
     Progress,
     Workload,
-    read_json_objects,
     status_exchange,
     unknown_opcode_exchange,
 )
@@ -186,21 +185,32 @@ def _act_float(codes, cfg: MamlConfig) -> np.ndarray:
     return to_float(np.asarray(codes, dtype=np.int64), cfg.act_fmt)
 
 
+def _file_items(path: str, cfg: MamlConfig) -> list[dict]:
+    """A user's tasks (``--input``): dicts of ``xs``, ``ys``, ``xq`` and optionally ``yq``, checked."""
+    from metafab.gen.engines.user_input import read_items
+
+    K, Q = cfg.k_support, cfg.n_query
+    return read_items(path, "task", {"xs": ((K, cfg.n_in), "real", True), "ys": ((K, cfg.n_out), "real", True),
+                                     "xq": ((Q, cfg.n_in), "real", True), "yq": ((Q, cfg.n_out), "real", False)})
+
+
 def _file_tasks(path: str, cfg: MamlConfig):
-    """Real-valued tasks from a JSON file: a list of ``{"xs", "ys", "xq"}``, checked against the design."""
-    doc = read_json_objects(path, "task", "xs, ys, xq")
-    tasks = []
-    for n, t in enumerate(doc):
-        try:
-            xs, ys, xq = (np.asarray(t[k], dtype=np.float64) for k in ("xs", "ys", "xq"))
-        except (KeyError, ValueError, TypeError):
-            raise UserError(f"task {n} in {path!r} needs numeric xs, ys and xq arrays") from None
-        want = {"xs": (cfg.k_support, cfg.n_in), "ys": (cfg.k_support, cfg.n_out), "xq": (cfg.n_query, cfg.n_in)}
-        for k, a in zip(("xs", "ys", "xq"), (xs, ys, xq), strict=True):
-            if a.shape != want[k]:
-                raise UserError(f"task {n} in {path!r}: {k} has shape {a.shape}, the design needs {want[k]}")
-        tasks.append((xs, ys, xq))
-    return tasks
+    """Real-valued tasks ``(xs, ys, xq)`` from a user's JSON or npz file, checked against the design."""
+    return [(t["xs"], t["ys"], t["xq"]) for t in _file_items(path, cfg)]
+
+
+def file_workload(path: str, cfg: MamlConfig):
+    """A user's tasks as ``(float batch or None, code lists)``: the batch (for the query MSE) when every task
+    has its query targets ``yq``."""
+    from types import SimpleNamespace
+
+    items = _file_items(path, cfg)
+    codes = [quantize_task(cfg, t["xs"], t["ys"], t["xq"]) for t in items]
+    if not all("yq" in t for t in items):
+        return None, codes
+    batch = SimpleNamespace(**{k: np.stack([t[f] for t in items]) for k, f in
+                               (("x_support", "xs"), ("y_support", "ys"), ("x_query", "xq"), ("y_query", "yq"))})
+    return batch, codes
 
 
 class MamlEngineSpec(Engine):
@@ -238,13 +248,22 @@ class MamlEngineSpec(Engine):
                                  help="weights to LOAD first; 'preloaded' sends none (the board top has them)")
             p.add_argument("--tasks", type=int, default=3, help="built-in sinusoid tasks to run (default 3)")
             p.add_argument("--input", metavar="FILE",
-                           help='JSON file of tasks instead of the built-in ones: a list of {"xs": [[..]], '
-                           '"ys": [[..]], "xq": [[..]]} in real numbers')
+                           help='JSON or npz file of tasks instead of the built-in ones: a list of {"xs": [[..]], '
+                           '"ys": [[..]], "xq": [[..]]} in real numbers (see metafab sim maml --help)')
         if command == "sim":
             p.add_argument("--tasks", type=int, default=3, help="tasks to run (default 3)")
         if command == "verify":
             p.add_argument("--tasks", type=int, default=self.count_default,
                            help=f"random tasks to run (default {self.count_default})")
+        if command == "verify":
+            p.add_argument("--read-weights", action="store_true",
+                           help=f"after every {self.item}, read the adapted weights back (READ_WEIGHTS) and compare "
+                           "every word with the reference's too")
+        if command in ("sim", "verify"):
+            from metafab.gen.engines.user_input import INPUT_HELP
+
+            p.add_argument("--input", metavar="FILE", help=f"your own {INPUT_HELP[self.name]} (--tasks is then "
+                           "ignored)")
 
     def config(self, args):
         """The base config (default, ``--config``, flags, ``--set``); with ``--weights FILE`` and no layers
@@ -345,11 +364,14 @@ class MamlEngineSpec(Engine):
         return None, random_tasks(cfg, n, seed)
 
     def simulate(self, cfg, args, progress):
-        if args.tasks < 1:
+        if getattr(args, "input", None):
+            _, tasks = file_workload(args.input, cfg)
+        elif args.tasks < 1:
             raise UserError(f"--tasks must be at least 1, got {args.tasks}")
         params, source = initial_params(cfg, args.weights, args.seed)
         wq = mf.quantize_params(params, cfg)
-        _, tasks = self.tasks(cfg, args.tasks, args.seed)
+        if not getattr(args, "input", None):
+            _, tasks = self.tasks(cfg, args.tasks, args.seed)
         r = run_engine(cfg, wq, tasks, sim=args.sim, waves=args.waves, return_outputs=True,
                        run_name=f"sim-{args.sim}", progress=progress)
         return {
@@ -369,17 +391,20 @@ class MamlEngineSpec(Engine):
         return "\n".join(lines)
 
     def verify_options(self, args):
-        return {"weights": args.weights}
+        return {"weights": args.weights, "input": getattr(args, "input", None),
+                "read_weights": bool(getattr(args, "read_weights", False))}
 
-    def verify_workload(self, cfg, *, count, seed, weights="auto"):
+    def verify_workload(self, cfg, *, count, seed, weights="auto", input=None, read_weights=False):
         params, source = initial_params(cfg, weights, seed)
         wq = mf.quantize_params(params, cfg)
-        batch, codes = self.tasks(cfg, count, seed)
-        return Workload(codes, source, {"params": params, "wq": wq, "batch": batch})
+        batch, codes = file_workload(input, cfg) if input else self.tasks(cfg, count, seed)
+        return Workload(codes, source, {"params": params, "wq": wq, "batch": batch, "input": input,
+                                        "read_weights": read_weights})
 
     def verify_chunk(self, cfg, work, items, *, first, sim, seed, verilog, verilator_opt, progress):
         return run_engine(cfg, work.data["wq"], items, sim=sim, idle=0.1, backpressure=0.2, seed=seed,
                           verilog=verilog, verilator_opt=verilator_opt, return_outputs=True,
+                          read_weights=work.data.get("read_weights", False),
                           run_name=f"verify-{sim}", progress=progress)
 
     def verify_report(self, cfg, work, runs):
@@ -400,9 +425,14 @@ class MamlEngineSpec(Engine):
             "lanes": cfg.lanes,
             "lane_utilisation": model.lane_utilisation,
         }
+        if work.data.get("input"):
+            report["input"] = work.data["input"]
+        if work.data.get("read_weights"):
+            report.update(weight_words=sum(r["weight_words"] for r in runs),
+                          weight_mismatches=sum(r["weight_mismatches"] for r in runs))
         if batch is not None:
             outputs = [o for r in runs for o in r["outputs"]]
-            y_rtl = np.array([_act_float(o, cfg) for o in outputs]).reshape(tasks, cfg.n_query, 1)
+            y_rtl = np.array([_act_float(o, cfg) for o in outputs]).reshape(tasks, cfg.n_query, cfg.n_out)
             mse_fixed = ((y_rtl - batch.y_query) ** 2).mean(axis=(1, 2))
             mse_float = np.empty(tasks)
             params = work.data["params"]
@@ -418,8 +448,9 @@ class MamlEngineSpec(Engine):
             ("design", r["design"]),
             ("weights", r["weights"]),
             ("simulator", r["simulator"]),
-            ("tasks", str(r["tasks"])),
-            ("output words", str(r["output_words"])),
+            ("tasks", str(r["tasks"]) + (f" from {r['input']}" if r.get("input") else "")),
+            ("output words", str(r["output_words"]) + (
+                f" (with {r['weight_words']} adapted-weight words read back)" if "weight_words" in r else "")),
             ("mismatches", f"{r['mismatches']}" + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}")),
             ("cycles per task", f"{', '.join(map(str, r['cycles_measured']))} measured, {r['cycles_model']} modelled"),
             ("lane utilisation", f"{100 * r['lane_utilisation']:.1f} % of {r['lanes']} lanes"),

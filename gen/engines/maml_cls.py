@@ -110,6 +110,25 @@ def random_episodes(cfg: MamlClsConfig, n: int, seed: int, *, extreme: bool = Fa
     return out
 
 
+def file_episodes(path: str, cfg: MamlClsConfig):
+    """A user's episodes (``--input``, JSON or npz): ``(float episodes or None, code lists)``; the float
+    episodes (for the accuracies) when every one has its ``query_labels``."""
+    from types import SimpleNamespace
+
+    from metafab.gen.engines.user_input import read_items
+
+    K, Q, N = cfg.k_support, cfg.n_query, cfg.n_way
+    items = read_items(path, "episode", {"xs": ((K, cfg.n_in), "real", True), "labels": ((K,), ("label", N), True),
+                                         "xq": ((Q, cfg.n_in), "real", True),
+                                         "query_labels": ((Q,), ("label", N), False)})
+    codes = [[mf.quantize_inputs(e["xs"], cfg).tolist(), e["labels"].tolist(),
+              mf.quantize_inputs(e["xq"], cfg).tolist()] for e in items]
+    if not all("query_labels" in e for e in items):
+        return None, codes
+    return [SimpleNamespace(support=e["xs"], support_labels=e["labels"], query=e["xq"],
+                            query_labels=e["query_labels"]) for e in items], codes
+
+
 def _float_accuracy(params, ep, cfg: MamlClsConfig) -> float:
     from metafab.reference import classify
 
@@ -207,6 +226,15 @@ class MamlClsEngineSpec(MamlEngineSpec):
             p.add_argument("--episodes", type=int, default=self.count_default,
                            help=f"glyph meta-test episodes (random ones for other nets) to run "
                                 f"(default {self.count_default})")
+        if command == "verify":
+            p.add_argument("--read-weights", action="store_true",
+                           help=f"after every {self.item}, read the adapted weights back (READ_WEIGHTS) and compare "
+                           "every word with the reference's too")
+        if command in ("sim", "verify"):
+            from metafab.gen.engines.user_input import INPUT_HELP
+
+            p.add_argument("--input", metavar="FILE", help=f"your own {INPUT_HELP[self.name]} (--episodes is then "
+                           "ignored)")
 
     # --- hardware: the MAML engine's component and cycle model (both read the classifier config) ------
     def manifest_fields(self, cfg):
@@ -296,11 +324,14 @@ class MamlClsEngineSpec(MamlEngineSpec):
         return run_engine(cfg, wq, items, engine=self, **kw)
 
     def simulate(self, cfg, args, progress):
-        if args.episodes < 1:
+        if getattr(args, "input", None):
+            _, codes = file_episodes(args.input, cfg)
+        elif args.episodes < 1:
             raise UserError(f"--episodes must be at least 1, got {args.episodes}")
         params, source = initial_params(cfg, args.weights, args.seed)
         wq = mf.quantize_params(params, cfg)
-        _, codes = self.episodes(cfg, args.episodes, args.seed)
+        if not getattr(args, "input", None):
+            _, codes = self.episodes(cfg, args.episodes, args.seed)
         r = self._run(cfg, wq, codes, sim=args.sim, waves=args.waves, return_outputs=True,
                       run_name=f"sim-{args.sim}", progress=progress)
         N = cfg.n_way
@@ -321,17 +352,20 @@ class MamlClsEngineSpec(MamlEngineSpec):
         return "\n".join(lines)
 
     def verify_options(self, args):
-        return {"weights": args.weights}
+        return {"weights": args.weights, "input": getattr(args, "input", None),
+                "read_weights": bool(getattr(args, "read_weights", False))}
 
-    def verify_workload(self, cfg, *, count, seed, weights="auto"):
+    def verify_workload(self, cfg, *, count, seed, weights="auto", input=None, read_weights=False):
         params, source = initial_params(cfg, weights, seed)
         wq = mf.quantize_params(params, cfg)
-        eps, codes = self.episodes(cfg, count, seed)
-        return Workload(codes, source, {"params": params, "wq": wq, "episodes": eps})
+        eps, codes = file_episodes(input, cfg) if input else self.episodes(cfg, count, seed)
+        return Workload(codes, source, {"params": params, "wq": wq, "episodes": eps, "input": input,
+                                        "read_weights": read_weights})
 
     def verify_chunk(self, cfg, work, items, *, first, sim, seed, verilog, verilator_opt, progress):
         return self._run(cfg, work.data["wq"], items, sim=sim, idle=0.1, backpressure=0.2, seed=seed,
                          verilog=verilog, verilator_opt=verilator_opt, return_outputs=True,
+                         read_weights=work.data.get("read_weights", False),
                          run_name=f"verify-{sim}", progress=progress)
 
     def verify_report(self, cfg, work, runs):
@@ -355,6 +389,11 @@ class MamlClsEngineSpec(MamlEngineSpec):
             "lane_utilisation": model.lane_utilisation,
             "rtl_equals_fixed_predictions": bool((rtl_pred == fixed_pred).all()),
         }
+        if work.data.get("input"):
+            report["input"] = work.data["input"]
+        if work.data.get("read_weights"):
+            report.update(weight_words=sum(r["weight_words"] for r in runs),
+                          weight_mismatches=sum(r["weight_mismatches"] for r in runs))
         if eps is not None:
             labels = np.stack([e.query_labels for e in eps])
             acc_rtl = 100 * (rtl_pred == labels).mean(axis=1)
@@ -377,8 +416,9 @@ class MamlClsEngineSpec(MamlEngineSpec):
             ("design", r["design"]),
             ("weights", r["weights"]),
             ("simulator", r["simulator"]),
-            ("episodes", str(r["episodes"])),
-            ("output words", str(r["output_words"])),
+            ("episodes", str(r["episodes"]) + (f" from {r['input']}" if r.get("input") else "")),
+            ("output words", str(r["output_words"]) + (
+                f" (with {r['weight_words']} adapted-weight words read back)" if "weight_words" in r else "")),
             ("mismatches", f"{r['mismatches']}" + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}")),
             ("cycles per episode", f"{', '.join(map(str, r['cycles_measured']))} measured, {r['cycles_model']} "
                                    f"modelled"),
