@@ -298,6 +298,9 @@ def manifest(engine: Engine, cfg) -> dict:
     from metafab.reference.protocol import STATUS_FIELDS
 
     load, run, result = engine.packet_words(cfg)
+    req, resp = {"LOAD": load, "RUN": run, "STATUS": 0}, {"LOAD": 0, "RUN": result, "STATUS": len(STATUS_FIELDS)}
+    for name, (n_req, n_resp) in engine.extra_packets(cfg).items():
+        req[name], resp[name] = n_req, n_resp
     doc = {
         "engine": engine.name,
         "toplevel": engine.toplevel,
@@ -305,8 +308,7 @@ def manifest(engine: Engine, cfg) -> dict:
         "config": cfg.to_dict(),
         "config_digest": config_digest(cfg),
         "ports": ports(),
-        "protocol": protocol({"LOAD": load, "RUN": run, "STATUS": 0},
-                             {"LOAD": 0, "RUN": result, "STATUS": len(STATUS_FIELDS)}),
+        "protocol": protocol(req, resp),
         "cycles": engine.cycles(cfg).to_dict(),
     }
     doc.update(engine.manifest_fields(cfg))

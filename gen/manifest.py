@@ -33,7 +33,7 @@ def protocol(req: dict, resp: dict) -> dict:
         "magic": MAGIC,
         "word_bits": 32,
         "header": "magic[31:24] opcode_or_status[23:16] length[15:0]",
-        "opcodes": {op.name: int(op) for op in Opcode},
+        "opcodes": {name: int(Opcode[name]) for name in req},  # the engine's own
         "statuses": {st.name: int(st) for st in Status},
         "request_words": req,
         "response_words": resp,

@@ -203,6 +203,10 @@ class Engine:
         """Payload words of a LOAD request, a RUN request and a RUN response."""
         return cfg.load_words, cfg.run_words, cfg.result_words
 
+    def extra_packets(self, cfg) -> dict[str, tuple[int, int]]:
+        """Opcodes beyond LOAD, RUN and STATUS: name -> (request payload words, response payload words)."""
+        return {}
+
     def manifest_fields(self, cfg) -> dict:
         """The engine's own entries of ``manifest.json`` (formats, payload descriptions, ...)."""
         return {}

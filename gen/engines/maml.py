@@ -285,6 +285,9 @@ class MamlEngineSpec(Engine):
 
         return maml_cycles(cfg)
 
+    def extra_packets(self, cfg):
+        return {"READ_WEIGHTS": (0, cfg.n_params)}  # the adapted weights, read back (docs/protocol.md)
+
     def manifest_fields(self, cfg):
         return {
             "formats": {
