@@ -206,3 +206,48 @@ def test_bad_input_file_kinds(capsys, tmp_path):
     (tmp_path / "l.json").write_text(json.dumps([{"xs": [[0.0] * 6] * 3, "labels": [0, 1, 3], "xq": [[0.0] * 6] * 3}]))
     one_line(capsys, ["sim", "maml-cls", "--layers", "6-5-3", "--shots", "1", "--queries", "1", "--input",
                       str(tmp_path / "l.json")], "labels must be class labels 0..2", progress=True)
+
+
+def _bad_models(d, good):
+    """Each bad model file a user might bring, with the fragment its one-line error must name."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from safetensors.numpy import save_file
+
+    (w0, b0), (w1, b1) = good
+
+    def graph(path, nodes, inits):
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1])],
+                              [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, ["n", 1])],
+                              initializer=[numpy_helper.from_array(a.astype(np.float32), n) for n, a in inits])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(d / path))
+        return str(d / path)
+
+    inits = [("W0", w0), ("b0", b0), ("W1", w1), ("b1", b1)]
+    gemm0 = helper.make_node("Gemm", ["x", "W0", "b0"], ["h"], name="fc0", transB=1)
+    gemm1 = helper.make_node("Gemm", ["r", "W1", "b1"], ["y"], name="fc1", transB=1)
+    out = {
+        "sigmoid": (graph("sig.onnx", [gemm0, helper.make_node("Sigmoid", ["h"], ["r"], name="act"), gemm1], inits),
+                    "node 'act' (op Sigmoid) is not supported"),
+        "shape": (graph("shape.onnx", [gemm0, helper.make_node("Relu", ["h"], ["r"], name="relu"), gemm1],
+                        [("W0", w0), ("b0", b0), ("W1", np.zeros((1, 5))), ("b1", b1)]), "the layer widths must chain"),
+    }
+    nan = w0.copy()
+    nan[0, 0] = np.nan
+    save_file({"0.weight": nan.astype(np.float32), "0.bias": b0.astype(np.float32),
+               "2.weight": w1.astype(np.float32), "2.bias": b1.astype(np.float32)}, str(d / "nan.safetensors"))
+    out["nan"] = (str(d / "nan.safetensors"), "holds 1 NaN or infinite value(s)")
+    save_file({"enc.w": w0.astype(np.float32), "head.w": w1.astype(np.float32)}, str(d / "names.safetensors"))
+    out["names"] = (str(d / "names.safetensors"), "pass a tensor map")
+    data = (d / "sig.onnx").read_bytes()
+    (d / "cut.onnx").write_bytes(data[: len(data) // 2])
+    out["truncated"] = (str(d / "cut.onnx"), "cannot read onnx file")
+    return out
+
+
+@pytest.mark.parametrize("case", ["sigmoid", "shape", "nan", "names", "truncated"])
+def test_bad_models_are_one_line_errors(capsys, models, tmp_path, case):
+    path, fragment = _bad_models(tmp_path, models["mlp"])[case]
+    one_line(capsys, ["import", path, "-o", str(tmp_path / "o")], fragment)
+    assert not (tmp_path / "o").exists()
+    one_line(capsys, ["verify", "maml", "--weights", path], fragment)
