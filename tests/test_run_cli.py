@@ -189,7 +189,7 @@ def test_run_errors_are_one_line(tmp_path, capsys):
     bad.write_text(json.dumps([{"support": [[0.0] * 10] * 6, "labels": [0, 1, 2, 0, 1, 7], "queries": [[0] * 10]}]))
     with SoftBoard("match", MATCH_CFG) as board:
         assert main(["run", "match", *MATCH_ARGS, "--port", board.port, "--input", str(bad)]) == 2
-    assert "labels must be 0..2" in capsys.readouterr().err
+    assert "labels must be class labels 0..2" in capsys.readouterr().err
     with SoftBoard("match", MATCH_CFG, silent=True) as board:  # a board that never answers
         assert main(["run", "match", *MATCH_ARGS, "--port", board.port, "--timeout", "0.3"]) == 2
     assert "no complete response" in capsys.readouterr().err
