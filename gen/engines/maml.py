@@ -255,15 +255,19 @@ class MamlEngineSpec(Engine):
         if command == "verify":
             p.add_argument("--tasks", type=int, default=self.count_default,
                            help=f"random tasks to run (default {self.count_default})")
+        self.add_user_data_arguments(p, command)
+
+    def add_user_data_arguments(self, p, command):
+        """``--read-weights`` (verify) and ``--input`` (sim, verify): the same on both MAML engines."""
+        from metafab.gen.engines.user_input import INPUT_HELP
+
         if command == "verify":
             p.add_argument("--read-weights", action="store_true",
                            help=f"after every {self.item}, read the adapted weights back (READ_WEIGHTS) and compare "
                            "every word with the reference's too")
         if command in ("sim", "verify"):
-            from metafab.gen.engines.user_input import INPUT_HELP
-
-            p.add_argument("--input", metavar="FILE", help=f"your own {INPUT_HELP[self.name]} (--tasks is then "
-                           "ignored)")
+            p.add_argument("--input", metavar="FILE", help=f"your own {INPUT_HELP[self.name]} ({self.count_flag} is "
+                           "then ignored)")
 
     def config(self, args):
         """The base config (default, ``--config``, flags, ``--set``); with ``--weights FILE`` and no layers

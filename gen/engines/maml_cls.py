@@ -226,15 +226,7 @@ class MamlClsEngineSpec(MamlEngineSpec):
             p.add_argument("--episodes", type=int, default=self.count_default,
                            help=f"glyph meta-test episodes (random ones for other nets) to run "
                                 f"(default {self.count_default})")
-        if command == "verify":
-            p.add_argument("--read-weights", action="store_true",
-                           help=f"after every {self.item}, read the adapted weights back (READ_WEIGHTS) and compare "
-                           "every word with the reference's too")
-        if command in ("sim", "verify"):
-            from metafab.gen.engines.user_input import INPUT_HELP
-
-            p.add_argument("--input", metavar="FILE", help=f"your own {INPUT_HELP[self.name]} (--episodes is then "
-                           "ignored)")
+        self.add_user_data_arguments(p, command)
 
     # --- hardware: the MAML engine's component and cycle model (both read the classifier config) ------
     def manifest_fields(self, cfg):
