@@ -53,6 +53,7 @@ class SoftBoard:
         self.port = os.ttyname(slave)
         self._slave = slave  # kept open so the pty stays alive between opens
         self.loaded = None
+        self.adapted = None  # the last RUN's adapted weights (READ_WEIGHTS), as LOAD words
         self.requests: list[int] = []
         self.runs = 0
         self._stop = threading.Event()
@@ -88,8 +89,10 @@ class SoftBoard:
         if opcode == Opcode.STATUS:
             return Status.OK, [7, self.runs, 0, 0, int(self.loaded is not None), PROTOCOL_VERSION]
         if opcode == Opcode.LOAD:
-            self.loaded = list(payload)
+            self.loaded, self.adapted = list(payload), None
             return Status.OK, []
+        if opcode == Opcode.READ_WEIGHTS and self.loaded is not None and self.engine != "match":
+            return Status.OK, list(self.adapted if self.adapted is not None else self.loaded)
         if opcode != Opcode.RUN or self.loaded is None:
             return Status.NOT_LOADED, []
         self.runs += 1
@@ -102,13 +105,15 @@ class SoftBoard:
             sup = x[: k * (ni + 1)].reshape(k, ni + 1)
             res = mc.run_task(wq, sup[:, :ni], sup[:, ni], x[k * (ni + 1):].reshape(-1, ni), cfg)
             words = to_words(mc.result_words(res))
+            self.adapted = maml_load_payload(res.weights)
         elif self.engine == "maml":
             wq = self._maml_weights(from_words(self.loaded))
             x = from_words(payload)
             k, ni, no = cfg.k_support, cfg.n_in, cfg.n_out
             sup = x[: k * (ni + no)].reshape(k, ni + no)
-            out = mf.run_task(wq, sup[:, :ni], sup[:, ni:], x[k * (ni + no):].reshape(-1, ni), cfg).y_query
-            words = to_words(out.reshape(-1))
+            res = mf.run_task(wq, sup[:, :ni], sup[:, ni:], x[k * (ni + no):].reshape(-1, ni), cfg)
+            words = to_words(res.y_query.reshape(-1))
+            self.adapted = maml_load_payload(res.weights)
         else:
             rows = from_words(self.loaded).reshape(-1, cfg.dim + 1)
             prep = mx.prepare(rows[:, 1:], rows[:, 0], cfg)
@@ -193,3 +198,27 @@ def test_run_errors_are_one_line(tmp_path, capsys):
     with SoftBoard("match", MATCH_CFG, silent=True) as board:  # a board that never answers
         assert main(["run", "match", *MATCH_ARGS, "--port", board.port, "--timeout", "0.3"]) == 2
     assert "no complete response" in capsys.readouterr().err
+
+
+def test_run_reads_the_adapted_weights_back_and_the_api_board_backend(capsys):
+    """``run --read-weights`` checks READ_WEIGHTS after each task; the Python API's Board backend gives what
+    the reference backend gives (outputs and adapted weights) over the same serial protocol."""
+    from metafab.api import MAML, Board, Design
+
+    with SoftBoard("maml", MAML_CFG) as board:
+        code = main(["run", "maml", *MAML_ARGS, "--port", board.port, "--weights", "random", "--tasks", "2",
+                     "--timeout", "5", "--read-weights", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and board.requests.count(Opcode.READ_WEIGHTS) == 2
+    assert [(r["weight_words"], r["weight_mismatches"]) for r in out["results"]] == [(MAML_CFG.n_params, 0)] * 2
+    fields = {k: v for k, v in MAML_CFG.to_dict().items() if k in ("layers", "k_support", "n_query", "lanes", "steps")}
+    design = Design("maml", weights="random", **fields)
+    rng = np.random.default_rng(3)
+    xs, ys = rng.uniform(-1, 1, (MAML_CFG.k_support, 1)), rng.uniform(-1, 1, (MAML_CFG.k_support, 1))
+    xq = rng.uniform(-1, 1, (MAML_CFG.n_query + 1, 1))  # one more than a RUN holds: two runs
+    ref = MAML(design).clone().adapt(xs, ys)
+    with SoftBoard("maml", MAML_CFG) as board:
+        task = MAML(design, backend=Board(board.port, timeout=5)).clone().adapt(xs, ys)
+        np.testing.assert_array_equal(task(xq), ref(xq))
+        assert all((a == b).all() for a, b in zip(task.parameter_codes(), ref.parameter_codes(), strict=True))
+    assert board.requests.count(Opcode.LOAD) == 1 and board.requests.count(Opcode.READ_WEIGHTS) == 2

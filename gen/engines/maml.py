@@ -170,6 +170,18 @@ def run_engine(cfg: MamlConfig, wq, tasks, *, sim: str = "verilator", scenario: 
     return out
 
 
+def read_back_check(host, want_codes, result: dict, args) -> int:
+    """With ``--read-weights``: READ_WEIGHTS on the board, compared word by word with the reference's adapted
+    weights; the count of wrong words (also put in ``result``)."""
+    if not getattr(args, "read_weights", False):
+        return 0
+    got = host.read_weights()
+    want = np.asarray(maml_weight_codes(want_codes), dtype=np.int64)
+    bad = int(len(want)) if len(got) != len(want) else int((got != want).sum())
+    result.update(weight_words=int(len(want)), weight_mismatches=bad)
+    return bad
+
+
 def _layers_given(args) -> bool:
     """The command line sets the design's layers (``--layers``, ``--set layers=``, a config file's)."""
     from metafab.gen.designs import parse_sets, read_toml
@@ -246,6 +258,8 @@ class MamlEngineSpec(Engine):
         if command == "run":
             add_weights_argument(p, extra=("preloaded",),
                                  help="weights to LOAD first; 'preloaded' sends none (the board top has them)")
+            p.add_argument("--read-weights", action="store_true",
+                           help="after every task, read the adapted weights back and check them too")
             p.add_argument("--tasks", type=int, default=3, help="built-in sinusoid tasks to run (default 3)")
             p.add_argument("--input", metavar="FILE",
                            help='JSON or npz file of tasks instead of the built-in ones: a list of {"xs": [[..]], '
@@ -519,12 +533,14 @@ class MamlEngineSpec(Engine):
         for n, (xs, ys, xq) in enumerate(tasks):
             codes = [mf.quantize_inputs(a, cfg) for a in (xs, ys, xq)]
             got = host.run(maml_run_words(*codes))
-            want = mf.run_task(wq, *codes, cfg).y_query.reshape(-1)
+            ref = mf.run_task(wq, *codes, cfg)
+            want = ref.y_query.reshape(-1)
             bad = int((got != want).sum())
-            mismatches += bad
             st = host.status()
             results.append({"task": n, "outputs": fx.to_float(got, cfg.act_fmt).tolist(),
                             "mismatches": bad, "cycles": st["last_cycles"]})
+            bad += read_back_check(host, ref.weights, results[-1], args)
+            mismatches += bad
             vals = ", ".join(f"{v:+.4f}" for v in results[-1]["outputs"])
             say(f"task {n}: {st['last_cycles']} cycles on chip, {bad} mismatches; outputs {vals}")
         return {"design": cfg.name, "results": results, "mismatches": mismatches}

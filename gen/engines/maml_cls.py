@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from metafab.gen.engines.base import DesignFlag, Exchange, Workload, status_exchange, unknown_opcode_exchange
-from metafab.gen.engines.maml import MamlEngineSpec, random_params, run_engine
+from metafab.gen.engines.maml import MamlEngineSpec, random_params, read_back_check, run_engine
 from metafab.gen.engines.weight_source import (
     WEIGHTS,
     add_weights_argument,
@@ -219,6 +219,8 @@ class MamlClsEngineSpec(MamlEngineSpec):
         if command == "run":
             add_weights_argument(p, extra=("preloaded",),
                                  help="weights to LOAD first; 'preloaded' sends none (the board top has them)")
+            p.add_argument("--read-weights", action="store_true",
+                           help="after every episode, read the adapted weights back and check them too")
             p.add_argument("--episodes", type=int, default=3, help="glyph meta-test episodes to run (default 3)")
         if command == "sim":
             p.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
@@ -464,13 +466,15 @@ class MamlClsEngineSpec(MamlEngineSpec):
         results, mismatches = [], 0
         for n, item in enumerate(codes):
             got = host.run(maml_cls_run_words(*item))
-            want = np.asarray(mc.result_words(mc.run_task(wq, *(np.asarray(a, dtype=np.int64) for a in item), cfg)))
+            ref = mc.run_task(wq, *(np.asarray(a, dtype=np.int64) for a in item), cfg)
+            want = np.asarray(mc.result_words(ref))
             bad = int((np.asarray(got) != want).sum())
-            mismatches += bad
             st = host.status()
             N = cfg.n_way
             classes = [int(got[q * (N + 1) + N]) for q in range(cfg.n_query)]
             results.append({"episode": n, "classes": classes, "mismatches": bad, "cycles": st["last_cycles"]})
+            bad += read_back_check(host, ref.weights, results[-1], args)
+            mismatches += bad
             say(f"episode {n}: {st['last_cycles']} cycles on chip, {bad} mismatches; "
                 f"classes {' '.join(map(str, classes))}")
         return {"design": cfg.name, "results": results, "mismatches": mismatches}
