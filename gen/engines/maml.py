@@ -318,8 +318,20 @@ class MamlEngineSpec(Engine):
             "weights": None,
         }
 
+    # --- what the classifier (a subclass) replaces: its weights, its workload -------------------
+    def initial(self, cfg, weights, seed: int):
+        """Float initial parameters of ``cfg`` and where they come from (``--weights``)."""
+        return initial_params(cfg, weights, seed)
+
+    def workload(self, cfg, count: int, seed: int, input=None):
+        """``(float tasks or None, code lists)``: ``count`` built-in tasks of ``seed``, or a user's file."""
+        return file_workload(input, cfg) if input else self.tasks(cfg, count, seed)
+
+    def _run(self, cfg, wq, items, **kw):
+        return run_engine(cfg, wq, items, engine=self, **kw)
+
     def example_files(self, cfg, args):
-        params, source = initial_params(cfg, args.weights, args.seed)
+        params, source = self.initial(cfg, args.weights, args.seed)
         words = maml_weight_codes(mf.quantize_params(params, cfg))
         # the weight files are the protocol's LOAD payload, in order ($readmemh-ready)
         return ({"weights.txt": "".join(f"{w}\n" for w in words),
@@ -416,29 +428,27 @@ class MamlEngineSpec(Engine):
                 "read_weights": bool(getattr(args, "read_weights", False))}
 
     def verify_workload(self, cfg, *, count, seed, weights="auto", input=None, read_weights=False):
-        params, source = initial_params(cfg, weights, seed)
+        params, source = self.initial(cfg, weights, seed)
         wq = mf.quantize_params(params, cfg)
-        batch, codes = file_workload(input, cfg) if input else self.tasks(cfg, count, seed)
-        return Workload(codes, source, {"params": params, "wq": wq, "batch": batch, "input": input,
+        floats, codes = self.workload(cfg, count, seed, input)
+        return Workload(codes, source, {"params": params, "wq": wq, "floats": floats, "input": input,
                                         "read_weights": read_weights})
 
     def verify_chunk(self, cfg, work, items, *, first, sim, seed, verilog, verilator_opt, progress):
-        return run_engine(cfg, work.data["wq"], items, sim=sim, idle=0.1, backpressure=0.2, seed=seed,
-                          verilog=verilog, verilator_opt=verilator_opt, return_outputs=True,
-                          read_weights=work.data.get("read_weights", False),
-                          run_name=f"verify-{sim}", progress=progress)
+        return self._run(cfg, work.data["wq"], items, sim=sim, idle=0.1, backpressure=0.2, seed=seed,
+                         verilog=verilog, verilator_opt=verilator_opt, return_outputs=True,
+                         read_weights=work.data.get("read_weights", False),
+                         run_name=f"verify-{sim}", progress=progress)
 
-    def verify_report(self, cfg, work, runs):
-        from metafab.reference import maml as fmaml
-
+    def report_common(self, cfg, work, runs) -> dict:
+        """The verify report's fields both MAML engines have: weights, cycles, lanes, input, read-back."""
         model = self.cycles(cfg)
-        wq, batch, tasks = work.data["wq"], work.data["batch"], len(work.items)
         cycles = [c for r in runs for c in r["cycles"]]
         report = {
             "weights": work.source,
             "saturated_weights": int(sum(np.isin(w, [cfg.master_fmt.min_code, cfg.master_fmt.max_code]).sum()
-                                         for w in wq)),
-            "tasks": tasks,
+                                         for w in work.data["wq"])),
+            "tasks": len(work.items),
             "cycles_measured": sorted(set(cycles)),
             "cycles_model": model.task_cycles,
             "cycles_match_model": set(cycles) == {model.task_cycles},
@@ -451,6 +461,29 @@ class MamlEngineSpec(Engine):
         if work.data.get("read_weights"):
             report.update(weight_words=sum(r["weight_words"] for r in runs),
                           weight_mismatches=sum(r["weight_mismatches"] for r in runs))
+        return report
+
+    def rows_common(self, r) -> list[tuple[str, str]]:
+        """The verify rows both MAML engines print first."""
+        item = self.item
+        return [
+            ("design", r["design"]),
+            ("weights", r["weights"]),
+            ("simulator", r["simulator"]),
+            (f"{item}s", str(r["tasks"]) + (f" from {r['input']}" if r.get("input") else "")),
+            ("output words", str(r["output_words"]) + (
+                f" (with {r['weight_words']} adapted-weight words read back)" if "weight_words" in r else "")),
+            ("mismatches", f"{r['mismatches']}" + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}")),
+            (f"cycles per {item}", f"{', '.join(map(str, r['cycles_measured']))} measured, {r['cycles_model']} "
+                                   f"modelled"),
+            ("lane utilisation", f"{100 * r['lane_utilisation']:.1f} % of {r['lanes']} lanes"),
+        ]
+
+    def verify_report(self, cfg, work, runs):
+        from metafab.reference import maml as fmaml
+
+        report = self.report_common(cfg, work, runs)
+        batch, tasks = work.data["floats"], len(work.items)
         if batch is not None:
             outputs = [o for r in runs for o in r["outputs"]]
             y_rtl = np.array([_act_float(o, cfg) for o in outputs]).reshape(tasks, cfg.n_query, cfg.n_out)
@@ -465,17 +498,7 @@ class MamlEngineSpec(Engine):
         return report
 
     def verify_rows(self, r):
-        rows = [
-            ("design", r["design"]),
-            ("weights", r["weights"]),
-            ("simulator", r["simulator"]),
-            ("tasks", str(r["tasks"]) + (f" from {r['input']}" if r.get("input") else "")),
-            ("output words", str(r["output_words"]) + (
-                f" (with {r['weight_words']} adapted-weight words read back)" if "weight_words" in r else "")),
-            ("mismatches", f"{r['mismatches']}" + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}")),
-            ("cycles per task", f"{', '.join(map(str, r['cycles_measured']))} measured, {r['cycles_model']} modelled"),
-            ("lane utilisation", f"{100 * r['lane_utilisation']:.1f} % of {r['lanes']} lanes"),
-        ]
+        rows = self.rows_common(r)
         if "mse_ratio" in r:
             rows.append(("query MSE", f"fixed {r['mse_fixed']:.5f}, float64 {r['mse_float64']:.5f}, "
                                       f"ratio {r['mse_ratio']:.4f}"))
@@ -483,7 +506,10 @@ class MamlEngineSpec(Engine):
 
     # --- board ------------------------------------------------------------
     def preload(self, cfg, args):
-        params, source = initial_params(cfg, getattr(args, "weights", "auto") if args else "auto", 0)
+        weights = getattr(args, "weights", "auto") if args else "auto"
+        if weights == "none":
+            return None, "none (no preload ROM: the host sends LOAD)"
+        params, source = self.initial(cfg, weights, 0)
         return maml_load_words(mf.quantize_params(params, cfg)), source
 
     def item_cycles(self, cfg):

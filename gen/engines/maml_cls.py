@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from metafab.gen.engines.base import DesignFlag, Exchange, Workload, status_exchange, unknown_opcode_exchange
-from metafab.gen.engines.maml import MamlEngineSpec, random_params, read_back_check, run_engine
+from metafab.gen.engines.base import DesignFlag, Exchange, status_exchange, unknown_opcode_exchange
+from metafab.gen.engines.maml import MamlEngineSpec, random_params, read_back_check
 from metafab.gen.engines.weight_source import (
     WEIGHTS,
     add_weights_argument,
@@ -239,12 +239,11 @@ class MamlClsEngineSpec(MamlEngineSpec):
                             "recip": cfg.recip_method, "mant_bits": cfg.mant_bits})
         return out
 
-    def example_files(self, cfg, args):
-        params, source = initial_params(cfg, args.weights, args.seed)
-        words = maml_load_words(mf.quantize_params(params, cfg))
-        return ({"weights.txt": "".join(f"{w if w < 2**31 else w - 2**32}\n" for w in words),
-                 "weights.hex": "".join(f"{w & 0xFFFFFFFF:08x}\n" for w in words)},
-                {"weights": source})
+    def initial(self, cfg, weights, seed: int):
+        return initial_params(cfg, weights, seed)
+
+    def workload(self, cfg, count: int, seed: int, input=None):
+        return file_episodes(input, cfg) if input else self.episodes(cfg, count, seed)
 
     def episodes(self, cfg, n: int, seed: int):
         """``n`` episodes of ``seed``: ``(float glyph episodes or None, code lists)``."""
@@ -314,9 +313,6 @@ class MamlClsEngineSpec(MamlEngineSpec):
                          notes={"weights": source})
 
     # --- simulation -------------------------------------------------------
-    def _run(self, cfg, wq, items, **kw):
-        return run_engine(cfg, wq, items, engine=self, **kw)
-
     def simulate(self, cfg, args, progress):
         if getattr(args, "input", None):
             _, codes = file_episodes(args.input, cfg)
@@ -345,49 +341,15 @@ class MamlClsEngineSpec(MamlEngineSpec):
                      f"{doc['mismatches']}")
         return "\n".join(lines)
 
-    def verify_options(self, args):
-        return {"weights": args.weights, "input": getattr(args, "input", None),
-                "read_weights": bool(getattr(args, "read_weights", False))}
-
-    def verify_workload(self, cfg, *, count, seed, weights="auto", input=None, read_weights=False):
-        params, source = initial_params(cfg, weights, seed)
-        wq = mf.quantize_params(params, cfg)
-        eps, codes = file_episodes(input, cfg) if input else self.episodes(cfg, count, seed)
-        return Workload(codes, source, {"params": params, "wq": wq, "episodes": eps, "input": input,
-                                        "read_weights": read_weights})
-
-    def verify_chunk(self, cfg, work, items, *, first, sim, seed, verilog, verilator_opt, progress):
-        return self._run(cfg, work.data["wq"], items, sim=sim, idle=0.1, backpressure=0.2, seed=seed,
-                         verilog=verilog, verilator_opt=verilator_opt, return_outputs=True,
-                         read_weights=work.data.get("read_weights", False),
-                         run_name=f"verify-{sim}", progress=progress)
-
     def verify_report(self, cfg, work, runs):
-        model = self.cycles(cfg)
-        wq, eps, n = work.data["wq"], work.data["episodes"], len(work.items)
-        cycles = [c for r in runs for c in r["cycles"]]
+        wq, eps, n = work.data["wq"], work.data["floats"], len(work.items)
         outputs = [o for r in runs for o in r["outputs"]]
         N, Q = cfg.n_way, cfg.n_query
         rtl_pred = np.array([[o[q * (N + 1) + N] for q in range(Q)] for o in outputs], dtype=np.int64)
         fixed_pred = np.array([mc.run_task(wq, *(np.asarray(a, dtype=np.int64) for a in item), cfg).pred
                                for item in work.items])
-        report = {
-            "weights": work.source,
-            "episodes": n,
-            "tasks": n,
-            "cycles_measured": sorted(set(cycles)),
-            "cycles_model": model.task_cycles,
-            "cycles_match_model": set(cycles) == {model.task_cycles},
-            "useful_macs": model.useful_macs,
-            "lanes": cfg.lanes,
-            "lane_utilisation": model.lane_utilisation,
-            "rtl_equals_fixed_predictions": bool((rtl_pred == fixed_pred).all()),
-        }
-        if work.data.get("input"):
-            report["input"] = work.data["input"]
-        if work.data.get("read_weights"):
-            report.update(weight_words=sum(r["weight_words"] for r in runs),
-                          weight_mismatches=sum(r["weight_mismatches"] for r in runs))
+        report = self.report_common(cfg, work, runs)
+        report.update(episodes=n, rtl_equals_fixed_predictions=bool((rtl_pred == fixed_pred).all()))
         if eps is not None:
             labels = np.stack([e.query_labels for e in eps])
             acc_rtl = 100 * (rtl_pred == labels).mean(axis=1)
@@ -406,18 +368,7 @@ class MamlClsEngineSpec(MamlEngineSpec):
         return super().passed(report) and report["rtl_equals_fixed_predictions"]
 
     def verify_rows(self, r):
-        rows = [
-            ("design", r["design"]),
-            ("weights", r["weights"]),
-            ("simulator", r["simulator"]),
-            ("episodes", str(r["episodes"]) + (f" from {r['input']}" if r.get("input") else "")),
-            ("output words", str(r["output_words"]) + (
-                f" (with {r['weight_words']} adapted-weight words read back)" if "weight_words" in r else "")),
-            ("mismatches", f"{r['mismatches']}" + ("" if not r["mismatches"] else f"  first: {r['first_mismatch']}")),
-            ("cycles per episode", f"{', '.join(map(str, r['cycles_measured']))} measured, {r['cycles_model']} "
-                                   f"modelled"),
-            ("lane utilisation", f"{100 * r['lane_utilisation']:.1f} % of {r['lanes']} lanes"),
-        ]
+        rows = self.rows_common(r)
         if "accuracy_rtl" in r:
             ci = f" +- {r['accuracy_ci95']:.2f}" if r.get("accuracy_ci95") is not None else ""
             rows.append(("query accuracy", f"RTL {r['accuracy_rtl']:.2f}{ci} %, fixed point {r['accuracy_fixed']:.2f} "
@@ -425,13 +376,6 @@ class MamlClsEngineSpec(MamlEngineSpec):
         return rows
 
     # --- board ------------------------------------------------------------
-    def preload(self, cfg, args):
-        weights = getattr(args, "weights", "auto") if args else "auto"
-        if weights == "none":
-            return None, "none (no preload ROM: the host sends LOAD)"
-        params, source = initial_params(cfg, weights, 0)
-        return maml_load_words(mf.quantize_params(params, cfg)), source
-
     def build_figures(self, cfg, r, preload_source):
         model = self.cycles(cfg)
         clock, fmax = r.get("clock_mhz"), r.get("fmax_mhz")
