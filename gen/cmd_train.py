@@ -1,4 +1,4 @@
-"""``metafab train {sinusoid,digits,glyphs}``: meta-train the shipped default weights, reproducibly.
+"""``metafab train {sinusoid,digits,glyphs,glyph-encoder}``: meta-train the shipped default weights, reproducibly.
 
 The written file is byte-identical for the same options, the same numpy build
 and the same CPU family; its metadata records the exact command that
@@ -192,6 +192,7 @@ def register(subparsers) -> None:
     )
     dig.set_defaults(func=run)
     _add_glyphs(targets)
+    _add_glyph_encoder(targets)
 
 
 def _add_glyphs(targets) -> None:
@@ -230,6 +231,123 @@ def _add_glyphs(targets) -> None:
                      help="output file (default: build/weights/glyphs_<method>[_anil]_<layers>_<N>w<K>s.npz; "
                      "glyphs_pretrain_<layers>.npz)")
     gly.set_defaults(func=run)
+
+
+GLYPH_ENCODER_DEFAULTS = {
+    "encoder": "c8-p-c16-p-d64",
+    "loss": "proto",
+    "ways": 20,
+    "shots": 1,
+    "queries": 5,
+    "iterations": 20000,
+    "lr": 0.001,
+    "max_minutes": 15.0,
+    "seed": 0,
+    "validate_every": 1000,
+}
+
+
+def _add_glyph_encoder(targets) -> None:
+    enc = targets.add_parser(
+        "glyph-encoder",
+        help="few-shot encoder (conv or dense) for the Prototypical / Matching read-out, on glyph episodes",
+        description="Train a few-shot encoder (metafab.reference.encoder: 3x3 convolutions, 2x2 max-pools and "
+        "dense layers, e.g. c8-p-c16-p-d64 or d128-d64) episodically on the glyph set's meta-train scripts with "
+        "the prototypical loss (Snell et al. 2017) or the matching loss (Vinyals et al. 2016, cosine attention), "
+        "Adam, one episode per step. Every --validate-every steps it is evaluated on 200 5-way validation "
+        "episodes; the best check's weights are written, with its validation accuracy in the metadata.",
+    )
+    d = GLYPH_ENCODER_DEFAULTS
+    enc.add_argument("--encoder", default=d["encoder"],
+                     help="encoder spec: c<N> conv3x3+ReLU, p 2x2 max-pool, d<N> dense (ReLU unless last; "
+                     "the last is the D-wide linear embedding), joined by '-' (default: %(default)s)")
+    enc.add_argument("--loss", choices=("proto", "matching"), default=d["loss"],
+                     help="episodic loss and validation read-out (default: %(default)s)")
+    enc.add_argument("--ways", type=int, default=d["ways"], help="classes per training episode (default: %(default)s)")
+    enc.add_argument("--shots", type=int, default=d["shots"],
+                     help="support images per class in training and validation (default: %(default)s)")
+    enc.add_argument("--queries", type=int, default=d["queries"],
+                     help="query images per class in training (default: %(default)s)")
+    enc.add_argument("--iterations", type=int, default=d["iterations"],
+                     help="Adam steps, one episode each (default: %(default)s)")
+    enc.add_argument("--lr", type=float, default=d["lr"], help="Adam step size (default: %(default)s)")
+    enc.add_argument("--max-minutes", type=float, default=d["max_minutes"],
+                     help="stop after this much wall-clock time (default: %(default)s)")
+    enc.add_argument("--seed", type=int, default=d["seed"], help="seed (default: %(default)s)")
+    enc.add_argument("--validate-every", type=int, default=d["validate_every"],
+                     help="steps between validation checks (default: %(default)s)")
+    enc.add_argument("-o", "--out", default=None,
+                     help="output file (default: build/weights/glyph_encoder_<conv|dense>_<spec>[_matching].npz)")
+    enc.set_defaults(func=_run_glyph_encoder)
+
+
+def _train_glyph_encoder(args) -> tuple:
+    from metafab.reference import encoder, encoder_train
+
+    spec = encoder.EncoderSpec.parse(args.encoder, (1, glyphs.load_shipped().size, glyphs.load_shipped().size))
+    options = {
+        "encoder": str(spec),
+        "loss": args.loss,
+        "ways": as_count("--ways", args.ways, minimum=2),
+        "shots": as_count("--shots", args.shots, minimum=1),
+        "queries": as_count("--queries", args.queries, minimum=1),
+        "iterations": as_count("--iterations", args.iterations),
+        "lr": as_rate("--lr", args.lr, positive=True),
+        "max_minutes": as_rate("--max-minutes", args.max_minutes, positive=True),
+        "seed": as_count("--seed", args.seed),
+        "validate_every": as_count("--validate-every", args.validate_every, minimum=1),
+    }
+    init_seed, episode_seed = _seeds(options["seed"])
+    print(f"metafab train glyph-encoder: {spec} ({spec.n_params} weights), {options['loss']} loss, "
+          f"{options['iterations']} {options['ways']}-way {options['shots']}-shot episodes "
+          f"({options['queries']} queries per class), at most {options['max_minutes']:g} min", file=sys.stderr)
+    result = encoder_train.train(
+        encoder.init_params(spec, init_seed), spec, loss=options["loss"], n_way=options["ways"],
+        k_shot=options["shots"], n_query=options["queries"], iterations=options["iterations"], lr=options["lr"],
+        seed=episode_seed, max_seconds=60.0 * options["max_minutes"],
+        progress=_reporter(options["iterations"], "loss,validation"), progress_every=options["validate_every"],
+    )
+    print(f"  validation accuracy {result.validation_accuracy:.2f} +- {result.validation_ci95:.2f} % "
+          f"(iteration {result.best_iteration} of {result.iterations})", file=sys.stderr)
+    kind = "conv" if any(v.kind == "conv3x3" for v in spec.layers) else "dense"
+    metadata = {
+        "kind": "glyph-encoder",
+        **options,
+        "n_params": spec.n_params,
+        "macs_per_encoding": spec.total_macs,
+        "init_seed": init_seed,
+        "episode_seed": episode_seed,
+        "iterations_run": result.iterations,
+        "stopped_by_time": result.stopped_by_time,
+        "best_iteration": result.best_iteration,
+        "validation_accuracy": result.validation_accuracy,
+        "validation_ci95": result.validation_ci95,
+        "validation_is": f"percent, 200 5-way {options['shots']}-shot validation episodes of 15 queries per class "
+                         f"(seed 7), {options['loss']} read-out, float64; the best of the checks every "
+                         f"validate_every iterations",
+        "history": [[i, round(loss, 6), round(acc, 4)] for i, loss, acc in result.history],
+        "seconds": round(result.seconds, 1),
+        "command": _command("glyph-encoder", options),
+        "numpy": np.__version__,
+        "blas_threads": 1,
+    }
+    name = f"glyph_encoder_{kind}_{spec}{'' if options['loss'] == 'proto' else '_matching'}.npz"
+    return spec, result.params, metadata, name, result.seconds
+
+
+def _run_glyph_encoder(args: argparse.Namespace) -> int:
+    """Train the encoder, write its weights file, print where it went."""
+    from metafab.reference import encoder
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        spec, params, metadata, name, seconds = _train_glyph_encoder(args)
+    from metafab.sim.runner import build_root
+
+    out = args.out if args.out is not None else build_root() / "weights" / name
+    path = encoder.save_encoder(out, spec, params, metadata)
+    print(f"wrote {path} ({seconds:.1f} s of training)", file=sys.stderr)
+    print(f"reproduce with: {metadata['command']}", file=sys.stderr)
+    return 0
 
 
 def _layers(text: str, *, first: int | None = None, last: int | None = None) -> tuple[int, ...]:

@@ -19,7 +19,7 @@ SIM = "icarus" if icarus_available() else "verilator"
 
 def test_the_builtin_engines_are_registered():
     assert engine_names()[:3] == ("maml", "maml-cls", "match")
-    assert get_engine("maml").toplevel == "maml_engine" and get_engine("maml-cls").toplevel == "maml_engine"
+    assert get_engine("maml").toplevel == "maml_engine" and get_engine("maml-cls").toplevel == "maml_cls_engine"
     with pytest.raises(UserError, match="unknown engine 'nope'; valid: maml, maml-cls, match"):
         get_engine("nope")
 

@@ -142,7 +142,7 @@ class MamlClsEngineSpec(MamlEngineSpec):
     summary = ("MAML / ANIL adaptation of an N-way classifier on chip (softmax cross-entropy); glyph "
                "5-way 1-shot by default")
     title = "MAML classification engine"
-    toplevel = "maml_engine"
+    toplevel = "maml_cls_engine"  # its own module name: a design may hold both MAML engines
     bench = "metafab.sim.benches.maml_cls"
     config_class = MamlClsConfig
     design_flags = (
