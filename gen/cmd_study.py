@@ -129,6 +129,26 @@ def register(subparsers) -> None:
     cprec.add_argument("--json", action="store_true", help="print one JSON document")
     cprec.set_defaults(func=run)
 
+    genc = targets.add_parser(
+        "glyphs-encoder",
+        help="glyph few-shot accuracy of the Prototypical / Matching read-outs on raw pixels and on the shipped "
+        "dense and conv encoders, float64 and fixed point",
+        description="5-way 1-shot and 5-shot meta-test episodes of the glyph set through the Prototypical "
+        "(Snell et al. 2017) and Matching (Vinyals et al. 2016) read-outs on raw pixels, on the shipped dense "
+        "encoder and on the shipped conv encoder (metafab.reference.encoder): float64, and the bit-exact "
+        "fixed-point pipeline (encoder.fewshot_fixed with the default EncoderConfig formats). The same "
+        "episodes for every row.",
+    )
+    genc.add_argument("--episodes", type=int, default=1000, help="test episodes per shot (default: %(default)s)")
+    genc.add_argument("--seed", type=int, default=2017, help="seed of the episodes (default: %(default)s)")
+    genc.add_argument("--conv", default=None, help="conv encoder weights file (default: the shipped one)")
+    genc.add_argument("--dense", default=None, help="dense encoder weights file (default: the shipped one)")
+    genc.add_argument("--max-minutes", type=float, default=30.0,
+                      help="stop after the episode that crosses this wall-clock time; every row then has the same, "
+                      "fewer, episodes (default: %(default)s)")
+    genc.add_argument("--json", action="store_true", help="print one JSON document")
+    genc.set_defaults(func=run)
+
     # the similarity engine's study lives in its own module (its own run function)
     from metafab.gen.cmd_match_study import register_study as _register_match_study
 
@@ -260,6 +280,94 @@ def _glyphs_cls(args) -> tuple[dict, str]:
     return doc, "\n".join(lines)
 
 
+def _glyphs_encoder(args) -> tuple[dict, str]:
+    import numpy as np
+
+    from metafab.reference import encoder, glyphs, matching, proto
+
+    n = as_count("--episodes", args.episodes, minimum=2)
+    seed = as_count("--seed", args.seed)
+    limit = 60.0 * as_rate("--max-minutes", args.max_minutes, positive=True)
+    encoders = {}
+    for kind, path in (("dense", args.dense), ("conv", args.conv)):
+        w = encoder.load_glyph_encoder(kind) if path is None else encoder.load_encoder(path)
+        cfg = encoder.EncoderConfig(spec=w.spec)
+        encoders[kind] = (w, cfg, encoder.quantize_encoder(w.params, cfg))
+    data = glyphs.load_shipped()
+    shots = (1, 5)
+    streams = {k: glyphs.episodes(glyphs.EpisodeSampler(split="test", n_way=5, k_shot=k, n_query=15, data=data),
+                                  n, seed) for k in shots}
+    feats = [("raw pixels", None)] + [(f"{kind} {w.spec}", kind) for kind, (w, _, _) in encoders.items()]
+    modes = (("ProtoNet", "proto"), ("Matching", "matching"))
+    acc = {(f, m, p, k): [] for f, _ in feats for m, _ in modes for p in ("float64", "fixed") for k in shots}
+    agree = {(f, m, k): [] for f, kind in feats if kind for m, _ in modes for k in shots}
+
+    def score(pred, ep):
+        return 100.0 * float(np.mean(pred == ep.query_labels))
+
+    start = time.perf_counter()
+    done = 0
+    for i in range(n):  # episode i of every shot count, then every row: a time stop leaves the same episodes
+        for k in shots:
+            ep = next(streams[k])
+            for fname, kind in feats:
+                if kind is None:
+                    s, q = ep.support, ep.query
+                else:
+                    w, _, _ = encoders[kind]
+                    e = encoder.forward(w.params, w.spec, np.concatenate([ep.support, ep.query]))
+                    s, q = e[:len(ep.support)], e[len(ep.support):]
+                for mname, mode in modes:
+                    if mode == "proto":
+                        _, pred = proto.readout(q, proto.prototypes(s, ep.support_labels, 5))
+                    else:
+                        _, pred = matching.readout(q, s, ep.support_labels, 5)
+                    acc[(fname, mname, "float64", k)].append(score(pred, ep))
+                    if kind is None:
+                        continue
+                    _, cfg, wq = encoders[kind]
+                    cfg = cfg.replace(mode=mode, k_shot=k)
+                    res = encoder.fewshot_fixed(wq, encoder.quantize_images(ep.support, cfg), ep.support_labels,
+                                                encoder.quantize_images(ep.query, cfg), cfg)
+                    acc[(fname, mname, "fixed", k)].append(score(res.pred, ep))
+                    agree[(fname, mname, k)].append(100.0 * float(np.mean(res.pred == pred)))
+        done = i + 1
+        if done % 100 == 0:
+            print(f"  {done}/{n} episodes ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+        if time.perf_counter() - start >= limit and done < n:
+            print(f"  stopped by --max-minutes after {done} episodes per shot", file=sys.stderr)
+            break
+
+    rows = []
+    for fname, kind in feats:
+        for mname, _ in modes:
+            for k in shots:
+                fl = study.interval(np.asarray(acc[(fname, mname, "float64", k)]))
+                fxd = study.interval(np.asarray(acc[(fname, mname, "fixed", k)])) if kind else (None, None)
+                rows.append({"features": fname, "readout": mname, "k_shot": k, "float64": fl[0], "float64_ci95": fl[1],
+                             "fixed": fxd[0], "fixed_ci95": fxd[1],
+                             "agreement": float(np.mean(agree[(fname, mname, k)])) if kind else None})
+    doc = {"study": "glyphs-encoder",
+           "metric": "query accuracy (percent) on glyph meta-test episodes, mean and 95% half-width over episodes; "
+                     "agreement = percent of queries where fixed point and float64 predict the same class",
+           "settings": {"episodes": done, "episodes_asked": n, "seed": seed, "n_way": 5, "shots": list(shots),
+                        "queries_per_class": 15,
+                        "fixed_point": {kind: cfg.to_dict() for kind, (_, cfg, _) in encoders.items()}},
+           "weights": {kind: w.metadata.get("command") for kind, (w, _, _) in encoders.items()},
+           "rows": rows}
+    lines = ["| features | read-out | 5w1s float64 | 5w1s fixed point | 5w5s float64 | 5w5s fixed point |",
+             "|---|---|---|---|---|---|"]
+    for fname, _ in feats:
+        for mname, _ in modes:
+            cells = []
+            for k in shots:
+                r = next(r for r in rows if (r["features"], r["readout"], r["k_shot"]) == (fname, mname, k))
+                cells.append(f"{r['float64']:.2f} +- {r['float64_ci95']:.2f}")
+                cells.append("-" if r["fixed"] is None else f"{r['fixed']:.2f} +- {r['fixed_ci95']:.2f}")
+            lines.append(f"| {fname} | {mname} | " + " | ".join(cells) + " |")
+    return doc, "\n".join(lines)
+
+
 def _maml_cls_precision(args) -> tuple[dict, str]:
     from metafab.reference import cls_precision
 
@@ -346,7 +454,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):  # same numbers on any core count
         study_fn = {"sinusoid": _sinusoid, "digits": _digits, "maml-precision": _maml_precision,
-                    "glyphs-cls": _glyphs_cls, "maml-cls-precision": _maml_cls_precision}
+                    "glyphs-cls": _glyphs_cls, "maml-cls-precision": _maml_cls_precision,
+                    "glyphs-encoder": _glyphs_encoder}
         doc, table = study_fn[args.target](args)
     print(f"metafab study {args.target}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     write_study(doc)

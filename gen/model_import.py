@@ -277,8 +277,8 @@ def _convention_error(tensors, fmt: str, path: Path, detail: str = "") -> UserEr
     return UserError(
         f"cannot tell the layers of {fmt} file {str(path)!r} from its tensor names ({_show(sorted(tensors))})"
         f"{': ' + detail if detail else ''}; expected nn.Sequential names '<prefix><i>.weight' and "
-        f"'<prefix><i>.bias', or W0, b0, W1, b1, ...; otherwise pass a tensor map, e.g. "
-        f"tensor_map='W0=fc1.weight,b0=fc1.bias,W1=fc2.weight,b1=fc2.bias'"
+        f"'<prefix><i>.bias', or W0, b0, W1, b1, ...; otherwise pass a tensor map: metafab import "
+        f"--map W0=fc1.weight,b0=fc1.bias,W1=fc2.weight,b1=fc2.bias (tensor_map= in Python)"
     )
 
 

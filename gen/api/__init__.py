@@ -61,6 +61,9 @@ class Design:
         A TOML file of config fields (as ``--config``).
     seed : int
         Seed of random weights.
+    tensor_map : str, optional
+        For a model file whose tensor names do not follow the conventions (``"W0=fc1.weight,b0=fc1.bias,..."``,
+        as ``metafab import --map``): the model is imported first into ``build/import/<name>``.
     **fields
         Config fields (``layers=(1, 40, 40, 1)``, ``lanes=64``, ``steps=5``, ``k_support=5``, ...), applied
         last (as ``--set``).
@@ -70,10 +73,23 @@ class Design:
     config : the engine's config object (``MamlConfig``, ``MamlClsConfig``, ``MatchConfig``)
     """
 
-    def __init__(self, engine: str = "maml", *, weights: str = "auto", config=None, seed: int = 0, **fields):
+    def __init__(self, engine: str = "maml", *, weights: str = "auto", config=None, seed: int = 0,
+                 tensor_map: str | None = None, **fields):
+        from metafab.gen.engines.weight_source import check_weights
+
         self.engine = _engine(engine)
-        self.weights = str(weights)
-        self.seed = int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise UserError(f"seed must be a whole number >= 0, got {seed!r}")
+        self.seed = seed
+        if self.engine.name == "match":
+            if weights != "auto" or tensor_map is not None:
+                raise UserError("the match engine has no weights (its support set comes with Match.support)")
+            self.weights = "auto"
+        else:
+            self.weights = check_weights(weights)
+            if tensor_map is not None:
+                self.weights = import_model(self.weights, tensor_map=tensor_map,
+                                            engine=self.engine.name)["weights"]
         sets = []
         for k, v in fields.items():
             if isinstance(v, (tuple, list)):
@@ -151,12 +167,16 @@ def generate(design: Design, out=None, *, progress=None) -> dict:
             "files": [str(p) for p in files]}
 
 
-def verify(design: Design, count: int | None = None, *, sim: str = "verilator", seed: int = 0,
+def verify(design: Design, count: int | None = None, *, sim: str = "verilator", seed: int | None = None,
            progress=None) -> dict:
-    """``metafab verify --json``: the RTL against the bit-exact reference on ``count`` tasks/episodes."""
+    """``metafab verify --json``: the RTL against the bit-exact reference on ``count`` tasks/episodes
+    (``seed``: of the workload and of random weights; default the design's)."""
     from metafab.gen import flow
 
+    if sim not in ("verilator", "icarus"):
+        raise UserError(f"unknown simulator {sim!r}; valid: verilator, icarus")
     args = design.args("verify")
+    seed = design.seed if seed is None else seed
     return flow.verify(design.engine, design.config, count=count, sim=sim, seed=seed,
                        options=design.engine.verify_options(args), progress=progress)
 
@@ -245,6 +265,19 @@ def _split(cfg, codes):
     return maml_weights_from_words(cfg, np.asarray(codes, dtype=np.int64))
 
 
+def _rows(values, width: int, name: str) -> np.ndarray:
+    """``values`` as rows of ``width`` floats: a 1-D array is ``n`` samples when ``width`` is 1, else one
+    sample."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None] if width == 1 else a[None, :]
+    if a.ndim != 2:
+        raise UserError(f"{name} has shape {a.shape}; give it as (n, {width})")
+    if not np.isfinite(a).all():
+        raise UserError(f"{name} holds NaN or infinite values")
+    return a
+
+
 class MAML:
     """A meta-learned MLP that adapts on a backend, shaped like learn2learn's ``MAML``.
 
@@ -293,6 +326,7 @@ class TaskLearner:
         self._parent = parent
         self._support = None
         self._adapted = None  # master codes after adapt (from the last run)
+        self._cache = None  # (query codes, answers) of the last call
 
     def adapt(self, x_support, y_support) -> TaskLearner:
         """Take the task's support set: ``x_support`` ``(K, n_in)`` and ``y_support`` ``(K, n_out)`` targets
@@ -301,23 +335,27 @@ class TaskLearner:
         from metafab.reference import maml_fixed as mf
 
         cfg, cls = self._parent.config, self._parent.design.engine.name == "maml-cls"
-        xs = np.asarray(x_support, dtype=np.float64)
-        if xs.ndim != 2 or xs.shape != (cfg.k_support, cfg.n_in):
+        xs = _rows(x_support, cfg.n_in, "x_support")
+        if xs.shape != (cfg.k_support, cfg.n_in):
             raise UserError(f"x_support has shape {xs.shape}, the design needs ({cfg.k_support}, {cfg.n_in})")
         if cls:
             ys = np.asarray(y_support)
-            if ys.shape != (cfg.k_support,) or not np.issubdtype(ys.dtype, np.integer) or \
-                    ys.min() < 0 or ys.max() >= cfg.n_out:
-                raise UserError(f"y_support must be {cfg.k_support} class labels in 0..{cfg.n_out - 1}, got "
-                                f"shape {ys.shape}")
+            if ys.shape != (cfg.k_support,):
+                raise UserError(f"y_support has shape {ys.shape}, the design needs {cfg.k_support} class labels")
+            if ys.dtype == bool or not np.issubdtype(ys.dtype, np.integer):
+                raise UserError(f"y_support must be integer class labels, got dtype {ys.dtype}")
+            bad = [int(v) for v in ys if not 0 <= v < cfg.n_out]
+            if bad:
+                raise UserError(f"y_support holds label {bad[0]}; the design's classes are 0..{cfg.n_out - 1}")
             ycodes = [int(v) for v in ys]
         else:
-            ys = np.asarray(y_support, dtype=np.float64)
+            ys = _rows(y_support, cfg.n_out, "y_support")
             if ys.shape != (cfg.k_support, cfg.n_out):
                 raise UserError(f"y_support has shape {ys.shape}, the design needs ({cfg.k_support}, {cfg.n_out})")
             ycodes = mf.quantize_inputs(ys, cfg).tolist()
         self._support = (mf.quantize_inputs(xs, cfg).tolist(), ycodes)
         self._adapted = None
+        self._cache = None
         return self
 
     def _run(self, xq_codes: np.ndarray):
@@ -334,12 +372,13 @@ class TaskLearner:
         from metafab.reference import maml_fixed as mf
 
         cfg = self._parent.config
-        x = np.asarray(x_query, dtype=np.float64)
-        if x.ndim == 1 and cfg.n_in == 1:
-            x = x[:, None]
-        if x.ndim != 2 or x.shape[1] != cfg.n_in or len(x) == 0:
+        x = _rows(x_query, cfg.n_in, "x_query")
+        if x.shape[1] != cfg.n_in or len(x) == 0:
             raise UserError(f"x_query has shape {x.shape}, the design needs (n, {cfg.n_in}) with n >= 1")
         codes = mf.quantize_inputs(x, cfg)
+        key = codes.tobytes()
+        if self._cache is not None and self._cache[0] == key:  # task(x) then task.classify(x): one run
+            return self._cache[1]
         per = cfg.n_out if self._parent.design.engine.name == "maml" else cfg.n_out + 1
         out = []
         for at in range(0, len(codes), cfg.n_query):
@@ -347,7 +386,8 @@ class TaskLearner:
             pad = np.zeros((cfg.n_query - len(chunk), cfg.n_in), dtype=np.int64)
             words = self._run(np.concatenate([chunk, pad]))
             out.append(np.asarray(words).reshape(cfg.n_query, per)[: len(chunk)])
-        return np.concatenate(out)
+        self._cache = (key, np.concatenate(out))
+        return self._cache[1]
 
     def __call__(self, x_query) -> np.ndarray:
         """The adapted network's answer to each query: outputs ``(n, n_out)`` (``maml``) or class
@@ -418,8 +458,14 @@ class Match:
         m = cfg.n_way * cfg.k_shot
         if s.shape != (m, cfg.dim):
             raise UserError(f"embeddings have shape {s.shape}, the design needs ({m}, {cfg.dim})")
-        if y.shape != (m,) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= cfg.n_way:
-            raise UserError(f"labels must be {m} class labels in 0..{cfg.n_way - 1}")
+        if y.shape != (m,) or y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+            raise UserError(f"labels must be {m} integer class labels, got shape {y.shape}, dtype {y.dtype}")
+        bad = [int(v) for v in y if not 0 <= v < cfg.n_way]
+        if bad:
+            raise UserError(f"labels hold {bad[0]}; the design's classes are 0..{cfg.n_way - 1}")
+        missing = sorted(set(range(cfg.n_way)) - set(y.tolist()))
+        if missing:
+            raise UserError(f"class {missing[0]} has no support row (every class needs at least one)")
         self._support = (mx.quantize(s, cfg), y.astype(np.int64))
         return self
 

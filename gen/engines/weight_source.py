@@ -13,7 +13,7 @@ from pathlib import Path
 
 from metafab.reference.errors import UserError
 
-__all__ = ["WEIGHTS", "MODEL_SUFFIXES", "is_model_file", "weights_type", "add_weights_argument",
+__all__ = ["WEIGHTS", "MODEL_SUFFIXES", "is_model_file", "weights_type", "check_weights", "add_weights_argument",
            "model_layers", "imported_params", "layers_text"]
 
 #: The built-in sources; anything else must be a model file.
@@ -48,6 +48,14 @@ def weights_type(words: tuple[str, ...]):
     return parse
 
 
+def check_weights(value, words: tuple[str, ...] = WEIGHTS) -> str:
+    """``value`` as a weights source (one of ``words`` or an existing model file), or a UserError."""
+    try:
+        return weights_type(words)(str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"weights: {exc}") from None
+
+
 def add_weights_argument(p, *, extra: tuple[str, ...] = (), help: str) -> None:
     """The ``--weights`` option of a MAML engine's command: a built-in source, ``extra`` words, or FILE."""
     words = (*WEIGHTS, *extra)
@@ -62,6 +70,8 @@ _CACHE: dict = {}
 def _read(path: str, tensor_map: str | None):
     from metafab.gen.model_import import read_model
 
+    if not Path(path).is_file():
+        raise UserError(f"model file {str(path)!r} does not exist")
     key = (str(Path(path).resolve()), tensor_map)
     stat = Path(path).stat()
     if key not in _CACHE or _CACHE[key][0] != (stat.st_mtime_ns, stat.st_size):
