@@ -40,13 +40,26 @@ def register(sub) -> None:
     p.add_argument("--fit-formats", action="store_true",
                    help="propose weight and activation formats of the same widths that hold the model's range")
     p.add_argument("--samples", type=int, default=256, help="sample inputs of the agreement check (default 256)")
+    p.add_argument("--input-range", metavar="LO,HI", type=_range,
+                   help="the range of the sample inputs, uniform (default: -4,4 or the activation format's range "
+                   "if smaller); e.g. 0,1 for pixels")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=run)
 
 
+def _range(text: str):
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be LO,HI (two numbers), got {text!r}") from None
+    if not lo < hi:
+        raise argparse.ArgumentTypeError(f"LO must be below HI, got {text!r}")
+    return lo, hi
+
+
 def import_model(path, *, out=None, engine: str | None = None, tensor_map: str | None = None,
                  config: str | None = None, sets=(), fit_formats: bool = False, samples: int = 256,
-                 progress=None) -> dict:
+                 input_range=None, progress=None) -> dict:
     """Import the model file ``path``; the report (the ``--json`` document of ``metafab import``).
 
     The report holds the model (``layers``, ``softmax``, ``source``, ``notes``), the design it was checked
@@ -77,10 +90,11 @@ def import_model(path, *, out=None, engine: str | None = None, tensor_map: str |
     report = {
         "model": str(path), "source": model.source, "layers": list(model.layers), "softmax": model.softmax,
         "notes": list(model.notes), "names": [list(n) for n in model.names], "engine": name, "design": cfg.name,
-        "config": cfg.to_dict(), "quantisation": mi.quantisation_report(model, cfg, samples=samples),
+        "config": cfg.to_dict(),
+        "quantisation": mi.quantisation_report(model, cfg, samples=samples, input_range=input_range),
     }
     if fit_formats:
-        report["fit_formats"] = mi.fit_formats(model, cfg, samples=samples)
+        report["fit_formats"] = mi.fit_formats(model, cfg, samples=samples, input_range=input_range)
     if out is None:
         from metafab.sim.runner import build_root
 
@@ -113,8 +127,9 @@ def format_report(r: dict) -> str:
                      f"{t['to_zero']} round to zero")
     a = q.get("agreement", {})
     if a:
-        text = (f"  float64 vs fixed point on {a.get('samples')} sample inputs: max |error| {a['max_abs_error']:.4g}, "
-                f"rms {a['rms_error']:.4g}")
+        lo, hi = a.get("input_range", (None, None))
+        text = (f"  float64 vs fixed point on {a.get('samples')} sample inputs in [{lo:g}, {hi:g}]: max |error| "
+                f"{a['max_abs_error']:.4g}, rms {a['rms_error']:.4g}")
         if a.get("argmax_agreement") is not None:
             text += f", same class on {100 * a['argmax_agreement']:.1f} %"
         lines.append(text)
@@ -129,6 +144,7 @@ def format_report(r: dict) -> str:
 
 def run(args) -> int:
     r = import_model(args.model, out=args.out, engine=args.engine, tensor_map=args.map, config=args.config,
-                     sets=args.set, fit_formats=args.fit_formats, samples=args.samples, progress=progress)
+                     sets=args.set, fit_formats=args.fit_formats, samples=args.samples,
+                     input_range=args.input_range, progress=progress)
     print(json.dumps(r, indent=2, sort_keys=True) if args.json else format_report(r))
     return 0

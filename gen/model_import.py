@@ -700,14 +700,21 @@ def _check_cfg(model: ImportedModel, cfg) -> None:
         )
 
 
-def _sample_inputs(model: ImportedModel, cfg, samples: int, seed: int) -> tuple[np.ndarray, float]:
+def _sample_inputs(model: ImportedModel, cfg, samples: int, seed: int,
+                   input_range=None) -> tuple[np.ndarray, float, tuple[float, float]]:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UserError(f"samples must be an integer >= 1, got {samples!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"seed must be an integer >= 0, got {seed!r}")
-    lim = float(min(cfg.act_fmt.max_value, 4.0))
-    x = np.random.default_rng(seed).uniform(-lim, lim, size=(samples, model.layers[0]))
-    return x, lim
+    if input_range is None:
+        lim = float(min(cfg.act_fmt.max_value, 4.0))
+        lo, hi = -lim, lim
+    else:
+        lo, hi = (float(v) for v in input_range)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise UserError(f"input range must be two finite numbers LO < HI, got {input_range!r}")
+    x = np.random.default_rng(seed).uniform(lo, hi, size=(samples, model.layers[0]))
+    return x, max(abs(lo), abs(hi)), (lo, hi)
 
 
 def _clipped(values: np.ndarray, fmt: QFormat) -> np.ndarray:
@@ -716,7 +723,7 @@ def _clipped(values: np.ndarray, fmt: QFormat) -> np.ndarray:
     return (s < fmt.min_code) | (s > fmt.max_code)
 
 
-def quantisation_report(model: ImportedModel, cfg, *, samples: int = 256, seed: int = 0) -> dict:
+def quantisation_report(model: ImportedModel, cfg, *, samples: int = 256, seed: int = 0, input_range=None) -> dict:
     """What quantising ``model`` to ``cfg``'s fixed-point formats does to it.
 
     Parameters
@@ -765,7 +772,7 @@ def quantisation_report(model: ImportedModel, cfg, *, samples: int = 256, seed: 
              for key in ("count", "saturated", "saturated_weight_fmt", "to_zero")}
     total["max_abs_error"] = float(max(layer["max_abs_error"] for layer in layers))
 
-    x, lim = _sample_inputs(model, cfg, samples, seed)
+    x, lim, rng_ = _sample_inputs(model, cfg, samples, seed, input_range)
     trace = mlp.forward_trace(model.params, x)
     y = trace.output
     y_codes, _ = maml_fixed.forward(wq, maml_fixed.quantize_inputs(x, cfg), cfg)
@@ -775,7 +782,7 @@ def quantisation_report(model: ImportedModel, cfg, *, samples: int = 256, seed: 
     hidden = [np.maximum(z, 0.0) for z in trace.pre[:-1]]
     agreement = {
         "samples": int(samples),
-        "input_range": [-lim, lim],
+        "input_range": list(rng_),
         "max_abs_error": float(np.max(np.abs(err))),
         "rms_error": float(np.sqrt(np.mean(err**2))),
         "output_range": [float(y.min()), float(y.max())],
@@ -803,7 +810,7 @@ def _fewest_int_bits(width: int, fits, what: str, need: float) -> QFormat:
     )
 
 
-def fit_formats(model: ImportedModel, cfg, *, samples: int = 256, seed: int = 0) -> dict:
+def fit_formats(model: ImportedModel, cfg, *, samples: int = 256, seed: int = 0, input_range=None) -> dict:
     """Propose fixed-point formats of ``cfg``'s widths that hold ``model``'s range.
 
     The master and weight formats get the fewest integer bits in which every
@@ -849,7 +856,7 @@ def fit_formats(model: ImportedModel, cfg, *, samples: int = 256, seed: int = 0)
         if master.int_bits < weight.int_bits:  # master_fmt must contain weight_fmt
             master = QFormat(weight.int_bits, cfg.master_fmt.width - weight.int_bits)
 
-    x, lim = _sample_inputs(model, cfg, samples, seed)
+    x, lim, rng_ = _sample_inputs(model, cfg, samples, seed, input_range)
     trace = mlp.forward_trace(model.params, x)
     per_layer = [float(np.max(np.maximum(z, 0.0))) for z in trace.pre[:-1]] + [float(np.max(np.abs(trace.output)))]
     max_act = max(per_layer)
@@ -877,7 +884,7 @@ def fit_formats(model: ImportedModel, cfg, *, samples: int = 256, seed: int = 0)
         "max_abs_activation_per_layer": per_layer,
         "activation_headroom": ACT_HEADROOM,
         "activation_needed": need_act,
-        "input_range": [-lim, lim],
+        "input_range": list(rng_),
         "samples": int(samples),
         "config_check": check,
     }

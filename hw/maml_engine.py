@@ -1251,39 +1251,43 @@ class MamlCore(wiring.Component):
         dp.add(run_rd=rp.data)
 
 
-    #: Entries of the read-back's look-ahead buffer: enough that a response word can leave every cycle
-    #: while the next ones are read (issue to buffer: 4 cycles).
+    #: Entries of the read-back's ring buffer: enough that a response word can leave every cycle while
+    #: the next ones are read (address to ring: five cycles).
     READBACK_DEPTH = 8
 
     def _readback(self, dp: CoreParts):
         """READ_WEIGHTS: the weights of the last RUN, element by element in LOAD order, as the response.
 
-        A walker reads the W memory at the issue's read port (the datapath is idle between requests):
-        layer by layer, row-major ``[W | b]``, from copy 1 for the layers the inner loop adapted once a RUN
-        has started since the last LOAD, else from copy 0 (the loaded weights). Each element lands,
-        four cycles after its address, in a small look-ahead buffer; the front end reads the response
-        combinationally at ``rd_index``, which moves by one after each word sent, so the buffer offers
-        its first two entries and drops the first when ``rd_index`` has moved past it. ``done`` comes
-        once the buffer is full (or holds every word), so the stream never waits for a read.
+        A walker reads the W memory at the issue's read port (no job runs between requests): layer by
+        layer, row-major ``[W | b]``, from copy 1 for the layers the inner loop adapted once a RUN has
+        started since the last LOAD, else from copy 0 (the loaded weights). Each element is picked out
+        of the registered word and registered once more, then lands, five cycles after its address,
+        in a ring buffer of :attr:`READBACK_DEPTH` entries; a read is issued only against a free entry
+        (credits), so the ring never overflows. The front end reads the response combinationally at
+        ``rd_index``, which moves by one after each word sent: its lowest bit against the head's says
+        whether the head was sent, so the ring offers its head or the entry after it, and drops the
+        head in that cycle. ``done`` comes when the ring is full (or holds every word), so the answer
+        streams at one word a cycle without a gap.
         """
         L, cfg, layers, m, tile_addr, wts = dp.L, dp.cfg, dp.layers, dp.m, dp.tile_addr, dp.wts
         wmem, mfmt = dp.wmem, dp.mfmt
         D = self.READBACK_DEPTH
         NP = cfg.n_params
+        PW = (2 * D - 1).bit_length()  # ring pointers count modulo 2 D: full and empty differ
         rb_active = Signal()  # the response being sent is a read-back
         rb_l = Signal(range(L + 1))
         rb_m = Signal(range(max(layers) + 1))
         rb_c = Signal(range(max(layers) + 2))
         rb_n = Signal(range(NP + 1))  # elements whose read was issued
-        cnt = Signal(range(D + 1))  # entries in the buffer
-        hidx = Signal(16)  # response index of buf[0]
-        buf = [Signal(mfmt.width, name=f"rb_buf{k}") for k in range(D)]
-        v = [Signal(name=f"rb_v{k}") for k in range(1, 4)]  # an issued read, 1..3 cycles on
+        credits = Signal(range(D + 1))  # ring entries neither filled nor awaited
+        wp, rp = Signal(PW, name="rb_wp"), Signal(PW, name="rb_rp")
+        head_lsb = Signal()  # the lowest bit of the response index of the ring's head
+        buf = Array(Signal(mfmt.width, name=f"rb_buf{k}") for k in range(D))
+        v = [Signal(name=f"rb_v{k}") for k in range(1, 5)]  # an issued read, 1..4 cycles on
         pos = [Signal(range(max(2, wmem.elements)), name=f"rb_pos{k}") for k in range(4)]
-        adapted = [Signal(name="rb_copy")]  # read copy 1 for the adapted layers
-        inflight = v[0] + v[1] + v[2]
+        copy1 = Signal(name="rb_copy")  # read copy 1 for the adapted layers
         rb_issue = Signal()
-        m.d.comb += rb_issue.eq(rb_active & (rb_n != NP) & (cnt + inflight < D - 1))
+        m.d.comb += rb_issue.eq(rb_active & (rb_n != NP) & (credits != 0))
 
         # the walker: one element address per issue, in LOAD order
         cols_a = _const_array([layers[l] + 1 for l in range(L)] + [1])
@@ -1294,11 +1298,11 @@ class MamlCore(wiring.Component):
                 with m.Case(l):
                     t = wts[l]
                     gr, gc = t.grid
-                    copy = adapted[0] if l in dp.adapted else Const(0)
+                    copy = copy1 if l in dp.adapted else Const(0)
                     m.d.comb += [raddr.eq(tile_addr(t, rb_m, rb_c, copy)),
                                  pos[0].eq(_times(rb_m & (gr - 1), gc) + (rb_c & (gc - 1)))]
         with m.If(rb_issue):
-            m.d.comb += dp.addr0["W"].eq(raddr)  # the issue's read port is free: no job is running
+            m.d.comb += dp.addr0["W"].eq(raddr)  # the issue's read port: no job is running
             m.d.sync += rb_n.eq(rb_n + 1)
             with m.If(rb_c == cols_a[rb_l] - 1):
                 with m.If(rb_m == rows_a[rb_l] - 1):
@@ -1307,44 +1311,44 @@ class MamlCore(wiring.Component):
                     m.d.sync += [rb_m.eq(rb_m + 1), rb_c.eq(0)]
             with m.Else():
                 m.d.sync += rb_c.eq(rb_c + 1)
-        m.d.sync += [v[0].eq(rb_issue), v[1].eq(v[0]), v[2].eq(v[1])]
+        m.d.sync += [v[0].eq(rb_issue)] + [v[k + 1].eq(v[k]) for k in range(3)]
         m.d.sync += [pos[k + 1].eq(pos[k]) for k in range(3)]
-        # the read data is in W's registered read word three cycles after the issue
+        # W's registered read word holds the element three cycles after the issue; picked, registered
         elem = Signal(mfmt.width)
         elems = Array(wmem.element_of(0, e)[: mfmt.width] for e in range(wmem.elements))
-        m.d.comb += elem.eq(elems[pos[3]])
-        push = v[2]
+        m.d.sync += elem.eq(elems[pos[3]])
+        push = v[3]
 
-        # the buffer: rd_index is hidx (first entry) or hidx + 1 (the word after it was sent)
-        # rd_index belongs to this response from the cycle after done (the front end then sets it to 0)
+        # the ring; rd_index belongs to this response from the cycle after done (the front end then
+        # sets it to 0)
         rb_send = Signal()
         with m.If(dp.done_r & rb_active):
             m.d.sync += rb_send.eq(1)
         pop = Signal()
-        m.d.comb += pop.eq(rb_send & (self.bus.rd_index != hidx) & (cnt != 0))
-        with m.If(pop):
-            m.d.sync += [buf[k].eq(buf[k + 1]) for k in range(D - 1)]
-            m.d.sync += hidx.eq(hidx + 1)
-        at = cnt - pop  # where a pushed entry goes
+        m.d.comb += pop.eq(rb_send & (self.bus.rd_index[0] != head_lsb) & (wp != rp))
         with m.If(push):
-            for k in range(D):
-                with m.If(at == k):
-                    m.d.sync += buf[k].eq(elem)
-        m.d.sync += cnt.eq(cnt - pop + push)
+            m.d.sync += [buf[wp[: PW - 1]].eq(elem), wp.eq(wp + 1)]
+        with m.If(pop):
+            m.d.sync += [rp.eq(rp + 1), head_lsb.eq(~head_lsb)]
+        m.d.sync += credits.eq(credits - rb_issue + pop)
         rb_word = Signal(32)
-        m.d.comb += rb_word.eq(Mux(self.bus.rd_index == hidx, buf[0], buf[1]).as_signed())
+        m.d.comb += rb_word.eq(Mux(self.bus.rd_index[0] == head_lsb, buf[rp[: PW - 1]],
+                                   buf[(rp + 1)[: PW - 1]]).as_signed())
 
-        # done once the buffer holds its fill (or every word): the front end then sends without waiting
+        # done once the ring is full (or holds every word): the front end then sends without waiting
         rb_wait = Signal()  # a read-back started and not yet answered
+        filled = Signal()
+        m.d.comb += filled.eq((wp - rp)[:PW] >= min(NP, D))
         with m.If(dp.start):
             m.d.sync += rb_wait.eq(dp.start_read)
-        with m.Elif(rb_wait & (cnt >= min(NP, D - 1))):
+        with m.Elif(rb_wait & filled):
             m.d.sync += [rb_wait.eq(0), dp.done_r.eq(1)]
         m.d.comb += self.bus.rd_data.eq(Mux(rb_active, rb_word, dp.run_rd))
-        # a new request: the walker and the buffer start again (last, so it wins over the updates above)
+        # a new request: the walker and the ring start again (last, so it wins over the updates above)
         with m.If(dp.start):
             m.d.sync += [rb_active.eq(dp.start_read), rb_send.eq(0), rb_l.eq(0), rb_m.eq(0), rb_c.eq(0), rb_n.eq(0),
-                         cnt.eq(0), hidx.eq(0), adapted[0].eq(dp.adapted_valid & (cfg.steps > 0))]
+                         credits.eq(D), wp.eq(0), rp.eq(0), head_lsb.eq(0),
+                         copy1.eq(dp.adapted_valid & (cfg.steps > 0))]
 
 
 class MamlEngine(PacketEngine):

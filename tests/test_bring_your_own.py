@@ -251,3 +251,14 @@ def test_bad_models_are_one_line_errors(capsys, models, tmp_path, case):
     one_line(capsys, ["import", path, "-o", str(tmp_path / "o")], fragment)
     assert not (tmp_path / "o").exists()
     one_line(capsys, ["verify", "maml", "--weights", path], fragment)
+
+
+def test_import_sample_inputs_in_a_given_range(capsys, models, tmp_path):
+    """--input-range sets the agreement check's inputs (pixels: 0,1); the report says which range it used."""
+    path = str(models["dir"] / "cls.onnx")
+    assert main(["import", path, "-o", str(tmp_path / "a"), "--input-range", "0,1", "--json"]) == 0
+    a = json.loads(capsys.readouterr().out)["quantisation"]["agreement"]
+    assert a["input_range"] == [0.0, 1.0] and 0 <= a["argmax_agreement"] <= 1
+    assert main(["import", path, "-o", str(tmp_path / "b"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["quantisation"]["agreement"]["input_range"] == [-4.0, 4.0]
+    one_line(capsys, ["import", path, "--input-range", "1,0"], "LO must be below HI, got '1,0'")

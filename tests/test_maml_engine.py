@@ -131,10 +131,14 @@ def test_engine_in_amaranth_simulator_matches_reference():
         assert st["runs"] == n + 1 and st["loaded"] == 1
 
 
-@pytest.mark.parametrize("cfg", [MamlConfig(layers=(1, 3, 1), k_support=2, n_query=2, lanes=2, steps=2),
-                                 MamlConfig(layers=(2, 5, 3), k_support=3, n_query=1, lanes=4, steps=0)],
-                         ids=["s2", "s0"])
-def test_read_weights_returns_the_adapted_weights(cfg):
+@pytest.mark.parametrize("cfg, ready", [
+    (MamlConfig(layers=(1, 3, 1), k_support=2, n_query=2, lanes=2, steps=2), 3),
+    (MamlConfig(layers=(1, 3, 1), k_support=2, n_query=2, lanes=2, steps=2), None),
+    (MamlConfig(layers=(2, 5, 3), k_support=3, n_query=1, lanes=4, steps=0), 4),
+    (MamlConfig(layers=(1, 2, 1), k_support=1, n_query=1, lanes=1, steps=1), None),
+    (MamlConfig(layers=(1, 12, 12, 1), k_support=2, n_query=2, lanes=8, steps=1), None),
+], ids=["s2-backpressure", "s2-full-speed", "s0", "tiny", "wide-full-speed"])
+def test_read_weights_returns_the_adapted_weights(cfg, ready):
     """READ_WEIGHTS after LOAD gives the loaded weights, after each RUN that task's adapted weights
     (the reference's), with back-pressure on the response stream; before a LOAD it is NOT_LOADED."""
     from metafab.reference.payloads import maml_weight_codes
@@ -148,7 +152,7 @@ def test_read_weights_returns_the_adapted_weights(cfg):
         reqs.append(encode_request(Opcode.RUN, to_words(np.concatenate([support, np.array(xq).reshape(-1)]))))
         reqs.append(encode_request(Opcode.READ_WEIGHTS))
         reqs.append(encode_request(Opcode.STATUS))
-    resp = amaranth_run(cfg, reqs, ready_seed=3)
+    resp = amaranth_run(cfg, reqs, ready_seed=ready)
     assert resp[0].status == Status.NOT_LOADED and resp[0].payload == ()
     assert resp[2].status == Status.OK and from_words(resp[2].payload).tolist() == maml_weight_codes(wq)
     for n, (xs, ys, xq) in enumerate(tasks):
