@@ -817,7 +817,6 @@ def fewshot_fixed(wq, support_images, support_labels, query_images, cfg: Encoder
 # weights files
 # ---------------------------------------------------------------------------
 
-_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 #: The shipped glyph encoders (``metafab train glyph-encoder``): kind -> file in ``reference/data/``.
 GLYPH_ENCODERS = {"conv": "glyph_encoder_conv_c8-p-c16-p-d64.npz", "dense": "glyph_encoder_dense_d128-d64.npz"}
@@ -832,33 +831,14 @@ class EncoderWeights:
     metadata: dict
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array) if array.ndim else array, allow_pickle=False)
-    return buf.getvalue()
-
-
 def to_bytes(spec, params, metadata: dict) -> bytes:
     """The ``.npz`` contents: ``W0, b0, ...`` and the JSON ``metadata`` (with ``spec`` and ``input_shape``)."""
     spec = _spec(spec)
     params = check_params(params, spec)
     meta = {**metadata, "spec": str(spec), "input_shape": list(spec.input_shape)}
-    try:
-        text = json.dumps(meta, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"metadata must be JSON-compatible: {exc}") from exc
-    members = []
-    for i, (w, b) in enumerate(params):
-        members += [(f"W{i}", w), (f"b{i}", b)]
-    members.append(("metadata", np.array(text)))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, array in members:
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-            info.external_attr = 0o644 << 16
-            info.create_system = 3
-            archive.writestr(info, _npy(array))
-    return buf.getvalue()
+    from metafab.reference.weights import archive_bytes
+
+    return archive_bytes(params, meta)
 
 
 def save_encoder(path, spec, params, metadata: dict) -> Path:

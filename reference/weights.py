@@ -37,6 +37,7 @@ __all__ = [
     "DIGITS_EMBEDDING",
     "Weights",
     "to_bytes",
+    "archive_bytes",
     "save",
     "load",
     "load_shipped",
@@ -92,6 +93,12 @@ def to_bytes(params, metadata: dict) -> bytes:
     params, shape = mlp.check_params(params)
     if shape.n_tasks is not None:
         raise UserError("params must be one network, not task-stacked")
+    return archive_bytes(params, metadata)
+
+
+def archive_bytes(params, metadata: dict) -> bytes:
+    """``W0, b0, ...`` and the JSON ``metadata`` as reproducible ``.npz`` bytes (no check of the params'
+    shapes: the callers check them; the encoder files use it too)."""
     try:
         text = json.dumps(metadata, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
