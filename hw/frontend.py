@@ -83,7 +83,9 @@ class OpSpec:
     ``loads``: a successful run of it sets the loaded flag (a malformed one
     clears it); ``counts_run``: counted in the ``runs`` counter;
     ``pipelined``: started without waiting for the previous request's
-    response (see the module docstring).
+    response (see the module docstring); ``unloads``: any run of it, well
+    formed or not, clears the loaded flag (it invalidates what the loading
+    opcode loaded: the fewshot engine's LOAD_ENCODER).
     """
 
     req_len: int
@@ -92,6 +94,7 @@ class OpSpec:
     loads: bool = False
     counts_run: bool = False
     pipelined: bool = False
+    unloads: bool = False
 
 
 def _pipelined_op(ops: dict):
@@ -198,7 +201,7 @@ class PacketFrontend(wiring.Component):
             if not (0 < spec.req_len + 1 <= 0x10000 and 0 <= spec.resp_len <= 0xFFFF):
                 reject(self, UserError(f"opcode {op}: packet lengths {spec} exceed 16 bits"))
         piped = [op for op, spec in ops.items() if spec.pipelined]
-        if len(piped) > 1 or any(ops[op].loads for op in piped):
+        if len(piped) > 1 or any(ops[op].loads or ops[op].unloads for op in piped):
             reject(self, UserError(f"at most one opcode may be pipelined, and not a loading one: {ops!r}"))
         self._ops = dict(ops)
         self._piped = piped[0] if piped else None
@@ -318,7 +321,7 @@ class PacketFrontend(wiring.Component):
                              delivered.eq(0)]
                 if piped is not None:
                     m.d.sync += op_piped.eq(h_op == int(piped))
-                loading = [int(code) for code, spec in ops.items() if spec.loads]
+                loading = [int(code) for code, spec in ops.items() if spec.loads or spec.unloads]
                 if loading:
                     m.d.sync += op_loads.eq((h_magic == MAGIC) & Cat(*(h_op == code for code in loading)).any())
                 with m.If(self.i.valid & take_header):
@@ -405,6 +408,8 @@ class PacketFrontend(wiring.Component):
                                 m.d.sync += resp_len.eq(Mux(ok, spec.resp_len, 0))
                                 if spec.loads:
                                     m.d.sync += loaded.eq(ok)
+                                if spec.unloads:
+                                    m.d.sync += loaded.eq(0)
                                 if spec.counts_run:
                                     with m.If(ok):
                                         m.d.sync += runs.eq(runs + 1)

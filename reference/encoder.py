@@ -568,6 +568,9 @@ class EncoderConfig(_ConfigBase):
         Read-out: ``"proto"`` (Snell et al. 2017) or ``"matching"`` (Vinyals et al. 2016).
     n_way, k_shot : int
         Classes and support samples per class of an episode.
+    lanes : int
+        The hardware encoder's MAC lanes (``metafab.hw.encoder``): output channels / features computed at
+        once; a power of two, 1..64. It does not change a bit of the result.
     readout : dict
         Further :class:`~metafab.reference.config.MatchConfig` fields of the read-out (e.g.
         ``{"logit_fmt": "Q12.14"}``); ``mode``, ``n_way``, ``k_shot``, ``dim`` and ``emb_fmt`` follow from the
@@ -585,6 +588,7 @@ class EncoderConfig(_ConfigBase):
     mode: str = "proto"
     n_way: int = 5
     k_shot: int = 1
+    lanes: int = 16
     readout: tuple = ()
 
     def __post_init__(self):
@@ -606,6 +610,9 @@ class EncoderConfig(_ConfigBase):
             raise UserError("rounding: the encoder rounds with 'half_even' or 'truncate', not 'stochastic'")
         object.__setattr__(self, "rounding", r)
         _choice("mode", self.mode, READOUTS)
+        _check_int("lanes", self.lanes, 1, 64)
+        if self.lanes & (self.lanes - 1):
+            raise UserError(f"lanes must be a power of two (1, 2, 4, ..., 64), got {self.lanes}")
         for name in ("act_fmt", "weight_fmt", "acc_fmt"):
             if not getattr(self, name).signed:
                 raise UserError(f"{name} must be signed, got {getattr(self, name)}")
@@ -666,7 +673,7 @@ class EncoderConfig(_ConfigBase):
 
     @property
     def name(self) -> str:
-        return f"fewshot-{self.mode}-{self.n_way}w{self.k_shot}s-{self.spec}"
+        return f"fewshot-{self.mode}-{self.n_way}w{self.k_shot}s-{self.spec}-p{self.lanes}"
 
     def useful_macs(self, n_query: int = 1) -> int:
         """Multiply-accumulates of one episode: the encodings of the ``n_way k_shot`` support samples and

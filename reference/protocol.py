@@ -61,6 +61,7 @@ class Opcode(IntEnum):
     RUN = 0x02  # maml: one task (support pairs, queries); match: one query
     STATUS = 0x03  # counters and the last error
     READ_WEIGHTS = 0x04  # maml, maml-cls: the weights the last RUN adapted (master format, LOAD order)
+    LOAD_ENCODER = 0x05  # fewshot: the encoder's weights (then LOAD the support set again)
 
 
 class Status(IntEnum):
