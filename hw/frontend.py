@@ -85,7 +85,10 @@ class OpSpec:
     ``pipelined``: started without waiting for the previous request's
     response (see the module docstring); ``unloads``: any run of it, well
     formed or not, clears the loaded flag (it invalidates what the loading
-    opcode loaded: the fewshot engine's LOAD_ENCODER).
+    opcode loaded: the fewshot engine's LOAD_ENCODER); ``waits``: its
+    payload words are delivered only once every pipelined request started
+    before it has been answered (``i.ready`` low until then), for a payload
+    that overwrites what those requests compute with.
     """
 
     req_len: int
@@ -95,6 +98,7 @@ class OpSpec:
     counts_run: bool = False
     pipelined: bool = False
     unloads: bool = False
+    waits: bool = False
 
 
 def _pipelined_op(ops: dict):
@@ -201,7 +205,7 @@ class PacketFrontend(wiring.Component):
             if not (0 < spec.req_len + 1 <= 0x10000 and 0 <= spec.resp_len <= 0xFFFF):
                 reject(self, UserError(f"opcode {op}: packet lengths {spec} exceed 16 bits"))
         piped = [op for op, spec in ops.items() if spec.pipelined]
-        if len(piped) > 1 or any(ops[op].loads or ops[op].unloads for op in piped):
+        if len(piped) > 1 or any(ops[op].loads or ops[op].unloads or ops[op].waits for op in piped):
             reject(self, UserError(f"at most one opcode may be pipelined, and not a loading one: {ops!r}"))
         self._ops = dict(ops)
         self._piped = piped[0] if piped else None
@@ -247,6 +251,8 @@ class PacketFrontend(wiring.Component):
         # the header has the magic and a loading opcode (LOAD): a request that fails clears the loaded flag,
         # whether or not any payload word reached the core (docs/protocol.md, "Errors")
         op_loads = Signal()
+        # the header's opcode has OpSpec.waits: its payload waits for the pipelined answers
+        op_waits = Signal()
         # pipelined requests started and not yet answered (always 0 without a pipelined opcode)
         outstanding = Signal(8)
         pipe_inc, pipe_dec = Signal(), Signal()
@@ -321,6 +327,9 @@ class PacketFrontend(wiring.Component):
                              delivered.eq(0)]
                 if piped is not None:
                     m.d.sync += op_piped.eq(h_op == int(piped))
+                waiting = [int(code) for code, spec in ops.items() if spec.waits]
+                if waiting:
+                    m.d.sync += op_waits.eq(Cat(*(h_op == code for code in waiting)).any())
                 loading = [int(code) for code, spec in ops.items() if spec.loads or spec.unloads]
                 if loading:
                     m.d.sync += op_loads.eq((h_magic == MAGIC) & Cat(*(h_op == code for code in loading)).any())
@@ -363,7 +372,9 @@ class PacketFrontend(wiring.Component):
             with m.State("PAYLOAD"):
                 # payload of a pipelined request flows only while the core can take it
                 take_word = Signal()
-                if piped is not None:
+                if piped is not None and any(spec.waits for spec in ops.values()):
+                    m.d.comb += take_word.eq(Mux(op_piped, self.core.accept, ~op_waits | idle_pipe))
+                elif piped is not None:
                     m.d.comb += take_word.eq(~op_piped | self.core.accept)
                 else:
                     m.d.comb += take_word.eq(1)

@@ -118,6 +118,10 @@ class MatchCore(wiring.Component):
     def __init__(self, *, config: MatchConfig):
         if not isinstance(config, MatchConfig):
             reject(self, TypeError(f"config must be a MatchConfig, got {config!r}"))
+        if config.lanes > config.dim:
+            # (the lane banks and the dot product's adder tree assume every lane holds an element)
+            reject(self, UserError(f"lanes {config.lanes} exceed dim {config.dim}: the similarity engine's lanes "
+                                   f"hold one embedding element each; use lanes <= {config.dim}"))
         self._cfg = config
         self._tm = timing(config)
         super().__init__({"bus": In(CoreBusSignature.for_ops(match_ops(config)))})

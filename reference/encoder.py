@@ -573,7 +573,8 @@ class EncoderConfig(_ConfigBase):
         once; a power of two, 1..64. It does not change a bit of the result.
     readout : dict
         Further :class:`~metafab.reference.config.MatchConfig` fields of the read-out (e.g.
-        ``{"logit_fmt": "Q12.14"}``); ``mode``, ``n_way``, ``k_shot``, ``dim`` and ``emb_fmt`` follow from the
+        ``{"logit_fmt": "Q12.14"}``; ``lanes`` defaults to 64, or the largest power of two up to ``D``);
+        ``mode``, ``n_way``, ``k_shot``, ``dim`` and ``emb_fmt`` follow from the
         fields above. Stored as a sorted tuple of ``(name, value)`` pairs.
     """
 
@@ -668,8 +669,11 @@ class EncoderConfig(_ConfigBase):
     def match(self) -> MatchConfig:
         """The read-out's config: ``mode``, ``n_way``, ``k_shot``, ``dim = spec.dim``, ``emb_fmt = act_fmt``
         and the ``readout`` fields."""
+        ro = dict(self.readout)
+        if "lanes" not in ro:  # the read-out's default 64 lanes, or fewer for a smaller embedding
+            ro["lanes"] = min(64, 1 << (self.spec.dim.bit_length() - 1))
         return MatchConfig(mode=self.mode, n_way=self.n_way, k_shot=self.k_shot, dim=self.spec.dim,
-                           emb_fmt=self.act_fmt, **dict(self.readout))
+                           emb_fmt=self.act_fmt, **ro)
 
     @property
     def name(self) -> str:

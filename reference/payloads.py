@@ -24,6 +24,9 @@ __all__ = [
     "maml_cls_run_words",
     "match_load_words",
     "match_run_words",
+    "fewshot_encoder_words",
+    "fewshot_load_words",
+    "fewshot_run_words",
 ]
 
 
@@ -76,3 +79,23 @@ def match_load_words(support, labels) -> list[int]:
 def match_run_words(query, cfg: MatchConfig) -> list[int]:
     """Similarity RUN payload of one query: its ``D`` emb_fmt codes, ``cfg.query_pack`` to a word."""
     return pack_codes(np.asarray(query, dtype=np.int64).reshape(-1), cfg.query_pack)
+
+
+def fewshot_encoder_words(wq) -> list[int]:
+    """Few-shot LOAD_ENCODER payload: the augmented ``weight_fmt`` codes of every conv / dense layer
+    (:func:`metafab.reference.encoder.quantize_encoder`), layer by layer, row-major, one per word."""
+    return to_words(np.concatenate([np.asarray(w, dtype=np.int64).reshape(-1) for w in wq]))
+
+
+def fewshot_run_words(image) -> list[int]:
+    """Few-shot RUN payload of one query image: its ``C H W`` act_fmt codes (row-major), two per word."""
+    return pack_codes(np.asarray(image, dtype=np.int64).reshape(-1), 2)
+
+
+def fewshot_load_words(images, labels) -> list[int]:
+    """Few-shot LOAD payload of a support set: per support image its label, then its codes two per word."""
+    out = []
+    for im, lab in zip(np.asarray(images, dtype=np.int64), np.asarray(labels, dtype=np.int64), strict=True):
+        out.append(int(lab))
+        out += fewshot_run_words(im)
+    return out

@@ -112,8 +112,16 @@ class MatchBench(PacketEngineBench):
         self.cfg = MatchConfig.from_dict(p["config"])
         self.timer = PortTimer(self)
 
+    def load_words(self, episode) -> list[int]:
+        """The LOAD payload of an episode's support set."""
+        return load_payload(episode["support"], episode["labels"])
+
+    def run_words(self, query) -> list[int]:
+        """The RUN payload of one query."""
+        return run_payload(query, self.cfg)
+
     async def load(self, episode) -> None:
-        await self.checked(Opcode.LOAD, load_payload(episode["support"], episode["labels"]))
+        await self.checked(Opcode.LOAD, self.load_words(episode))
 
     def protocol_payloads(self) -> ProtocolPayloads:
         cfg, ep = self.cfg, self.p["episodes"][0]
@@ -150,12 +158,12 @@ class MatchBench(PacketEngineBench):
         ahead = len(queries) if window is None else window
         sent = 0
         while sent < min(ahead, len(queries)):
-            self.link.send_raw(encode_request(Opcode.RUN, run_payload(queries[sent], self.cfg)))
+            self.link.send_raw(encode_request(Opcode.RUN, self.run_words(queries[sent])))
             sent += 1
         for n in range(len(queries)):
             resp = decode_response(await self.link.recv_packet())
             if sent < len(queries):
-                self.link.send_raw(encode_request(Opcode.RUN, run_payload(queries[sent], self.cfg)))
+                self.link.send_raw(encode_request(Opcode.RUN, self.run_words(queries[sent])))
                 sent += 1
             assert resp.status == Status.OK, f"episode {tag} query {n}: RUN answered {resp.status!r}"
             got = from_words(resp.payload)
@@ -178,7 +186,7 @@ class MatchBench(PacketEngineBench):
         idle, bp = src.idle, sink.backpressure
         src.idle, sink.backpressure = 0.0, 0.0
         # LOAD: last payload word to response header
-        words = encode_request(Opcode.LOAD, load_payload(episode["support"], episode["labels"]))
+        words = encode_request(Opcode.LOAD, self.load_words(episode))
         self.timer.start()
         self.link.send_raw(words)
         resp = decode_response(await self.link.recv_packet())

@@ -64,6 +64,9 @@ class PacketEngineBench(StreamBench):
     async def status(self) -> dict:
         return dict(zip(STATUS_FIELDS, (await self.checked(Opcode.STATUS)).payload, strict=True))
 
+    async def after_reset(self) -> None:
+        """What the engine needs after a reset before its LOAD (nothing; the fewshot engine: its encoder)."""
+
     def protocol_payloads(self) -> ProtocolPayloads:
         """The engine's payloads for the ``protocol`` scenario."""
         raise NotImplementedError
@@ -208,6 +211,7 @@ async def protocol_scenario(tb: PacketEngineBench, p: dict, result: dict) -> Non
     model.update(last_cycles=0, runs=0, errors=0, last_error=0, loaded=0)
     await status_agrees("a one-cycle reset during an answer")
     await answer("RUN after reset", request_beats(run, pl.run), Status.NOT_LOADED)
+    await tb.after_reset()
     await load_ok()
     await run_ok("RUN after reset and LOAD")
     result["protocol_checks"] = len(checks)
