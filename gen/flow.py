@@ -215,7 +215,7 @@ def build(engine: Engine, cfg, board: str, *, top: str = "uart", baud: int = 115
     uart_divisor(setting.out_hz, baud)
     check_options(b, name=name, target_mhz=setting.out_mhz, seed=seed, timing_ripup=timing_ripup)
     words, source = engine.preload(cfg, preload_args)
-    preload = encode_request(Opcode.LOAD, words) if words is not None else None  # None: the host LOADs
+    preload = encode_request(engine.preload_opcode, words) if words is not None else None  # None: the host LOADs
     tries = []
     while True:
         say(f"{b.name}: engine clock {setting.out_mhz:.4g} MHz from the {b.oscillator_mhz:g} MHz oscillator "

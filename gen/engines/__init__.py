@@ -18,7 +18,7 @@ __all__ = ["Engine", "DesignFlag", "Workload", "Exchange", "register_engine", "u
            "engine_names", "engines"]
 
 #: The engines that ship with metafab, in the order ``--help`` lists them.
-BUILTIN = ("maml", "maml-cls", "match")
+BUILTIN = ("maml", "maml-cls", "match", "fewshot")
 
 _registry: dict[str, Engine] = {}
 _loaded = False

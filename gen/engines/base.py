@@ -155,6 +155,8 @@ class Engine:
     #: ``metafab demo`` builds its board top too (False: the demo verifies it only; its build takes longer
     #: than the demo's bound)
     demo_builds: bool = True
+    #: the opcode of the board top's preload packet (:meth:`preload`)
+    preload_opcode: int = Opcode.LOAD
 
     # --- config -----------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
