@@ -277,7 +277,36 @@ class FewShotEngineSpec(MatchEngineSpec):
         return "few-shot engine cycle model, 5-way 1-shot glyphs", rows
 
     def cpu_kernel(self, cfg):
-        return None
+        """One query image through the encoder and the read-out of ``cfg`` in float32 C (the weights the engine
+        runs, dequantised), the support set encoded and prepared (prototypes or unit rows) as at LOAD."""
+        from metafab.gen.cpu_baseline import CpuKernel, render
+        from metafab.hw.encoder import encoder_plan
+        from metafab.reference import proto
+
+        wq, wsrc = encoder_weights(cfg, "auto")
+        params = enc.dequantize_encoder(wq, cfg)
+        eps, source = make_episodes(cfg, 1, 0, "auto", n_query=1)
+        ep = eps[0]
+        y = np.asarray(ep["labels"])
+        s = enc.forward(params, cfg.spec, ep["support"])
+        if cfg.mode == "matching":
+            norms = np.linalg.norm(s, axis=1, keepdims=True)
+            prepared = np.concatenate([(s / np.where(norms > 0, norms, 1)).reshape(-1), y.astype(np.float64)])
+        else:
+            prepared = proto.prototypes(s, y, cfg.n_way).reshape(-1)
+        flat_w = np.concatenate([np.concatenate([w.reshape(-1), b]) for w, b in params])
+        probs, _ = enc.fewshot_float(params, cfg.spec, ep["support"], y, ep["queries"][:1], cfg.n_way, cfg.mode)
+        plan = encoder_plan(cfg)
+        stages = [{"kind": st.kind, "rows": st.rows, "cols": st.cols, "cin": st.in_shape[0], "relu": st.relu,
+                   "pool": st.pool, "h": st.in_shape[1] if st.kind == "conv3x3" else 1,
+                   "w": st.in_shape[2] if st.kind == "conv3x3" else 1} for st in plan]
+        buf = max(st.rows * (st.positions if st.kind == "conv3x3" else 1) for st in plan)
+        text = render("fewshot_cpu.c.j2", design=cfg.name, spec=str(cfg.spec), mode=cfg.mode, n=cfg.n_way,
+                      m=cfg.match.n_support, d=cfg.spec.dim, stages=stages, buf=buf, n_weights=len(flat_w),
+                      n_prep=len(prepared))
+        return CpuKernel(source=text, inputs=np.concatenate([flat_w, prepared, ep["queries"][0]]),
+                         n_out=cfg.n_way + 1, want=np.append(probs[0], int(np.argmax(probs[0]))), per="query",
+                         atol=1e-4, rtol=1e-3, notes={"features": source, "encoder": wsrc})
 
     # --- workloads --------------------------------------------------------
     def simulate(self, cfg, args, progress):
