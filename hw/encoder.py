@@ -41,8 +41,8 @@ from metafab.reference.errors import UserError
 __all__ = ["EMIT_DELAY", "DRAIN_MARGIN", "EncoderStage", "encoder_plan", "check_encoder", "Encoder"]
 
 #: Cycles from a window's last issue cycle to its first emitted value (address register, memory read,
-#: operand register, product, accumulate, round, pool).
-EMIT_DELAY = 7
+#: operand register, the multiplier's input and output registers, accumulate, round, pool).
+EMIT_DELAY = 8
 #: Cycles between a stage's last emitted value being written and the next stage's first issue
 #: (the read of the next stage sees the write).
 DRAIN_MARGIN = 1
@@ -470,17 +470,23 @@ class Encoder(wiring.Component):
         oob2, bias2, odd2 = reg(oob1, "oob2"), reg(bias1, "bias2"), reg(addr1[0], "odd2")
         pix = Mux(odd2, img_r.data[16:32], img_r.data[0:16]).as_signed()
         src = Mux(st2 == 0, pix, act_r.data)
+        # t+3: the operand in a register of its own (the memories' outputs and the source multiplexer are not
+        # on the path into the multipliers), the weights one register behind the banks to stay beside it
         opnd = Signal(act, name="opnd")
-        m.d.comb += opnd.eq(Mux(oob2, 0, Mux(bias2, one, src)))
-        prods = [registered_product(m, platform, opnd, rp.data, name=f"prod{lane}")
-                 for lane, (_, rp) in enumerate(banks)]
-        # t+4: accumulate; t+5: round; t+6: pool, emission
-        kf4 = reg(kf1, "kf", 3)
-        kl5 = reg(kl1, "kl", 4)
-        v5 = reg(v1, "v", 4)
-        wf6, wl6 = reg(wf1, "wf", 5), reg(wl1, "wl", 5)
-        oaddr6 = reg(oaddr1, "oa", 5)
-        st6 = reg(st1, "st", 5)
+        m.d.sync += opnd.eq(Mux(oob2, 0, Mux(bias2, one, src)))
+        wregs = []
+        for lane, (_, rp) in enumerate(banks):
+            wr = Signal(shape_of(wf), name=f"wreg{lane}")
+            m.d.sync += wr.eq(rp.data)
+            wregs.append(wr)
+        prods = [registered_product(m, platform, opnd, wregs[lane], name=f"prod{lane}") for lane in range(L)]
+        # t+5: accumulate; t+6: round; t+7: pool, emission
+        kf4 = reg(kf1, "kf", 4)
+        kl5 = reg(kl1, "kl", 5)
+        v5 = reg(v1, "v", 5)
+        wf6, wl6 = reg(wf1, "wf", 6), reg(wl1, "wl", 6)
+        oaddr6 = reg(oaddr1, "oa", 6)
+        st6 = reg(st1, "st", 6)
         fire5 = v5 & kl5  # the acc holds a finished sum
         fire6 = reg(fire5, "fire6")
         em = [Signal(act, name=f"em{lane}") for lane in range(L)]

@@ -573,7 +573,8 @@ class EncoderConfig(_ConfigBase):
         once; a power of two, 1..64. It does not change a bit of the result.
     readout : dict
         Further :class:`~metafab.reference.config.MatchConfig` fields of the read-out (e.g.
-        ``{"logit_fmt": "Q12.14"}``; ``lanes`` defaults to 64, or the largest power of two up to ``D``);
+        ``{"logit_fmt": "Q12.14"}``; the read-out's ``lanes`` default to 16, or the largest power of two up
+        to ``D``);
         ``mode``, ``n_way``, ``k_shot``, ``dim`` and ``emb_fmt`` follow from the
         fields above. Stored as a sorted tuple of ``(name, value)`` pairs.
     """
@@ -670,8 +671,8 @@ class EncoderConfig(_ConfigBase):
         """The read-out's config: ``mode``, ``n_way``, ``k_shot``, ``dim = spec.dim``, ``emb_fmt = act_fmt``
         and the ``readout`` fields."""
         ro = dict(self.readout)
-        if "lanes" not in ro:  # the read-out's default 64 lanes, or fewer for a smaller embedding
-            ro["lanes"] = min(64, 1 << (self.spec.dim.bit_length() - 1))
+        if "lanes" not in ro:  # 16 read-out lanes (fewer for a smaller embedding): the encoder sets the pace
+            ro["lanes"] = min(16, 1 << (self.spec.dim.bit_length() - 1))
         return MatchConfig(mode=self.mode, n_way=self.n_way, k_shot=self.k_shot, dim=self.spec.dim,
                            emb_fmt=self.act_fmt, **ro)
 
