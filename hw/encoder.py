@@ -38,11 +38,17 @@ from metafab.hw.fixed import registered_product, reject, resize, shape_of
 from metafab.reference.encoder import EncoderConfig
 from metafab.reference.errors import UserError
 
-__all__ = ["EMIT_DELAY", "DRAIN_MARGIN", "EncoderStage", "encoder_plan", "check_encoder", "Encoder"]
+__all__ = ["EMIT_DELAY", "emit_delay", "DRAIN_MARGIN", "EncoderStage", "encoder_plan", "check_encoder", "Encoder"]
 
-#: Cycles from a window's last issue cycle to its first emitted value (address register, memory read,
-#: operand register, the multiplier's input and output registers, accumulate, round, pool).
+#: Cycles from a window's last issue cycle to its first emitted value with one lane slice (address
+#: register, memory read, operand register, the multiplier's input and output registers, accumulate,
+#: round, pool); each level of the slices' adder tree adds one (:func:`emit_delay`).
 EMIT_DELAY = 8
+
+
+def emit_delay(split: int) -> int:
+    """Cycles from a window's last issue cycle to its first emitted value with ``split`` lane slices."""
+    return EMIT_DELAY + (split.bit_length() - 1)
 #: Cycles between a stage's last emitted value being written and the next stage's first issue
 #: (the read of the next stage sees the write).
 DRAIN_MARGIN = 1
@@ -68,6 +74,13 @@ class EncoderStage:
     pool: bool
     lanes: int
     wbase: int
+    split: int = 1
+
+    @property
+    def slice_cols(self) -> int:
+        """Columns of a row each of the ``split`` lane slices takes, ``ceil(cols / split)``: the cycles of one
+        output position."""
+        return -(-self.cols // self.split)
 
     @property
     def groups(self) -> int:
@@ -99,7 +112,7 @@ class EncoderStage:
 
     @property
     def issue_cycles(self) -> int:
-        return self.groups * self.positions * self.cols
+        return self.groups * self.positions * self.slice_cols
 
     @property
     def last_group_rows(self) -> int:
@@ -108,7 +121,7 @@ class EncoderStage:
 
     @property
     def bank_words(self) -> int:
-        return self.groups * self.cols
+        return self.groups * self.slice_cols
 
     @property
     def macs(self) -> int:
@@ -120,7 +133,7 @@ def encoder_plan(cfg: EncoderConfig) -> list[EncoderStage]:
 
     Raises UserError for an encoder the lanes cannot run (:func:`check_encoder`).
     """
-    spec, L = cfg.spec, cfg.lanes
+    spec, L, S = cfg.spec, cfg.lanes, cfg.split
     layers = spec.layers
     stages: list[EncoderStage] = []
     shapes = [spec.input_shape, *spec.shapes()]
@@ -144,16 +157,16 @@ def encoder_plan(cfg: EncoderConfig) -> list[EncoderStage]:
         rows = layer.size
         cols = (9 * in_shape[0] if layer.kind == "conv3x3" else in_shape[0]) + 1
         st = EncoderStage(index=len(stages), kind=layer.kind, rows=rows, cols=cols, in_shape=tuple(in_shape),
-                          relu=relu, pool=pool, lanes=L, wbase=wbase)
+                          relu=relu, pool=pool, lanes=L, wbase=wbase, split=S)
         stages.append(st)
         wbase += st.bank_words
         i = j
     for st in stages:
-        need = min(st.rows, L)
-        if st.window * st.cols < need:
-            raise UserError(f"encoder {spec}: layer stage {st.index} ({st.kind}, {st.cols} columns per output"
-                            f"{', pooled' if st.pool else ''}) emits {need} values every {st.window * st.cols} "
-                            f"cycles; use at most {st.window * st.cols} lanes")
+        need, every = min(st.rows, L), st.window * st.slice_cols
+        if every < need:
+            raise UserError(f"encoder {spec}: layer stage {st.index} ({st.kind}, {st.slice_cols} cycles per output"
+                            f"{', pooled' if st.pool else ''}) emits {need} values every {every} "
+                            f"cycles; use at most {every} lanes")
     return stages
 
 
@@ -241,7 +254,7 @@ class Encoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, plan, L = self._cfg, self._plan, self._cfg.lanes
+        cfg, plan, L, S = self._cfg, self._plan, self._cfg.lanes, self._cfg.split
         af, wf, accf = cfg.act_fmt, cfg.weight_fmt, cfg.acc_fmt
         act = shape_of(af)
         shift = accf.frac_bits - af.frac_bits - wf.frac_bits
@@ -250,97 +263,129 @@ class Encoder(wiring.Component):
         BW = self.bank_words
         n_st = len(plan)
         wpi = self._wpi
+        T = S.bit_length() - 1  # levels of the slices' adder tree
+        ED = emit_delay(S)
 
-        # ---------------- memories ----------------
-        m.submodules.img = img = Memory(shape=32, depth=self._slots * wpi, init=[])
-        img_w = img.write_port()
-        img_r = img.read_port()
-        m.d.comb += [img_w.en.eq(self.img_we), img_w.addr.eq(self.img_waddr), img_w.data.eq(self.img_wdata)]
-        m.submodules.act = actm = Memory(shape=act, depth=2 * HALF, init=[])
-        act_w = actm.write_port()
-        act_r = actm.read_port()
-        banks = []
+        # ---------------- memories: the image and activation memories once per lane slice ----------------
+        img_r, act_r, act_w = [], [], []
+        for sl in range(S):
+            img = Memory(shape=32, depth=self._slots * wpi, init=[])
+            m.submodules[f"img{sl}"] = img
+            wp = img.write_port()
+            m.d.comb += [wp.en.eq(self.img_we), wp.addr.eq(self.img_waddr), wp.data.eq(self.img_wdata)]
+            img_r.append(img.read_port())
+            actm = Memory(shape=act, depth=2 * HALF, init=[])
+            m.submodules[f"act{sl}"] = actm
+            act_w.append(actm.write_port())
+            act_r.append(actm.read_port())
+        # bank (lane, slice): rows r % L == lane, columns k // slice_cols == slice
+        banks = [[None] * S for _ in range(L)]
         for lane in range(L):
-            mem = Memory(shape=shape_of(wf), depth=BW, init=[])
-            m.submodules[f"wbank{lane}"] = mem
-            banks.append((mem.write_port(), mem.read_port()))
+            for sl in range(S):
+                mem = Memory(shape=shape_of(wf), depth=BW, init=[])
+                m.submodules[f"wbank{lane}_{sl}"] = mem
+                banks[lane][sl] = (mem.write_port(), mem.read_port())
 
-        # ---------------- weight load: counters over layer, row, column ----------------
+        # ---------------- weight load: counters over stage, row, column ----------------
         ld_st = Signal(_bits(n_st))
         ld_k = Signal(16)
+        ld_ks = Signal(16)  # column within the slice
+        ld_sl = Signal(_bits(S))
         ld_lane = Signal(_bits(L))
         ld_g = Signal(16)
-        ld_row = Signal(16)  # bank address of column 0 of the current row
+        ld_row = Signal(16)  # bank address of slice column 0 of the current row
         with m.If(self.w_valid):
-            cur_k, cur_lane, cur_g, cur_row, cur_st = (Mux(self.w_first, 0, v) for v in
-                                                       (ld_k, ld_lane, ld_g, ld_row, ld_st))
+            cur_k, cur_ks, cur_sl, cur_lane, cur_g, cur_row, cur_st = (
+                Mux(self.w_first, 0, v) for v in (ld_k, ld_ks, ld_sl, ld_lane, ld_g, ld_row, ld_st))
             addr = Signal(16)
-            m.d.comb += addr.eq(cur_row + cur_k)
-            for lane, (wp, _) in enumerate(banks):
-                m.d.comb += [wp.addr.eq(addr), wp.data.eq(self.w_code), wp.en.eq(cur_lane == lane)]
+            m.d.comb += addr.eq(cur_row + cur_ks)
+            for lane in range(L):
+                for sl in range(S):
+                    wp = banks[lane][sl][0]
+                    m.d.comb += [wp.addr.eq(addr), wp.data.eq(self.w_code),
+                                 wp.en.eq((cur_lane == lane) & (cur_sl == sl))]
             with m.Switch(cur_st):
                 for st in plan:
                     with m.Case(st.index):
                         row = cur_g * L + cur_lane
+                        kc = st.slice_cols
                         with m.If(cur_k != st.cols - 1):
                             m.d.sync += [ld_k.eq(cur_k + 1), ld_lane.eq(cur_lane), ld_g.eq(cur_g),
                                          ld_row.eq(cur_row), ld_st.eq(cur_st)]
+                            with m.If(cur_ks != kc - 1):
+                                m.d.sync += [ld_ks.eq(cur_ks + 1), ld_sl.eq(cur_sl)]
+                            with m.Else():
+                                m.d.sync += [ld_ks.eq(0), ld_sl.eq(cur_sl + 1)]
                         with m.Elif(row != st.rows - 1):
-                            m.d.sync += ld_k.eq(0)
+                            m.d.sync += [ld_k.eq(0), ld_ks.eq(0), ld_sl.eq(0)]
                             with m.If(cur_lane != L - 1):
                                 m.d.sync += [ld_lane.eq(cur_lane + 1), ld_g.eq(cur_g), ld_row.eq(cur_row),
                                              ld_st.eq(cur_st)]
                             with m.Else():
-                                m.d.sync += [ld_lane.eq(0), ld_g.eq(cur_g + 1), ld_row.eq(cur_row + st.cols),
+                                m.d.sync += [ld_lane.eq(0), ld_g.eq(cur_g + 1), ld_row.eq(cur_row + kc),
                                              ld_st.eq(cur_st)]
                         with m.Else():  # the stage's last weight: the next stage's bank region
                             nxt = plan[st.index + 1].wbase if st.index + 1 < n_st else 0
-                            m.d.sync += [ld_k.eq(0), ld_lane.eq(0), ld_g.eq(0), ld_row.eq(nxt),
-                                         ld_st.eq(st.index + 1 if st.index + 1 < n_st else 0)]
+                            m.d.sync += [ld_k.eq(0), ld_ks.eq(0), ld_sl.eq(0), ld_lane.eq(0), ld_g.eq(0),
+                                         ld_row.eq(nxt), ld_st.eq(st.index + 1 if st.index + 1 < n_st else 0)]
 
         # ---------------- issue: counters of one stage ----------------
-        # k: column of the augmented row (c, ky, kx for a conv, then the bias); d: position in the pool
-        # window; win: the window (output position) of the group; g: the group of L rows
+        # per slice: the column it reads (c, ky, kx for a conv; the bias; past the row's end: pad); shared:
+        # j (the cycle of the position), d (position in the pool window), win (the window), g (the group)
         stage = Signal(_bits(n_st + 1))
         running = Signal()
         drain = Signal(16)
-        c = Signal(16)
-        ky, kx = Signal(2), Signal(2)
-        bias = Signal()
-        kcnt = Signal(16)
+        c = [Signal(16, name=f"c{sl}") for sl in range(S)]
+        ky = [Signal(2, name=f"ky{sl}") for sl in range(S)]
+        kx = [Signal(2, name=f"kx{sl}") for sl in range(S)]
+        bias = [Signal(name=f"bias{sl}") for sl in range(S)]
+        pad = [Signal(name=f"pad{sl}") for sl in range(S)]
+        j = Signal(16)
         d = Signal(2)
         y, x = Signal(16), Signal(16)  # the output position's coordinates
         worig = Signal(16)  # y * W + x of the window's first position
         win = Signal(16)
         g = Signal(16)
-        wrow = Signal(16)  # bank address of column 0 of the group's rows
+        wrow = Signal(16)  # bank address of slice column 0 of the group's rows
         obase = Signal(16)  # g * L * out_hw
         img_base = Signal(16)
 
-        tail = Signal(4)  # after the job's last issue: cycles until its last values reach the emitter
+        tail = Signal(5)  # after the job's last issue: cycles until its last values reach the emitter
         with m.If(tail != 0):
             m.d.sync += tail.eq(tail - 1)
         issue = Signal()  # an issue cycle
         m.d.comb += issue.eq(running & (drain == 0))
 
-        # the combinational read address and flags of this cycle
-        a_addr = Signal(16)
-        a_oob = Signal()
+        # the combinational read addresses and flags of this cycle
+        a_addr = [Signal(16, name=f"a_addr{sl}") for sl in range(S)]
+        a_zero = [Signal(name=f"a_zero{sl}") for sl in range(S)]  # padding of the image or past the row: 0
         a_kfirst, a_klast, a_wfirst, a_wlast = Signal(), Signal(), Signal(), Signal()
         a_waddr = Signal(16)
         a_oaddr = Signal(16)
-        m.d.comb += [a_waddr.eq(wrow + kcnt), a_oaddr.eq(obase + win), a_klast.eq(bias)]
+
+        def slice_start(st: EncoderStage, sl: int):
+            """The counters of slice ``sl`` at a position's first cycle: its first column ``sl * slice_cols``."""
+            k0 = sl * st.slice_cols
+            if k0 > st.cols - 1:
+                return [c[sl].eq(0), ky[sl].eq(0), kx[sl].eq(0), bias[sl].eq(0), pad[sl].eq(1)]
+            if k0 == st.cols - 1:
+                return [c[sl].eq(0), ky[sl].eq(0), kx[sl].eq(0), bias[sl].eq(1), pad[sl].eq(0)]
+            if st.kind == "conv3x3":
+                return [c[sl].eq(k0 // 9), ky[sl].eq(k0 % 9 // 3), kx[sl].eq(k0 % 3), bias[sl].eq(0), pad[sl].eq(0)]
+            return [c[sl].eq(k0), ky[sl].eq(0), kx[sl].eq(0), bias[sl].eq(0), pad[sl].eq(0)]
 
         def start_stage(st: EncoderStage):
-            return [stage.eq(st.index), c.eq(0), ky.eq(0), kx.eq(0), bias.eq(0), kcnt.eq(0), d.eq(0), y.eq(0),
-                    x.eq(0), worig.eq(0), win.eq(0), g.eq(0), wrow.eq(st.wbase), obase.eq(0)]
+            return [stage.eq(st.index), j.eq(0), d.eq(0), y.eq(0), x.eq(0), worig.eq(0), win.eq(0), g.eq(0),
+                    wrow.eq(st.wbase), obase.eq(0), *(a for sl in range(S) for a in slice_start(st, sl))]
+
+        m.d.comb += [a_waddr.eq(wrow + j), a_oaddr.eq(obase + win)]
 
         with m.If(self.start & ~running & ~self.busy):
             m.d.sync += [running.eq(1), drain.eq(0), *start_stage(plan[0])]
             with m.Switch(self.slot):
-                for s in range(self._slots):
-                    with m.Case(s):
-                        m.d.sync += img_base.eq(s * wpi)
+                for n in range(self._slots):
+                    with m.Case(n):
+                        m.d.sync += img_base.eq(n * wpi)
 
         with m.If(running & (drain != 0)):
             m.d.sync += drain.eq(drain - 1)
@@ -349,58 +394,62 @@ class Encoder(wiring.Component):
             for st in plan:
                 with m.Case(st.index):
                     conv = st.kind == "conv3x3"
+                    kc = st.slice_cols
+                    m.d.comb += [a_kfirst.eq(j == 0), a_klast.eq(j == kc - 1)]
                     if conv:
                         cin, H, W = st.in_shape
-                        base_c = Signal(16, name=f"cbase{st.index}")
-                        m.d.comb += base_c.eq(c * (H * W)) if (H * W) & (H * W - 1) else base_c.eq(c << ((H * W).bit_length() - 1))
                         dy = d[1] if st.pool else Const(0, 1)
                         dx = d[0] if st.pool else Const(0, 1)
-                        kyo = Mux(ky == 0, -W, Mux(ky == 1, 0, W))
                         pos = worig + Mux(dy, W, 0) + dx
-                        m.d.comb += [
-                            a_addr.eq(base_c + pos + kyo + kx - 1),
-                            a_oob.eq(~bias & (((y == 0) & (ky == 0)) | ((y == H - 1) & (ky == 2))
-                                              | ((x == 0) & (kx == 0)) | ((x == W - 1) & (kx == 2)))),
-                            a_kfirst.eq((c == 0) & (ky == 0) & (kx == 0) & ~bias),
-                            a_wfirst.eq(d == 0),
-                            a_wlast.eq(d == st.window - 1),
-                        ]
+                        m.d.comb += [a_wfirst.eq(d == 0), a_wlast.eq(d == st.window - 1)]
+                        for sl in range(S):
+                            base_c = Signal(16, name=f"cbase{st.index}_{sl}")
+                            hw = H * W
+                            m.d.comb += base_c.eq(c[sl] * hw) if hw & (hw - 1) else base_c.eq(
+                                c[sl] << (hw.bit_length() - 1))
+                            kyo = Mux(ky[sl] == 0, -W, Mux(ky[sl] == 1, 0, W))
+                            oob = (((y == 0) & (ky[sl] == 0)) | ((y == H - 1) & (ky[sl] == 2))
+                                   | ((x == 0) & (kx[sl] == 0)) | ((x == W - 1) & (kx[sl] == 2)))
+                            m.d.comb += [a_addr[sl].eq(base_c + pos + kyo + kx[sl] - 1),
+                                         a_zero[sl].eq(pad[sl] | (~bias[sl] & oob))]
                     else:
-                        m.d.comb += [a_addr.eq(c), a_oob.eq(0), a_kfirst.eq((c == 0) & ~bias),
-                                     a_wfirst.eq(1), a_wlast.eq(1)]
-                    last_k = bias
+                        m.d.comb += [a_wfirst.eq(1), a_wlast.eq(1)]
+                        for sl in range(S):
+                            m.d.comb += [a_addr[sl].eq(c[sl]), a_zero[sl].eq(pad[sl])]
                     with m.If(issue):
-                        # the next column
-                        with m.If(~bias):
-                            m.d.sync += kcnt.eq(kcnt + 1)
-                            if conv:
-                                with m.If(kx != 2):
-                                    m.d.sync += kx.eq(kx + 1)
-                                with m.Else():
-                                    m.d.sync += kx.eq(0)
-                                    with m.If(ky != 2):
-                                        m.d.sync += ky.eq(ky + 1)
-                                    with m.Else():
-                                        m.d.sync += ky.eq(0)
-                                        with m.If(c != cin - 1):
-                                            m.d.sync += c.eq(c + 1)
+                        with m.If(j != kc - 1):
+                            m.d.sync += j.eq(j + 1)
+                            for sl in range(S):  # each slice's next column
+                                with m.If(bias[sl]):
+                                    m.d.sync += [bias[sl].eq(0), pad[sl].eq(1)]
+                                with m.Elif(~pad[sl]):
+                                    if conv:
+                                        with m.If(kx[sl] != 2):
+                                            m.d.sync += kx[sl].eq(kx[sl] + 1)
                                         with m.Else():
-                                            m.d.sync += [c.eq(0), bias.eq(1)]
-                            else:
-                                with m.If(c != st.cols - 2):
-                                    m.d.sync += c.eq(c + 1)
-                                with m.Else():
-                                    m.d.sync += [c.eq(0), bias.eq(1)]
-                        with m.If(last_k):
+                                            m.d.sync += kx[sl].eq(0)
+                                            with m.If(ky[sl] != 2):
+                                                m.d.sync += ky[sl].eq(ky[sl] + 1)
+                                            with m.Else():
+                                                m.d.sync += ky[sl].eq(0)
+                                                with m.If(c[sl] != cin - 1):
+                                                    m.d.sync += c[sl].eq(c[sl] + 1)
+                                                with m.Else():
+                                                    m.d.sync += [c[sl].eq(0), bias[sl].eq(1)]
+                                    else:
+                                        with m.If(c[sl] != st.cols - 2):
+                                            m.d.sync += c[sl].eq(c[sl] + 1)
+                                        with m.Else():
+                                            m.d.sync += [c[sl].eq(0), bias[sl].eq(1)]
+                        with m.Else():
                             # the next position: in the window, the next window, the next group, done
-                            m.d.sync += [bias.eq(0), kcnt.eq(0), c.eq(0)]
+                            m.d.sync += [j.eq(0), *(a for sl in range(S) for a in slice_start(st, sl))]
                             end_win = d == st.window - 1
-                            if conv:
+                            if conv and st.pool:
                                 with m.If(~end_win):
-                                    m.d.sync += d.eq(d + 1)
-                                    if st.pool:
-                                        # d = (dy, dx): 0 (0,0) 1 (0,1) 2 (1,0) 3 (1,1)
-                                        m.d.sync += [x.eq(Mux(d[0], x - 1, x + 1)), y.eq(Mux(d[0], y + 1, y))]
+                                    # d = (dy, dx): 0 (0,0) 1 (0,1) 2 (1,0) 3 (1,1)
+                                    m.d.sync += [d.eq(d + 1), x.eq(Mux(d[0], x - 1, x + 1)),
+                                                 y.eq(Mux(d[0], y + 1, y))]
                             last_win = win == st.out_hw - 1
                             with m.If(end_win):
                                 m.d.sync += d.eq(0)
@@ -421,19 +470,17 @@ class Encoder(wiring.Component):
                                 with m.Else():
                                     m.d.sync += [win.eq(0), y.eq(0), x.eq(0), worig.eq(0)]
                                     with m.If(g != st.groups - 1):
-                                        m.d.sync += [g.eq(g + 1), wrow.eq(wrow + st.cols),
+                                        m.d.sync += [g.eq(g + 1), wrow.eq(wrow + kc),
                                                      obase.eq(obase + L * st.out_hw)]
                                     with m.Else():
                                         # the stage's last issue: drain, then the next stage
                                         if st.index + 1 < n_st:
                                             m.d.sync += [*start_stage(plan[st.index + 1]),
-                                                         drain.eq(EMIT_DELAY + st.last_group_rows - 1
-                                                                  + DRAIN_MARGIN)]
+                                                         drain.eq(ED + st.last_group_rows - 1 + DRAIN_MARGIN)]
                                         else:
-                                            m.d.sync += [running.eq(0), stage.eq(n_st), tail.eq(EMIT_DELAY)]
+                                            m.d.sync += [running.eq(0), stage.eq(n_st), tail.eq(ED)]
 
         # ---------------- pipeline ----------------
-        # t+1: addresses registered; the flags travel with them
         def reg(v, name, n=1):
             """``v`` delayed by ``n`` registers."""
             out = Value.cast(v)
@@ -443,97 +490,110 @@ class Encoder(wiring.Component):
                 out = r
             return out
 
+        # t+1: addresses registered; the flags travel with them
         v1 = reg(issue, "valid")
         st1 = reg(stage, "stage")
-        addr1 = reg(a_addr, "aaddr")
         waddr1 = reg(a_waddr, "waddr")
-        oob1 = reg(a_oob, "oob")
-        bias1 = reg(bias, "bias")
-        kf1, kl1, wf1, wl1 = (reg(s, n) for s, n in ((a_kfirst, "kfirst"), (a_klast, "klast"),
-                                                      (a_wfirst, "wfirst"), (a_wlast, "wlast")))
+        kf1, kl1, wf1, wl1 = (reg(sig, n) for sig, n in ((a_kfirst, "kfirst"), (a_klast, "klast"),
+                                                          (a_wfirst, "wfirst"), (a_wlast, "wlast")))
         oaddr1 = reg(a_oaddr, "oaddr")
         ibase1 = reg(img_base, "ibase")
-        # memory reads (data at t+2)
-        img_addr = Signal(16)
-        m.d.comb += [img_addr.eq(ibase1 + (addr1 >> 1)), img_r.addr.eq(img_addr)]
-        half_src = Signal(16)
+        src_half = Signal(16)
         with m.Switch(st1):
             for st in plan:
                 with m.Case(st.index):
-                    src_half = (st.index - 1) % 2
-                    m.d.comb += half_src.eq(addr1 + src_half * HALF)
-        m.d.comb += act_r.addr.eq(half_src)
-        for _, rp in banks:
-            m.d.comb += rp.addr.eq(waddr1)
-        # t+2: the operand
+                    m.d.comb += src_half.eq(((st.index - 1) % 2) * HALF)
         st2 = reg(st1, "stage2")
-        oob2, bias2, odd2 = reg(oob1, "oob2"), reg(bias1, "bias2"), reg(addr1[0], "odd2")
-        pix = Mux(odd2, img_r.data[16:32], img_r.data[0:16]).as_signed()
-        src = Mux(st2 == 0, pix, act_r.data)
-        # t+3: the operand in a register of its own (the memories' outputs and the source multiplexer are not
-        # on the path into the multipliers), the weights one register behind the banks to stay beside it
-        opnd = Signal(act, name="opnd")
-        m.d.sync += opnd.eq(Mux(oob2, 0, Mux(bias2, one, src)))
-        wregs = []
-        for lane, (_, rp) in enumerate(banks):
-            wr = Signal(shape_of(wf), name=f"wreg{lane}")
-            m.d.sync += wr.eq(rp.data)
-            wregs.append(wr)
-        prods = [registered_product(m, platform, opnd, wregs[lane], name=f"prod{lane}") for lane in range(L)]
-        # t+5: accumulate; t+6: round; t+7: pool, emission
-        kf4 = reg(kf1, "kf", 4)
-        kl5 = reg(kl1, "kl", 5)
-        v5 = reg(v1, "v", 5)
-        wf6, wl6 = reg(wf1, "wf", 6), reg(wl1, "wl", 6)
-        oaddr6 = reg(oaddr1, "oa", 6)
-        st6 = reg(st1, "st", 6)
-        fire5 = v5 & kl5  # the acc holds a finished sum
-        fire6 = reg(fire5, "fire6")
+        opnds = []
+        for sl in range(S):
+            addr1 = reg(a_addr[sl], f"aaddr{sl}")
+            zero1 = reg(a_zero[sl], f"zero{sl}")
+            bias1 = reg(bias[sl], f"biasf{sl}")
+            # memory reads (data at t+2)
+            m.d.comb += [img_r[sl].addr.eq(ibase1 + (addr1 >> 1)), act_r[sl].addr.eq(addr1 + src_half)]
+            zero2, bias2, odd2 = reg(zero1, f"zero2_{sl}"), reg(bias1, f"bias2_{sl}"), reg(addr1[0], f"odd2_{sl}")
+            pix = Mux(odd2, img_r[sl].data[16:32], img_r[sl].data[0:16]).as_signed()
+            src = Mux(st2 == 0, pix, act_r[sl].data)
+            # t+3: the operand in a register of its own (the memories' outputs and the source multiplexer are
+            # not on the path into the multipliers)
+            opnd = Signal(act, name=f"opnd{sl}")
+            m.d.sync += opnd.eq(Mux(zero2, 0, Mux(bias2, one, src)))
+            opnds.append(opnd)
+        # t+3: the weights one register behind the banks (beside the operand); t+5: the products
+        kf5 = reg(kf1, "kf", 4)
+        accs = []
+        for lane in range(L):
+            row = []
+            for sl in range(S):
+                rp = banks[lane][sl][1]
+                m.d.comb += rp.addr.eq(waddr1)
+                wr = Signal(shape_of(wf), name=f"wreg{lane}_{sl}")
+                m.d.sync += wr.eq(rp.data)
+                prod = registered_product(m, platform, opnds[sl], wr, name=f"prod{lane}_{sl}")
+                acc = Signal(signed(accf.width), name=f"acc{lane}_{sl}")
+                m.d.sync += acc.eq(Mux(kf5, 0, acc) + (prod << shift))
+                row.append(acc)
+            # t+6 .. t+6+T: the slices' sums, one registered level of the adder tree a cycle (exact: the
+            # config checks that the whole sum fits acc_fmt, so every partial sum does)
+            level = 0
+            while len(row) > 1:
+                nxt = []
+                for a, b in zip(row[0::2], row[1::2], strict=True):
+                    r = Signal(signed(accf.width), name=f"sum{lane}_{level}_{len(nxt)}")
+                    m.d.sync += r.eq(a + b)
+                    nxt.append(r)
+                row, level = nxt, level + 1
+            accs.append(row[0])
+        # t+6+T: the sum; t+7+T: rounded; t+8+T: pooled, emitted
+        fire_a = reg(v1, "v", 5 + T) & reg(kl1, "kl", 5 + T)  # the sum is finished
+        fire_b = reg(fire_a, "fire_b")
+        wf_b, wl_b = reg(wf1, "wf", 6 + T), reg(wl1, "wl", 6 + T)
+        oaddr_b = reg(oaddr1, "oa", 6 + T)
+        st_b = reg(st1, "st", 6 + T)
         em = [Signal(act, name=f"em{lane}") for lane in range(L)]
         em_cnt = Signal(_bits(L + 1))
         em_addr = Signal(16)
         em_st = Signal(_bits(n_st + 1))
         em_step = Signal(16)
         for lane in range(L):
-            acc = Signal(signed(accf.width), name=f"acc{lane}")
-            m.d.sync += acc.eq(Mux(kf4, 0, acc) + (prods[lane] << shift))
             rr = Signal(act, name=f"rnd{lane}")
-            with m.If(fire5):
-                m.d.sync += rr.eq(resize(acc, accf, af, cfg.rounding))
+            with m.If(fire_a):
+                m.d.sync += rr.eq(resize(accs[lane], accf, af, cfg.rounding))
             mx = Signal(act, name=f"max{lane}")
             cand = Signal(act, name=f"cand{lane}")
-            m.d.comb += cand.eq(Mux(wf6 | (rr > mx), rr, mx))
-            with m.If(fire6):
+            m.d.comb += cand.eq(Mux(wf_b | (rr > mx), rr, mx))
+            with m.If(fire_b):
                 m.d.sync += mx.eq(cand)
             relu_v = Signal(act, name=f"relu{lane}")
-            with m.Switch(st6):
+            with m.Switch(st_b):
                 for st in plan:
                     with m.Case(st.index):
                         m.d.comb += relu_v.eq(Mux(cand < 0, 0, cand) if st.relu else cand)
-            with m.If(fire6 & wl6):
+            with m.If(fire_b & wl_b):
                 m.d.sync += em[lane].eq(relu_v)
             with m.Elif(em_cnt != 0):
                 m.d.sync += em[lane].eq(em[lane + 1] if lane + 1 < L else 0)
-        with m.If(fire6 & wl6):
-            with m.Switch(st6):
+        with m.If(fire_b & wl_b):
+            with m.Switch(st_b):
                 for st in plan:
                     with m.Case(st.index):
                         # the lanes of this group that hold a row
-                        rows_here = Mux(oaddr6 >= (st.groups - 1) * L * st.out_hw, st.last_group_rows, L) \
+                        rows_here = Mux(oaddr_b >= (st.groups - 1) * L * st.out_hw, st.last_group_rows, L) \
                             if st.groups > 1 else min(st.rows, L)
                         m.d.sync += [em_cnt.eq(rows_here), em_step.eq(st.out_hw)]
-            m.d.sync += [em_addr.eq(oaddr6), em_st.eq(st6)]
+            m.d.sync += [em_addr.eq(oaddr_b), em_st.eq(st_b)]
         with m.Elif(em_cnt != 0):
             m.d.sync += [em_cnt.eq(em_cnt - 1), em_addr.eq(em_addr + em_step)]
-        # the emitted value: to the next stage's half, or out
+        # the emitted value: to the next stage's half of every slice's copy, or out
         last_st = em_st == n_st - 1
+        dst = Signal(16)
         with m.Switch(em_st):
             for st in plan:
                 with m.Case(st.index):
-                    m.d.comb += act_w.addr.eq(em_addr + (st.index % 2) * HALF)
+                    m.d.comb += dst.eq(em_addr + (st.index % 2) * HALF)
+        for wp in act_w:
+            m.d.comb += [wp.addr.eq(dst), wp.data.eq(em[0]), wp.en.eq((em_cnt != 0) & ~last_st)]
         m.d.comb += [
-            act_w.data.eq(em[0]),
-            act_w.en.eq((em_cnt != 0) & ~last_st),
             self.o_valid.eq((em_cnt != 0) & last_st),
             self.o_code.eq(em[0]),
             self.o_last.eq((em_cnt != 0) & last_st & (em_addr == plan[-1].rows - 1)),

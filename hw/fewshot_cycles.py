@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metafab.hw.encoder import DRAIN_MARGIN, EMIT_DELAY, check_encoder
+from metafab.hw.encoder import DRAIN_MARGIN, check_encoder, emit_delay
 from metafab.hw.fewshot_engine import image_words
 from metafab.hw.match_cycles import match_cycles
 from metafab.hw.match_schedule import HEAD_DELAY, OUTPUT_DELAY, load_cycles, timing
@@ -47,10 +47,11 @@ JOB_GAP = 2
 def encoder_job_cycles(cfg: EncoderConfig) -> int:
     """Cycles from an encoder job's start to its last embedding code."""
     plan = check_encoder(cfg)
+    ed = emit_delay(cfg.split)
     t = 0
     for st in plan[:-1]:
-        t += st.issue_cycles + EMIT_DELAY + st.last_group_rows - 1 + DRAIN_MARGIN
-    return t + plan[-1].issue_cycles + EMIT_DELAY - 1 + plan[-1].last_group_rows
+        t += st.issue_cycles + ed + st.last_group_rows - 1 + DRAIN_MARGIN
+    return t + plan[-1].issue_cycles + ed - 1 + plan[-1].last_group_rows
 
 
 def stream_timeline(cfg: EncoderConfig, n: int, h0: int = 0) -> list[dict]:
@@ -100,7 +101,8 @@ class FewShotCycles:
 
     @property
     def lanes(self) -> int:
-        return self.config.lanes
+        """The encoder's multipliers, ``lanes x split``."""
+        return self.config.lanes * self.config.split
 
     @property
     def useful_macs(self) -> int:
@@ -108,7 +110,7 @@ class FewShotCycles:
 
     @property
     def lane_utilisation(self) -> float:
-        """The encoder's MACs / (L x job): the share of the lanes busy during an encoding."""
+        """The encoder's MACs / (lanes x split x job): the share of its multipliers busy during an encoding."""
         return self.useful_macs / (self.lanes * self.job)
 
     @property

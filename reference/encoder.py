@@ -571,6 +571,9 @@ class EncoderConfig(_ConfigBase):
     lanes : int
         The hardware encoder's MAC lanes (``metafab.hw.encoder``): output channels / features computed at
         once; a power of two, 1..64. It does not change a bit of the result.
+    split : int
+        Slices of every weight row computed side by side (``lanes x split`` multipliers; their partial sums
+        are added exactly): a power of two, 1..8. It does not change a bit of the result either.
     readout : dict
         Further :class:`~metafab.reference.config.MatchConfig` fields of the read-out (e.g.
         ``{"logit_fmt": "Q12.14"}``; the read-out's ``lanes`` default to 16, or the largest power of two up
@@ -590,7 +593,8 @@ class EncoderConfig(_ConfigBase):
     mode: str = "proto"
     n_way: int = 5
     k_shot: int = 1
-    lanes: int = 16
+    lanes: int = 8
+    split: int = 8
     readout: tuple = ()
 
     def __post_init__(self):
@@ -615,6 +619,9 @@ class EncoderConfig(_ConfigBase):
         _check_int("lanes", self.lanes, 1, 64)
         if self.lanes & (self.lanes - 1):
             raise UserError(f"lanes must be a power of two (1, 2, 4, ..., 64), got {self.lanes}")
+        _check_int("split", self.split, 1, 8)
+        if self.split & (self.split - 1):
+            raise UserError(f"split must be a power of two (1, 2, 4, 8), got {self.split}")
         for name in ("act_fmt", "weight_fmt", "acc_fmt"):
             if not getattr(self, name).signed:
                 raise UserError(f"{name} must be signed, got {getattr(self, name)}")
@@ -678,7 +685,8 @@ class EncoderConfig(_ConfigBase):
 
     @property
     def name(self) -> str:
-        return f"fewshot-{self.mode}-{self.n_way}w{self.k_shot}s-{self.spec}-p{self.lanes}"
+        split = f"x{self.split}" if self.split > 1 else ""
+        return f"fewshot-{self.mode}-{self.n_way}w{self.k_shot}s-{self.spec}-p{self.lanes}{split}"
 
     def useful_macs(self, n_query: int = 1) -> int:
         """Multiply-accumulates of one episode: the encodings of the ``n_way k_shot`` support samples and

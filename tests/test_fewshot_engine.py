@@ -23,7 +23,7 @@ from amaranth.sim import Simulator
 
 from metafab.gen import flow
 from metafab.gen.engines import fewshot as ff
-from metafab.hw.encoder import EMIT_DELAY, Encoder, encoder_plan
+from metafab.hw.encoder import EMIT_DELAY, Encoder, emit_delay, encoder_plan
 from metafab.hw.fewshot_cycles import encoder_job_cycles, fewshot_cycles, stream_timeline
 from metafab.hw.fewshot_engine import FewShotEngine, fewshot_ops, image_words
 from metafab.reference import encoder as enc
@@ -35,11 +35,16 @@ from metafab.sim.runner import SimulationFailed
 from .conftest import ecp5_verilog, requires_icarus
 
 # a conv encoder with pools and two lane groups in its second conv and its dense layer
-SMALL = enc.EncoderConfig(spec="c4-p-c6-p-d8", input_shape=(1, 8, 8), lanes=4, n_way=2, k_shot=2)
+SMALL = enc.EncoderConfig(spec="c4-p-c6-p-d8", input_shape=(1, 8, 8), lanes=4, split=1, n_way=2, k_shot=2)
 # dense only, matching read-out, 3 ways
-DENSE = enc.EncoderConfig(spec="d12-d8", input_shape=(1, 4, 4), lanes=4, n_way=3, k_shot=1, mode="matching")
-# a conv without pool and a linear conv, 2 input channels, odd sizes (a 9-wide embedding: a half word)
-ODD = enc.EncoderConfig(spec="c3l-c5-p-d9", input_shape=(2, 4, 6), lanes=2, n_way=3, k_shot=2)
+DENSE = enc.EncoderConfig(spec="d12-d8", input_shape=(1, 4, 4), lanes=4, split=1, n_way=3, k_shot=1,
+                          mode="matching")
+# a conv without pool and a linear conv, 2 input channels, odd sizes (a 9-wide embedding: a half word),
+# rows split in 4 slices (columns past a row's end in the last slice)
+ODD = enc.EncoderConfig(spec="c3l-c5-p-d9", input_shape=(2, 4, 6), lanes=2, split=4, n_way=3, k_shot=2)
+# SMALL with its rows in 2 and 8 slices
+SPLIT2 = SMALL.replace(split=2)
+SPLIT8 = SMALL.replace(lanes=2, split=8)
 DEFAULT = enc.EncoderConfig()
 
 
@@ -112,7 +117,8 @@ def encoder_run(cfg, wq, images, slots=2, gap=0):
     return np.asarray(got), cycles
 
 
-@pytest.mark.parametrize("cfg", [SMALL, DENSE, ODD], ids=["conv-pool", "dense", "odd"])
+@pytest.mark.parametrize("cfg", [SMALL, DENSE, ODD, SPLIT2, SPLIT8], ids=["conv-pool", "dense", "odd", "split2",
+                                                                         "split8"])
 def test_encoder_equals_reference_and_cycle_model(cfg):
     wq = _weights(cfg)
     images = _codes(cfg, 3, seed=2)
@@ -136,15 +142,21 @@ def test_encoder_saturates_and_rounds_like_the_reference():
 
 def test_encoder_plan_and_cycle_formula():
     plan = encoder_plan(DEFAULT)
-    assert [(st.kind, st.rows, st.cols, st.groups, st.positions, st.pool) for st in plan] == [
-        ("conv3x3", 8, 10, 1, 256, True), ("conv3x3", 16, 73, 1, 64, True), ("dense", 64, 257, 4, 1, False)]
+    assert (DEFAULT.lanes, DEFAULT.split) == (8, 8)
+    assert [(st.kind, st.rows, st.cols, st.slice_cols, st.groups, st.positions, st.pool) for st in plan] == [
+        ("conv3x3", 8, 10, 2, 1, 256, True), ("conv3x3", 16, 73, 10, 2, 64, True), ("dense", 64, 257, 33, 8, 1, False)]
+    assert [st.issue_cycles for st in plan] == [512, 1280, 264]
     assert sum(st.macs for st in plan) == DEFAULT.spec.total_macs == 111_680
-    # issue cycles, the drains between stages and the last emission
-    job = (2560 + EMIT_DELAY + 8) + (4672 + EMIT_DELAY + 16) + 1028 + EMIT_DELAY - 1 + 16
-    assert encoder_job_cycles(DEFAULT) == job == 8323
+    # issue cycles, the drains between stages and the last emission; the slices' adder tree has 3 levels
+    ed = emit_delay(8)
+    assert ed == EMIT_DELAY + 3
+    job = (512 + ed + 8) + (1280 + ed + 8) + 264 + ed - 1 + 8
+    assert encoder_job_cycles(DEFAULT) == job == 2112
+    one = DEFAULT.replace(lanes=16, split=1)
+    assert encoder_job_cycles(one) == (2560 + EMIT_DELAY + 8) + (4672 + EMIT_DELAY + 16) + 1028 + EMIT_DELAY - 1 + 16
     m = fewshot_cycles(DEFAULT)
     assert m.ii == job + 2 and m.latency == job + 1 + m.readout_latency
-    assert 0.8 < m.lane_utilisation < 0.9
+    assert m.lanes == 64 and abs(m.lane_utilisation - 111_680 / (64 * job)) < 1e-12
     tl = stream_timeline(DEFAULT, 3)
     assert tl[2]["first_word"] == tl[0]["enc_last"] + 2  # the third image waits for a free slot
     W = image_words(DEFAULT)
@@ -158,7 +170,11 @@ def test_engine_rejects_configs_it_cannot_build():
     with pytest.raises(UserError, match="pools once"):
         encoder_plan(enc.EncoderConfig(spec="c2-p-p-d4", input_shape=(1, 8, 8), lanes=2, n_way=2))
     with pytest.raises(UserError, match="use at most 10 lanes"):
-        encoder_plan(enc.EncoderConfig(spec="c16-d4", input_shape=(1, 4, 4), lanes=16, n_way=2))
+        encoder_plan(enc.EncoderConfig(spec="c16-d4", input_shape=(1, 4, 4), lanes=16, split=1, n_way=2))
+    with pytest.raises(UserError, match="use at most 3 lanes"):
+        encoder_plan(enc.EncoderConfig(spec="d12-d8", input_shape=(1, 4, 4), lanes=4, split=8, n_way=2))
+    with pytest.raises(UserError, match="split must be a power of two"):
+        enc.EncoderConfig(split=3)
     with pytest.raises(UserError, match="lanes must be a power of two"):
         enc.EncoderConfig(lanes=12)
     with pytest.raises(TypeError):
@@ -183,7 +199,7 @@ def _run(cfg, eps, sim, **kw):
     return ff.run_engine(cfg, _weights(cfg), eps, sim=sim, run_name=f"test-{kw.pop('tag', 'run')}", **kw)
 
 
-@pytest.mark.parametrize("cfg", [SMALL, DENSE, ODD], ids=["conv-pool", "dense-matching", "odd"])
+@pytest.mark.parametrize("cfg", [SMALL, DENSE, ODD, SPLIT8], ids=["conv-pool", "dense-matching", "odd", "split8"])
 def test_engine_verilator_episodes(cfg):
     eps = _episodes(cfg, seed=4, n_episodes=2)
     r = _run(cfg, eps, "verilator", tag="episodes")
@@ -197,7 +213,8 @@ def test_engine_verilator_episodes(cfg):
 def test_engine_unequal_class_counts_and_proto_and_matching():
     """A support set of 3 + 1 + 2 images (the prototypes' counts differ), both read-outs."""
     for mode in ("proto", "matching"):
-        cfg = enc.EncoderConfig(spec="c4-p-c6-p-d8", input_shape=(1, 8, 8), lanes=4, n_way=3, k_shot=2, mode=mode)
+        cfg = enc.EncoderConfig(spec="c4-p-c6-p-d8", input_shape=(1, 8, 8), lanes=4, split=2, n_way=3, k_shot=2,
+                                mode=mode)
         eps = _episodes(cfg, seed=6)
         eps[0]["labels"] = [0, 2, 0, 1, 2, 0]
         r = _run(cfg, eps, "verilator", tag=f"unequal-{mode}", timing_queries=0)
