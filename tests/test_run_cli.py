@@ -88,7 +88,12 @@ class SoftBoard:
         cfg = self.cfg
         if opcode == Opcode.STATUS:
             return Status.OK, [7, self.runs, 0, 0, int(self.loaded is not None), PROTOCOL_VERSION]
+        if opcode == Opcode.LOAD_ENCODER and self.engine == "fewshot":
+            self.encoder, self.loaded = from_words(payload), None
+            return Status.OK, []
         if opcode == Opcode.LOAD:
+            if self.engine == "fewshot" and getattr(self, "encoder", None) is None:
+                return Status.NOT_LOADED, []
             self.loaded, self.adapted = list(payload), None
             return Status.OK, []
         if opcode == Opcode.READ_WEIGHTS and self.loaded is not None and self.engine != "match":
@@ -114,6 +119,19 @@ class SoftBoard:
             res = mf.run_task(wq, sup[:, :ni], sup[:, ni:], x[k * (ni + no):].reshape(-1, ni), cfg)
             words = to_words(res.y_query.reshape(-1))
             self.adapted = maml_load_payload(res.weights)
+        elif self.engine == "fewshot":
+            from metafab.reference import encoder as enc
+
+            wq, at = [], 0
+            for shape in cfg.spec.augmented_shapes():
+                n = shape[0] * shape[1]
+                wq.append(self.encoder[at:at + n].reshape(shape))
+                at += n
+            n_in = cfg.spec.n_inputs
+            block = np.asarray(self.loaded, dtype=np.int64).reshape(cfg.match.n_support, -1)
+            images = np.stack([unpack_codes(row[1:], 2, n_in) for row in block])
+            r = enc.fewshot_fixed(wq, images, block[:, 0], unpack_codes(payload, 2, n_in)[None], cfg)
+            words = to_words(mx.result_words(r.probs[0], r.pred[0]))
         else:
             rows = from_words(self.loaded).reshape(-1, cfg.dim + 1)
             prep = mx.prepare(rows[:, 1:], rows[:, 0], cfg)
@@ -172,6 +190,22 @@ def test_run_match_loads_each_episode_and_checks_every_query(capsys):
     assert board.requests.count(Opcode.LOAD) == 2 and board.requests.count(Opcode.RUN) == 2 * MATCH_CFG.n_way
     assert len(board.loaded) == MATCH_CFG.n_way * MATCH_CFG.k_shot * (MATCH_CFG.dim + 1)
     assert "episode 1 query 2: class" in out and "mismatches 0" in out and "accuracy" in out
+
+
+def test_run_fewshot_sends_the_encoder_then_glyph_episodes(capsys):
+    from metafab.reference.encoder import EncoderConfig
+
+    cfg = EncoderConfig(spec="d12-d8", lanes=4, split=1, n_way=3)
+    args = ["--spec", "d12-d8", "--lanes", "4", "--split", "1", "--ways", "3"]
+    with SoftBoard("fewshot", cfg) as board:
+        code = main(["run", "fewshot", *args, "--port", board.port, "--episodes", "2", "--timeout", "5", "--json"])
+        out = json.loads(capsys.readouterr().out)
+        assert board.requests[0] == Opcode.LOAD_ENCODER and board.requests.count(Opcode.LOAD) == 2
+    assert code == 0 and out["mismatches"] == 0 and len(out["results"]) == 6
+    assert out["encoder"].startswith("random He weights")
+    with SoftBoard("fewshot", cfg) as board:  # --skip-encoder-load: a board without an encoder says NOT_LOADED
+        assert main(["run", "fewshot", *args, "--port", board.port, "--skip-encoder-load", "--timeout", "5"]) == 2
+    assert "NOT_LOADED" in capsys.readouterr().err
 
 
 def test_run_reports_wrong_answers(capsys):

@@ -158,7 +158,10 @@ class FewShotEngineSpec(MatchEngineSpec):
         DesignFlag("--ways", "n_way", int, "N", "classes per episode"),
         DesignFlag("--shots", "k_shot", int, "K", "support images per class"),
         DesignFlag("--spec", "spec", str, "SPEC", "the encoder, e.g. c8-p-c16-p-d64 or d128-d64"),
-        DesignFlag("--lanes", "lanes", int, "L", "the encoder's MAC lanes (a power of two, 1..64)"),
+        DesignFlag("--lanes", "lanes", int, "L", "the encoder's lanes: output channels computed at once (a power of "
+                   "two, 1..64)"),
+        DesignFlag("--split", "split", int, "S", "slices of each weight row computed side by side (a power of two, "
+                   "1..8); the encoder has lanes x split multipliers"),
     )
     item = "episode"
     run_item = "query"
@@ -188,6 +191,9 @@ class FewShotEngineSpec(MatchEngineSpec):
                            f"(default {self.count_default})")
         if command == "run":
             p.add_argument("--episodes", type=int, default=2, help="glyph episodes to run (default 2)")
+            p.add_argument("--skip-encoder-load", action="store_true",
+                           help="use the encoder the board top holds (its preload) instead of sending LOAD_ENCODER "
+                           "with --encoder's weights first")
 
     # --- hardware ---------------------------------------------------------
     def component(self, cfg):
@@ -269,9 +275,10 @@ class FewShotEngineSpec(MatchEngineSpec):
 
     def bench_model(self):
         rows = []
-        for spec, lanes in (("c8-p-c16-p-d64", 8), ("c8-p-c16-p-d64", 16), ("c8-p-c16-p-d64", 32), ("d128-d64", 16)):
-            m = self.cycles(enc.EncoderConfig(spec=spec, lanes=lanes))
-            rows.append({"encoder": spec, "lanes": lanes, "encoder job": m.job, "interval": m.ii,
+        for spec, lanes, split in (("c8-p-c16-p-d64", 16, 1), ("c8-p-c16-p-d64", 16, 4), ("c8-p-c16-p-d64", 8, 8),
+                                   ("c8-p-c16-p-d64", 16, 8), ("d128-d64", 8, 8)):
+            m = self.cycles(enc.EncoderConfig(spec=spec, lanes=lanes, split=split))
+            rows.append({"encoder": spec, "lanes x split": f"{lanes} x {split}", "encoder job": m.job, "interval": m.ii,
                          "utilisation %": round(100 * m.lane_utilisation, 1),
                          "us per query @60MHz": round(m.ii / 60.0, 2)})
         return "few-shot engine cycle model, 5-way 1-shot glyphs", rows
@@ -385,7 +392,7 @@ class FewShotEngineSpec(MatchEngineSpec):
             "load_cycles_measured": (timing.get("timing") or {}).get("load_cycles"),
             "load_cycles_model": model.load_cycles,
             "encoder_job_cycles": model.job,
-            "lanes": cfg.lanes,
+            "lanes": model.lanes,
             "lane_utilisation": model.lane_utilisation,
         }
         report["cycles_match_model"] = (
@@ -413,7 +420,7 @@ class FewShotEngineSpec(MatchEngineSpec):
             ("packet latency", f"{r['packet_latency_measured']} cycles measured, {r['packet_latency_model']} "
                                f"modelled (request header to last response word)"),
             ("interval", f"{r['ii_measured']} cycles per query measured, {r['ii_model']} modelled (encoder-bound; "
-                         f"{r['lanes']} lanes {100 * r['lane_utilisation']:.1f} % busy)"),
+                         f"{r['lanes']} multipliers {100 * r['lane_utilisation']:.1f} % busy)"),
             ("support LOAD", f"{r['load_cycles_measured']} cycles measured, {r['load_cycles_model']} modelled "
                              f"(last payload word to answer)"),
         ]
@@ -456,6 +463,9 @@ class FewShotEngineSpec(MatchEngineSpec):
         if args.episodes < 1:
             raise UserError(f"--episodes must be at least 1, got {args.episodes}")
         eps, source = make_episodes(cfg, args.episodes, args.seed, "auto", n_query=1)
+        if not args.skip_encoder_load:
+            progress(f"sending the encoder ({wsrc}): LOAD_ENCODER of {cfg.spec.n_params} words")
+            host.checked(Opcode.LOAD_ENCODER, fewshot_encoder_words(wq))
         mismatches, correct, results = 0, 0, []
         for n, (ep, codes) in enumerate(zip(eps, episode_codes(cfg, eps), strict=True)):
             sup, labels, qs = np.asarray(codes["support"]), np.asarray(codes["labels"]), np.asarray(codes["queries"])
