@@ -18,9 +18,9 @@ SIM = "icarus" if icarus_available() else "verilator"
 
 
 def test_the_builtin_engines_are_registered():
-    assert engine_names()[:3] == ("maml", "maml-cls", "match")
+    assert engine_names()[:4] == ("maml", "maml-cls", "match", "fewshot")
     assert get_engine("maml").toplevel == "maml_engine" and get_engine("maml-cls").toplevel == "maml_cls_engine"
-    with pytest.raises(UserError, match="unknown engine 'nope'; valid: maml, maml-cls, match"):
+    with pytest.raises(UserError, match="unknown engine 'nope'; valid: maml, maml-cls, match, fewshot"):
         get_engine("nope")
 
 
@@ -77,7 +77,7 @@ def test_flags_of_the_echo_engine_do_not_apply_to_others(echo, capsys):
     assert "--words does not apply to the maml engine; it is an option of the echo engine" in err
 
 
-@pytest.mark.parametrize("name", ["maml", "maml-cls", "match"])
+@pytest.mark.parametrize("name", ["maml", "maml-cls", "match", "fewshot"])
 def test_item_i_of_a_seed_is_the_same_whatever_the_count(name):
     engine = get_engine(name)
     cfg = engine.config_from_dict({})

@@ -276,3 +276,53 @@ def test_engine_as_elaborated_for_ecp5_with_a_dsp_model():
                       run_name="test-ecp5", verilog=text)
     assert r["mismatches"] == 0 and r["cycles"] == [fewshot_cycles(cfg).latency]
     assert re.search(r"fewshot_engine", text)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+SMALL_ARGS = ["--spec", "c2-p-d8", "--lanes", "2", "--split", "2", "--ways", "2"]
+
+
+def test_verify_fewshot_cli_json(capsys):
+    """``metafab verify fewshot`` on glyph episodes with a small random encoder: 0 mismatches, the cycles as
+    modelled, no accuracy (random weights)."""
+    from metafab.gen.cli import main
+
+    assert main(["verify", "fewshot", *SMALL_ARGS, "--queries", "30", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    cfg = enc.EncoderConfig(spec="c2-p-d8", lanes=2, split=2, n_way=2)
+    m = fewshot_cycles(cfg)
+    assert r["mismatches"] == 0 and r["queries"] == 30 and r["rtl_equals_fixed"] and r["cycles_match_model"]
+    assert r["latency_measured"] == [m.latency] and r["ii_measured"] == m.ii
+    assert r["load_cycles_measured"] == m.load_cycles and r["accuracy"]["rtl"] is None
+    assert r["encoder"].startswith("random He weights") and r["features"].startswith("glyphs")
+
+
+def test_verify_fewshot_with_an_encoder_file(tmp_path, capsys):
+    """``--encoder FILE``: a trained encoder's file drives the design (accuracy reported); a file of another
+    spec is a one-line error."""
+    from metafab.gen.cli import main
+
+    spec = enc.EncoderSpec.parse("c2-p-d8")
+    path = enc.save_encoder(tmp_path / "e.npz", spec, enc.init_params(spec, seed=4), {"note": "test"})
+    assert main(["verify", "fewshot", *SMALL_ARGS, "--encoder", str(path), "--queries", "30", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["mismatches"] == 0 and r["encoder"].startswith("file ") and r["accuracy"]["rtl"] == r["accuracy"]["fixed"]
+    assert main(["verify", "fewshot", "--encoder", str(path), "--queries", "5"]) == 2
+    assert "holds c2-p-d8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--split", "3"], "split must be a power of two"),
+    (["--lanes", "128"], "lanes must be"),
+    (["--spec", "c8-q"], "is not c<N>"),
+    (["--spec", "d12-d8", "--set", "input_shape=[1, 4, 4]", "--features", "glyphs"], "glyph episodes need"),
+    (["--set", 'act_fmt="Q4.8"', "--set", 'acc_fmt="Q18.22"'], "16-bit codes"),
+    (["--encoder", "/nonexistent/e.npz"], "e.npz"),
+])
+def test_fewshot_cli_errors_are_one_line(argv, message, capsys):
+    from metafab.gen.cli import main
+
+    assert main(["verify", "fewshot", *argv, "--queries", "5"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

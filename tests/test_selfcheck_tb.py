@@ -36,7 +36,9 @@ CHECKED = ("maml", "maml-cls", "match", "echo")
 TASKS = 2  # RUNs in the generated sessions (small: every simulator run stays within seconds)
 #: design flags of engines whose default design takes too many cycles for an event-driven simulator here
 #: (the classifier's glyph net: 244k cycles per episode); the others generate their default
-DESIGN = {"maml-cls": ["--layers", "16-8-3", "--shots", "1", "--queries", "2", "--steps", "2"]}
+DESIGN = {"maml-cls": ["--layers", "16-8-3", "--shots", "1", "--queries", "2", "--steps", "2"],
+          # (the glyph conv encoder: 17,696 weight words and 2112 cycles per image)
+          "fewshot": ["--spec", "c2-p-d8", "--lanes", "2", "--split", "2", "--ways", "2"]}
 
 requires_icarus = pytest.mark.skipif(not find_icarus().found,
                                      reason="Icarus Verilog not installed (apt-get install -y iverilog)")
