@@ -126,7 +126,8 @@ def _unknown_arguments(args, extra: list[str]) -> str:
     flag = next((x.split("=", 1)[0] for x in extra if x.startswith("-")), None)
     if engine and flag:
         others = [e.name for e in engines() if e.name != engine and flag in _engine_flags(e, command)]
-        hint = (f"; it is an option of the {' and '.join(others)} engine{'s' if len(others) > 1 else ''}"
+        names = others[0] if len(others) == 1 else f"{', '.join(others[:-1])} and {others[-1]}"
+        hint = (f"; it is an option of the {names} engine{'s' if len(others) > 1 else ''}"
                 if others else "")
         return (f"{where}: error: {flag} does not apply to the {engine} engine{hint} "
                 f"(see {where} --help)")

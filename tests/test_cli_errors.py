@@ -39,7 +39,7 @@ def _nothing_under(path):
         (["verify", "maml", "--seed", "-3"], "argument --seed: must be at least 0, got -3"),
         (["sim", "match", "--seed", "x"], "argument --seed: 'x' is not a whole number"),
         (["verify", "maml", "--ways", "3"], "--ways does not apply to the maml engine; it is an option of the "
-                                            "maml-cls and match engines"),
+                                            "maml-cls, match and fewshot engines"),
         (["sim", "maml", "--features", "pixels"], "--features does not apply to the maml engine"),
         (["verify", "match", "--tasks", "3"], "--tasks does not apply to the match engine; it is an option of "
                                               "the maml"),

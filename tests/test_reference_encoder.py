@@ -280,7 +280,7 @@ def test_fewshot_fixed_is_match_fixed_on_independently_computed_codes(mode):
 def test_config_round_trip_and_one_line_errors():
     cfg = enc.EncoderConfig()
     assert enc.EncoderConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.to_dict()["spec"] == "c8-p-c16-p-d64" and cfg.name == "fewshot-proto-5w1s-c8-p-c16-p-d64"
+    assert cfg.to_dict()["spec"] == "c8-p-c16-p-d64" and cfg.name == "fewshot-proto-5w1s-c8-p-c16-p-d64-p8x8"
     assert cfg.replace(mode="matching", k_shot=5).match.n_support == 25
     assert cfg.useful_macs(75) == 80 * 111680 + 75 * 5 * 64
     bad = [
