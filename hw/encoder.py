@@ -208,7 +208,8 @@ class Encoder(wiring.Component):
     start, slot : In
         Begin encoding the image in ``slot`` (only while ``busy`` is low).
     busy : Out
-        A job is running (from the cycle after ``start`` until the last value has left).
+        A job is running (from the cycle after ``start`` until the last value has left; the job's first
+        issue is two cycles after ``start``: the start is registered).
     o_valid, o_code, o_last : Out
         The ``D`` embedding codes (``act_fmt``) of the job, in order, at most one per cycle.
     """
@@ -380,9 +381,14 @@ class Encoder(wiring.Component):
 
         m.d.comb += [a_waddr.eq(wrow + j), a_oaddr.eq(obase + win)]
 
-        with m.If(self.start & ~running & ~self.busy):
+        # the start in a register of its own (it fans out to every counter; the caller's start logic stays
+        # off those paths): the job begins the cycle after it
+        go = Signal()
+        go_slot = Signal.like(self.slot)
+        m.d.sync += [go.eq(self.start & ~self.busy), go_slot.eq(self.slot)]
+        with m.If(go):
             m.d.sync += [running.eq(1), drain.eq(0), *start_stage(plan[0])]
-            with m.Switch(self.slot):
+            with m.Switch(go_slot):
                 for n in range(self._slots):
                     with m.Case(n):
                         m.d.sync += img_base.eq(n * wpi)
@@ -597,6 +603,6 @@ class Encoder(wiring.Component):
             self.o_valid.eq((em_cnt != 0) & last_st),
             self.o_code.eq(em[0]),
             self.o_last.eq((em_cnt != 0) & last_st & (em_addr == plan[-1].rows - 1)),
-            self.busy.eq(running | (tail != 0) | (em_cnt != 0)),
+            self.busy.eq(go | running | (tail != 0) | (em_cnt != 0)),
         ]
         return m

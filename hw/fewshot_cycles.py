@@ -1,8 +1,8 @@
 """Cycle model of the few-shot engine: encoder job, query latency, interval and support LOAD, from the config.
 
 The encoder's schedule is static (:func:`metafab.hw.encoder.encoder_plan`).
-A job that starts at cycle ``s`` issues its stages back to back from
-``s + 1``: stage ``i`` takes ``groups * positions * cols`` issue cycles and,
+A job that starts at cycle ``s`` (its start registered) issues its stages back to back from
+``s + 2``: stage ``i`` takes ``groups * positions * cols`` issue cycles and,
 except for the last, ``EMIT_DELAY + n_i - 1 + DRAIN_MARGIN`` drain cycles
 (``n_i`` the lanes of its last group; the next stage reads what it wrote);
 the last embedding code leaves ``EMIT_DELAY - 1 + n_last`` cycles after the
@@ -48,7 +48,7 @@ def encoder_job_cycles(cfg: EncoderConfig) -> int:
     """Cycles from an encoder job's start to its last embedding code."""
     plan = check_encoder(cfg)
     ed = emit_delay(cfg.split)
-    t = 0
+    t = 1  # the start's register
     for st in plan[:-1]:
         t += st.issue_cycles + ed + st.last_group_rows - 1 + DRAIN_MARGIN
     return t + plan[-1].issue_cycles + ed - 1 + plan[-1].last_group_rows

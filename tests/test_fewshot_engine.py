@@ -150,10 +150,11 @@ def test_encoder_plan_and_cycle_formula():
     # issue cycles, the drains between stages and the last emission; the slices' adder tree has 3 levels
     ed = emit_delay(8)
     assert ed == EMIT_DELAY + 3
-    job = (512 + ed + 8) + (1280 + ed + 8) + 264 + ed - 1 + 8
-    assert encoder_job_cycles(DEFAULT) == job == 2112
+    # (and one cycle: the start's register)
+    job = 1 + (512 + ed + 8) + (1280 + ed + 8) + 264 + ed - 1 + 8
+    assert encoder_job_cycles(DEFAULT) == job == 2113
     one = DEFAULT.replace(lanes=16, split=1)
-    assert encoder_job_cycles(one) == (2560 + EMIT_DELAY + 8) + (4672 + EMIT_DELAY + 16) + 1028 + EMIT_DELAY - 1 + 16
+    assert encoder_job_cycles(one) == 1 + (2560 + EMIT_DELAY + 8) + (4672 + EMIT_DELAY + 16) + 1028 + EMIT_DELAY - 1 + 16
     m = fewshot_cycles(DEFAULT)
     assert m.ii == job + 2 and m.latency == job + 1 + m.readout_latency
     assert m.lanes == 64 and abs(m.lane_utilisation - 111_680 / (64 * job)) < 1e-12
