@@ -170,7 +170,7 @@ class FewShotEngineSpec(MatchEngineSpec):
     demo_count = 150
     chunk = 4
     in_demo = True
-    build_order = 0
+    build_order = 2  # the longest of the demo's board builds (~10 min on 2 cores): the demo starts it first
     demo_builds = True
     default_clock = {"ecp5": 60.0, "ice40": 20.0}
     preload_opcode = Opcode.LOAD_ENCODER
