@@ -195,7 +195,7 @@ def build(engine: Engine, cfg, board: str, *, top: str = "uart", baud: int = 115
     from metafab.gen.synth import build_board_top, check_options
     from metafab.hw.board_top import BoardTop, uart_divisor
     from metafab.hw.pll import pll_setting
-    from metafab.reference.protocol import Opcode, encode_request
+    from metafab.reference.protocol import encode_request
 
     if top not in TOPS:
         raise UserError(f"unknown top {top!r}; valid: {', '.join(TOPS)}")

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from metafab.hw.fixed import registered_product, reject, resize, shape_of
+from metafab.hw.fixed import delayed, registered_product, reject, resize, shape_of
 from metafab.reference.encoder import EncoderConfig
 from metafab.reference.errors import UserError
 
@@ -488,13 +488,7 @@ class Encoder(wiring.Component):
 
         # ---------------- pipeline ----------------
         def reg(v, name, n=1):
-            """``v`` delayed by ``n`` registers."""
-            out = Value.cast(v)
-            for k in range(n):
-                r = Signal(out.shape(), name=f"{name}_{k + 1}")
-                m.d.sync += r.eq(out)
-                out = r
-            return out
+            return delayed(m, v, n, name)
 
         # t+1: addresses registered; the flags travel with them
         v1 = reg(issue, "valid")

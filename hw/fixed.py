@@ -184,6 +184,16 @@ def global_net(m: Module, platform, value, *, name: str) -> Signal:
     return out
 
 
+def delayed(m: Module, value, n: int, name: str) -> Value:
+    """``value`` delayed by ``n`` register stages (named ``{name}_d1`` ... ``{name}_dn``)."""
+    out = Value.cast(value)
+    for k in range(n):
+        r = Signal(out.shape(), name=f"{name}_d{k + 1}")
+        m.d.sync += r.eq(out)
+        out = r
+    return out
+
+
 def shape_of(fmt: QFormat) -> Shape:
     """The Amaranth shape holding codes of ``fmt``."""
     return signed(fmt.width) if fmt.signed else unsigned(fmt.width)

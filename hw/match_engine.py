@@ -26,6 +26,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
 from metafab.hw.fixed import (
+    delayed,
     out_of_range,
     registered_product,
     reject,
@@ -76,16 +77,6 @@ def _replicated_fields(m: Module, platform, fields, copies: int, name: str) -> l
             parts.append(reg[at:at + w])
             at += w
         out.append(parts)
-    return out
-
-
-def _delay(m: Module, value, n: int, name: str):
-    """``value`` delayed by ``n`` register stages."""
-    out = Value.cast(value)
-    for k in range(n):
-        r = Signal(out.shape(), name=f"{name}_d{k + 1}")
-        m.d.sync += r.eq(out)
-        out = r
     return out
 
 
@@ -454,7 +445,7 @@ class MatchCore(wiring.Component):
             p = registered_product(m, platform, lane_rd[lane].data, q_rd[lane].data, name=f"prod{lane}")
             assert p.shape() == signed(pw)
             prods.append(p)
-        tag = _delay(m, tag0, 3, "tag_mul")
+        tag = delayed(m, tag0, 3, "tag_mul")
 
         # ---------------- adder tree, TREE_LEVELS_PER_STAGE levels per register stage ----------------
         level, width, depth_t = prods, pw, 0
@@ -474,7 +465,7 @@ class MatchCore(wiring.Component):
             level = nxt
             if regd:
                 stages += 1
-                tag = _delay(m, tag, 1, f"tag_tree{stages}")
+                tag = delayed(m, tag, 1, f"tag_tree{stages}")
         assert stages == tm.tree_stages
         tree_out = level[0]
 
@@ -484,7 +475,7 @@ class MatchCore(wiring.Component):
         with m.If(field(tag, "valid")):
             m.d.sync += dot.eq(Mux(field(tag, "first_c"), 0, dot) + tree_out)
         acc_tag = tag  # the tag entering the accumulator (one cycle before the dot product is ready)
-        x_tag = _delay(m, tag, 1, "tag_dot")
+        x_tag = delayed(m, tag, 1, "tag_dot")
         x_valid = field(x_tag, "valid") & field(x_tag, "last_c")
         assert 1 + 1 + 1 + stages + 1 == tm.dot_latency
 
@@ -536,7 +527,7 @@ class MatchCore(wiring.Component):
         ]
         # label of the vector, read one cycle before its exp comes out
         assert ex.LATENCY >= 2
-        lt = _delay(m, cos.o.payload.tag, ex.LATENCY - 1, "tag_label")
+        lt = delayed(m, cos.o.payload.tag, ex.LATENCY - 1, "tag_label")
         m.d.comb += [label_rd.addr.eq(unpack(lt, "v")), label_rd.en.eq(1)]
         et = ex.o.payload.tag
         e = ex.o.payload.e
@@ -566,8 +557,8 @@ class MatchCore(wiring.Component):
         logit = Signal(shape_of(lf), name="logit")
         m.d.sync += logit.eq(saturate(xr, lf))
         assert LOGIT_LATENCY == 3  # exact value, rounding, saturation
-        t2 = _delay(m, pack(x_tag), LOGIT_LATENCY, "tag_logit")
-        v2 = _delay(m, x_valid, LOGIT_LATENCY, "valid_logit")
+        t2 = delayed(m, pack(x_tag), LOGIT_LATENCY, "tag_logit")
+        v2 = delayed(m, x_valid, LOGIT_LATENCY, "valid_logit")
         xbuf = [Signal(shape_of(lf), name=f"xbuf{n}") for n in range(N)]
         xmax = Signal(shape_of(lf))
         with m.If(v2):
@@ -582,8 +573,8 @@ class MatchCore(wiring.Component):
         pass_n = Signal(range(N + 1))
         pass_on = Signal()
         pass_entry, pass_bad = Signal(EW), Signal()
-        copy_entry = _delay(m, unpack(t2, "entry"), 1, "copy_entry")
-        copy_bad = _delay(m, unpack(t2, "bad"), 1, "copy_bad")
+        copy_entry = delayed(m, unpack(t2, "entry"), 1, "copy_entry")
+        copy_bad = delayed(m, unpack(t2, "bad"), 1, "copy_bad")
         with m.If(copy):
             m.d.sync += [x.eq(b) for x, b in zip(xf, xbuf, strict=True)]
             m.d.sync += [xmax_f.eq(xmax), pass_on.eq(1), pass_n.eq(0), pass_entry.eq(copy_entry),

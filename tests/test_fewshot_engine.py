@@ -154,7 +154,8 @@ def test_encoder_plan_and_cycle_formula():
     job = 1 + (512 + ed + 8) + (1280 + ed + 8) + 264 + ed - 1 + 8
     assert encoder_job_cycles(DEFAULT) == job == 2113
     one = DEFAULT.replace(lanes=16, split=1)
-    assert encoder_job_cycles(one) == 1 + (2560 + EMIT_DELAY + 8) + (4672 + EMIT_DELAY + 16) + 1028 + EMIT_DELAY - 1 + 16
+    ed1 = EMIT_DELAY
+    assert encoder_job_cycles(one) == 1 + (2560 + ed1 + 8) + (4672 + ed1 + 16) + 1028 + ed1 - 1 + 16
     m = fewshot_cycles(DEFAULT)
     assert m.ii == job + 2 and m.latency == job + 1 + m.readout_latency
     assert m.lanes == 64 and abs(m.lane_utilisation - 111_680 / (64 * job)) < 1e-12

@@ -48,7 +48,8 @@ def encoder_weights(cfg: enc.EncoderConfig, source: str | None = "auto") -> tupl
             w = enc.load_glyph_encoder(kind)
             if str(w.spec) == str(cfg.spec) and w.spec.input_shape == cfg.spec.input_shape:
                 return enc.quantize_encoder(w.params, cfg), f"shipped glyph encoder ({kind}, {w.spec})"
-        return enc.quantize_encoder(enc.init_params(cfg.spec, seed=0), cfg), f"random He weights (seed 0) for {cfg.spec}"
+        wq = enc.quantize_encoder(enc.init_params(cfg.spec, seed=0), cfg)
+        return wq, f"random He weights (seed 0) for {cfg.spec}"
     w = enc.load_encoder(source)
     if str(w.spec) != str(cfg.spec) or w.spec.input_shape != cfg.spec.input_shape:
         raise UserError(f"encoder file {source!r} holds {w.spec} over {w.spec.input_shape}; the design is {cfg.spec} "
@@ -263,8 +264,9 @@ class FewShotEngineSpec(MatchEngineSpec):
         r = enc.fewshot_fixed(wq, sup, labels, qs, cfg)
         from metafab.reference import match_fixed as mx
 
-        session = [Exchange("LOAD_ENCODER", Opcode.LOAD_ENCODER, tuple(fewshot_encoder_words(wq)), Packet(Status.OK, ())),
-                   Exchange("LOAD", Opcode.LOAD, tuple(fewshot_load_words(sup, labels)), Packet(Status.OK, ()))]
+        ok = Packet(Status.OK, ())
+        session = [Exchange("LOAD_ENCODER", Opcode.LOAD_ENCODER, tuple(fewshot_encoder_words(wq)), ok),
+                   Exchange("LOAD", Opcode.LOAD, tuple(fewshot_load_words(sup, labels)), ok)]
         for n, q in enumerate(qs):
             session.append(Exchange(f"RUN query {n}", Opcode.RUN, tuple(fewshot_run_words(q)),
                                     Packet(Status.OK, tuple(mx.result_words(r.probs[n], r.pred[n])))))
@@ -347,7 +349,8 @@ class FewShotEngineSpec(MatchEngineSpec):
         params = enc.dequantize_encoder(wq, cfg)
         fixed, flt, labels = [], [], []
         for ep, cd in zip(eps, codes, strict=True):
-            r = enc.fewshot_fixed(wq, np.asarray(cd["support"]), np.asarray(cd["labels"]), np.asarray(cd["queries"]), cfg)
+            r = enc.fewshot_fixed(wq, np.asarray(cd["support"]), np.asarray(cd["labels"]), np.asarray(cd["queries"]),
+                                  cfg)
             fixed.append(r.pred)
             flt.append(_float_preds(cfg, params, ep))
             labels.append(np.asarray(ep["query_labels"]))
@@ -485,7 +488,8 @@ class FewShotEngineSpec(MatchEngineSpec):
                 "accuracy": correct / len(results), "mismatches": mismatches}
 
     def demo_heading(self, cfg):
-        return f"{self.title} (encoder {cfg.spec} + {'Matching' if cfg.mode == 'matching' else 'Prototypical'} read-out)"
+        readout = "Matching" if cfg.mode == "matching" else "Prototypical"
+        return f"{self.title} (encoder {cfg.spec} + {readout} read-out)"
 
     def demo_rows(self, m):
         a = m["accuracy"]

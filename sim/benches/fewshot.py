@@ -156,12 +156,7 @@ async def fewshot_reset(tb: FewShotBench, p: dict, result: dict):
     for qv in ep["queries"][:3]:
         tb.link.send_raw(encode_request(Opcode.RUN, tb.run_words(qv)))
     await ClockCycles(tb.clock, p.get("reset_after", 3000))
-    tb.link.source.flush()
-    tb.link.sink.queue.clear()
-    await tb.reset()
-    tb.link.sink.queue.clear()
-    st = await tb.status()
-    assert st["loaded"] == 0 and st["runs"] == 0, st
+    await tb.reset_in_flight()
     tb.link.send_raw(encode_request(Opcode.LOAD, tb.load_words(ep)))
     resp = decode_response(await tb.link.recv_packet())
     assert resp.status == Status.NOT_LOADED, f"support LOAD after reset: {resp.status!r}"

@@ -217,12 +217,6 @@ async def reset_scenario(tb: MamlBench, p: dict, result: dict):
     await tb.load()
     tb.link.send_raw(encode_request(Opcode.RUN, tb.task_words(p["tasks"][0])))
     await ClockCycles(tb.clock, p.get("reset_after", 60))
-    # drop whatever was in flight and reset the design
-    tb.link.source.flush()
-    tb.link.sink.queue.clear()
-    await tb.reset()
-    tb.link.sink.queue.clear()
-    st = await tb.status()
-    assert st["loaded"] == 0 and st["runs"] == 0, st
+    await tb.reset_in_flight()
     await tb.load()
     await tb.run_tasks(p["tasks"], result)

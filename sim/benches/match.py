@@ -339,10 +339,5 @@ async def reset_scenario(tb: MatchBench, p: dict, result: dict):
     for qv in ep["queries"][:4]:
         tb.link.send_raw(encode_request(Opcode.RUN, run_payload(qv, tb.cfg)))
     await ClockCycles(tb.clock, p.get("reset_after", 3 * tb.cfg.dim))
-    tb.link.source.flush()
-    tb.link.sink.queue.clear()
-    await tb.reset()
-    tb.link.sink.queue.clear()
-    st = await tb.status()
-    assert st["loaded"] == 0 and st["runs"] == 0, st
+    await tb.reset_in_flight()
     await episodes_scenario(tb, {**p, "timing_queries": 0}, result)

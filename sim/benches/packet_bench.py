@@ -64,6 +64,16 @@ class PacketEngineBench(StreamBench):
     async def status(self) -> dict:
         return dict(zip(STATUS_FIELDS, (await self.checked(Opcode.STATUS)).payload, strict=True))
 
+    async def reset_in_flight(self) -> None:
+        """Reset the design with requests in flight: drop what the link still had to send and what came back,
+        reset, and check that the engine is in its power-up state (nothing loaded, no runs)."""
+        self.link.source.flush()
+        self.link.sink.queue.clear()
+        await self.reset()
+        self.link.sink.queue.clear()
+        st = await self.status()
+        assert st["loaded"] == 0 and st["runs"] == 0, st
+
     async def after_reset(self) -> None:
         """What the engine needs after a reset before its LOAD (nothing; the fewshot engine: its encoder)."""
 
