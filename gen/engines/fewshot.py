@@ -185,7 +185,8 @@ class FewShotEngineSpec(MatchEngineSpec):
                            help="images: glyph meta-test episodes (16x16 inputs) or random pixels (default: glyphs "
                            "when the input shape allows)")
         if command == "sim":
-            p.add_argument("--episodes", type=int, default=1, help="episodes to run, 3 queries each (default 1)")
+            p.add_argument("--episodes", type=int, default=1,
+                           help="episodes to run, one query image per class each (default 1)")
         if command == "verify":
             p.add_argument("--queries", type=int, default=self.count_default,
                            help=f"query images to run, {VERIFY_QUERIES_PER_CLASS} per class of each episode "
