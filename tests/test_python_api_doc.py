@@ -35,7 +35,8 @@ def python_blocks(text: str) -> list[str]:
 
 def test_doc_has_its_sections_and_blocks():
     text = DOC.read_text()
-    for heading in ("## Designs", "## The flows", "## The learner", "## The similarity engine", "## Backends",
+    for heading in ("## Designs", "## The flows", "## The learner", "## The similarity engine",
+                    "## The few-shot pipeline", "## Backends",
                     "## Importing models", "## Errors"):
         assert heading in text, heading
     blocks = python_blocks(text)

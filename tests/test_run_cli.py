@@ -256,3 +256,24 @@ def test_run_reads_the_adapted_weights_back_and_the_api_board_backend(capsys):
         np.testing.assert_array_equal(task(xq), ref(xq))
         assert all((a == b).all() for a, b in zip(task.parameter_codes(), ref.parameter_codes(), strict=True))
     assert board.requests.count(Opcode.LOAD) == 1 and board.requests.count(Opcode.READ_WEIGHTS) == 2
+
+
+def test_the_api_fewshot_board_backend_equals_the_reference():
+    """``metafab.api.FewShot`` on a Board: LOAD_ENCODER once, a LOAD per support set, a RUN per query image;
+    the answers are the reference backend's."""
+    from metafab.api import Board, Design, FewShot
+    from metafab.reference import glyphs
+    from metafab.reference.encoder import EncoderConfig
+
+    design = Design("fewshot", spec="d12-d8", lanes=4, split=1, n_way=3)
+    assert design.config == EncoderConfig(spec="d12-d8", lanes=4, split=1, n_way=3)
+    ep = glyphs.EpisodeSampler(split="test", n_way=3, k_shot=1, n_query=2).sample(np.random.default_rng(4))
+    want = FewShot(design).support(ep.support, ep.support_labels).classify(ep.query)
+    with SoftBoard("fewshot", design.config) as board:
+        learner = FewShot(design, backend=Board(board.port, timeout=5))
+        got = learner.support(ep.support, ep.support_labels).classify(ep.query)
+        again = learner.support(ep.support[::-1], ep.support_labels[::-1]).classify(ep.query[:2])
+        assert board.requests.count(Opcode.LOAD_ENCODER) == 1 and board.requests.count(Opcode.LOAD) == 2
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert np.array_equal(again[1], FewShot(design).support(ep.support[::-1], ep.support_labels[::-1])
+                          .classify(ep.query[:2])[1])

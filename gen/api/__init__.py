@@ -26,7 +26,7 @@ import numpy as np
 
 from metafab.reference.errors import UserError
 
-__all__ = ["Design", "Board", "MAML", "TaskLearner", "Match", "import_model", "generate", "verify", "build",
+__all__ = ["Design", "Board", "MAML", "TaskLearner", "Match", "FewShot", "import_model", "generate", "verify", "build",
            "BACKENDS"]
 
 #: The backends named by a string (a :class:`Board` is the third kind).
@@ -85,6 +85,10 @@ class Design:
             if weights != "auto" or tensor_map is not None:
                 raise UserError("the match engine has no weights (its support set comes with Match.support)")
             self.weights = "auto"
+        elif self.engine.name == "fewshot":  # the encoder's weights: "auto" or an encoder file
+            if tensor_map is not None:
+                raise UserError("the fewshot engine takes encoder files of 'metafab train glyph-encoder', no map")
+            self.weights = str(weights)
         else:
             self.weights = check_weights(weights)
             if tensor_map is not None:
@@ -114,7 +118,9 @@ class Design:
         from metafab.gen.cli import _parser
 
         argv = [command, self.engine.name]
-        if self.engine.name != "match" and command in ("generate", "sim", "verify", "build", "run"):
+        if self.engine.name == "fewshot" and command in ("generate", "sim", "verify", "build", "run"):
+            argv += ["--encoder", self.weights]
+        elif self.engine.name != "match" and command in ("generate", "sim", "verify", "build", "run"):
             argv += ["--weights", self.weights]
         if command == "run":
             argv += ["--port", options.pop("port", "-")]
@@ -124,6 +130,8 @@ class Design:
         for k, v in vars(self._args).items():
             if k not in ("weights",):
                 setattr(ns, k, v)
+        if self.engine.name == "fewshot":
+            ns.encoder = self.weights
         for k, v in options.items():
             setattr(ns, k, v)
         return ns
@@ -506,3 +514,102 @@ class Match:
             self._host = self.backend.host()
         self._host.load(match_load_words(s, y))
         return np.stack([self._host.run(match_run_words(row, self.config)) for row in qc])
+
+
+# --- the few-shot pipeline ------------------------------------------------------------------------
+
+
+class FewShot:
+    """The few-shot pipeline on a backend, pixels in, class out: ``support(images, labels)`` then
+    ``classify(images)`` -> ``(probabilities (n, N), classes (n,))``.
+
+    Parameters
+    ----------
+    design : Design
+        A ``fewshot`` design (``spec``, ``n_way``, ``k_shot``, ``mode``; ``weights``: the encoder, ``"auto"``
+        or a ``metafab train glyph-encoder`` file).
+    backend : str or Board
+    """
+
+    def __init__(self, design: Design, *, backend="reference"):
+        if not isinstance(design, Design):
+            raise TypeError(f"design must be a metafab.api.Design, got {design!r}")
+        if design.engine.name != "fewshot":
+            raise UserError(f"FewShot needs a fewshot design, not {design.engine.name}")
+        from metafab.gen.engines.fewshot import encoder_weights
+
+        self.design = design
+        self.backend = _check_backend(backend)
+        self.encoder_codes, self.encoder_source = encoder_weights(design.config, design.weights)
+        self._support = None
+        self._host = None
+
+    @property
+    def config(self):
+        return self.design.config
+
+    def _images(self, images, what: str) -> np.ndarray:
+        from metafab.reference import encoder as enc
+
+        n_in = self.config.spec.n_inputs
+        x = np.asarray(images, dtype=np.float64)
+        if x.ndim in (1, 3):
+            x = x[None]
+        x = x.reshape(len(x), -1) if x.ndim == 4 else x
+        if x.ndim != 2 or x.shape[1] != n_in or len(x) == 0:
+            raise UserError(f"{what} have shape {np.shape(images)}; the design needs (n, {n_in}) or "
+                            f"(n, {', '.join(map(str, self.config.spec.input_shape))}) with n >= 1")
+        return enc.quantize_images(x, self.config, what).reshape(len(x), -1)
+
+    def support(self, images, labels) -> FewShot:
+        """The support set: ``N K`` images (pixels as floats; ``C H W`` values each) and their class labels."""
+        cfg = self.config
+        m = cfg.n_way * cfg.k_shot
+        s = self._images(images, "support images")
+        y = np.asarray(labels)
+        if len(s) != m or y.shape != (m,) or y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+            raise UserError(f"the design takes {m} support images with {m} integer labels, got {len(s)} images "
+                            f"and labels of shape {y.shape}")
+        bad = [int(v) for v in y if not 0 <= v < cfg.n_way]
+        if bad:
+            raise UserError(f"labels hold {bad[0]}; the design's classes are 0..{cfg.n_way - 1}")
+        missing = sorted(set(range(cfg.n_way)) - set(y.tolist()))
+        if missing:
+            raise UserError(f"class {missing[0]} has no support image (every class needs at least one)")
+        self._support = (s, y.astype(np.int64))
+        return self
+
+    def classify(self, images):
+        """Class probabilities (floats, ``prob_fmt``) and the class of each query image."""
+        from metafab.reference import encoder as enc
+        from metafab.reference.fixed import to_float
+
+        if self._support is None:
+            raise UserError("call support(images, labels) first")
+        cfg = self.config
+        qc = self._images(images, "query images")
+        s, y = self._support
+        if self.backend == "reference":
+            r = enc.fewshot_fixed(self.encoder_codes, s, y, qc, cfg)
+            words = np.concatenate([r.probs, r.pred[:, None]], axis=1)
+        elif isinstance(self.backend, Board):
+            words = self._board(s, y, qc)
+        else:
+            from metafab.gen.engines.fewshot import run_engine
+
+            ep = {"support": s.tolist(), "labels": y.tolist(), "queries": qc.tolist()}
+            r = run_engine(cfg, self.encoder_codes, [ep], sim=self.backend, return_outputs=True, timing_queries=0,
+                           run_name=f"api-{self.backend}")
+            words = np.asarray(r["outputs"], dtype=np.int64)
+        words = np.asarray(words, dtype=np.int64)
+        return to_float(words[:, : cfg.n_way], cfg.match.prob_fmt), words[:, -1].copy()
+
+    def _board(self, s, y, qc):
+        from metafab.reference.payloads import fewshot_encoder_words, fewshot_load_words, fewshot_run_words
+        from metafab.reference.protocol import Opcode
+
+        if self._host is None:
+            self._host = self.backend.host()
+            self._host.checked(Opcode.LOAD_ENCODER, fewshot_encoder_words(self.encoder_codes))
+        self._host.load(fewshot_load_words(s, y))
+        return np.stack([self._host.run(fewshot_run_words(row)) for row in qc])
