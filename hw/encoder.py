@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 from metafab.hw.fixed import delayed, registered_product, reject, resize, shape_of
 from metafab.reference.encoder import EncoderConfig
 from metafab.reference.errors import UserError
+from metafab.reference.payloads import fewshot_image_words
 
 __all__ = ["EMIT_DELAY", "emit_delay", "DRAIN_MARGIN", "EncoderStage", "encoder_plan", "check_encoder", "Encoder"]
 
@@ -223,7 +224,7 @@ class Encoder(wiring.Component):
             reject(self, ValueError(f"slots must be a positive int, got {slots!r}"))
         self._cfg = config
         self._slots = slots
-        self._wpi = -(-config.spec.n_inputs // 2)
+        self._wpi = fewshot_image_words(config.spec.n_inputs)
         act = shape_of(config.act_fmt)
         super().__init__({
             "w_valid": In(1), "w_first": In(1), "w_code": In(shape_of(config.weight_fmt)),

@@ -34,14 +34,15 @@ from metafab.hw.frontend import CoreBusSignature, OpSpec, PacketEngine
 from metafab.hw.match_engine import MatchCore
 from metafab.reference.encoder import EncoderConfig
 from metafab.reference.errors import UserError
+from metafab.reference.payloads import fewshot_image_words
 from metafab.reference.protocol import Opcode, Status
 
 __all__ = ["fewshot_ops", "image_words", "FewShotCore", "FewShotEngine"]
 
 
 def image_words(cfg: EncoderConfig) -> int:
-    """Payload words of one image: its ``C H W`` codes, two per word."""
-    return -(-cfg.spec.n_inputs // 2)
+    """Payload words of one image: its ``C H W`` codes, two per word (:mod:`metafab.reference.payloads`)."""
+    return fewshot_image_words(cfg.spec.n_inputs)
 
 
 def fewshot_ops(cfg: EncoderConfig) -> dict:

@@ -24,6 +24,8 @@ __all__ = [
     "maml_cls_run_words",
     "match_load_words",
     "match_run_words",
+    "FEWSHOT_PIXELS_PER_WORD",
+    "fewshot_image_words",
     "fewshot_encoder_words",
     "fewshot_load_words",
     "fewshot_run_words",
@@ -81,6 +83,15 @@ def match_run_words(query, cfg: MatchConfig) -> list[int]:
     return pack_codes(np.asarray(query, dtype=np.int64).reshape(-1), cfg.query_pack)
 
 
+#: Pixel codes (16-bit fields) in one payload word of the few-shot engine's LOAD and RUN.
+FEWSHOT_PIXELS_PER_WORD = 2
+
+
+def fewshot_image_words(n_pixels: int) -> int:
+    """Payload words of one image of ``n_pixels`` codes (:func:`fewshot_run_words`)."""
+    return -(-int(n_pixels) // FEWSHOT_PIXELS_PER_WORD)
+
+
 def fewshot_encoder_words(wq) -> list[int]:
     """Few-shot LOAD_ENCODER payload: the augmented ``weight_fmt`` codes of every conv / dense layer
     (:func:`metafab.reference.encoder.quantize_encoder`), layer by layer, row-major, one per word."""
@@ -89,7 +100,7 @@ def fewshot_encoder_words(wq) -> list[int]:
 
 def fewshot_run_words(image) -> list[int]:
     """Few-shot RUN payload of one query image: its ``C H W`` act_fmt codes (row-major), two per word."""
-    return pack_codes(np.asarray(image, dtype=np.int64).reshape(-1), 2)
+    return pack_codes(np.asarray(image, dtype=np.int64).reshape(-1), FEWSHOT_PIXELS_PER_WORD)
 
 
 def fewshot_load_words(images, labels) -> list[int]:
