@@ -81,11 +81,12 @@ class Design:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise UserError(f"seed must be a whole number >= 0, got {seed!r}")
         self.seed = seed
-        if self.engine.name == "match":
+        if self.engine.weights_flag is None:
             if weights != "auto" or tensor_map is not None:
-                raise UserError("the match engine has no weights (its support set comes with Match.support)")
+                raise UserError(f"the {self.engine.name} engine has no weights (its support set comes with "
+                                f"Match.support)")
             self.weights = "auto"
-        elif self.engine.name == "fewshot":  # the encoder's weights: "auto" or an encoder file
+        elif self.engine.weights_flag == "--encoder":  # the encoder's weights: "auto" or an encoder file
             if tensor_map is not None:
                 raise UserError("the fewshot engine takes encoder files of 'metafab train glyph-encoder', no map")
             self.weights = str(weights)
@@ -118,10 +119,9 @@ class Design:
         from metafab.gen.cli import _parser
 
         argv = [command, self.engine.name]
-        if self.engine.name == "fewshot" and command in ("generate", "sim", "verify", "build", "run"):
-            argv += ["--encoder", self.weights]
-        elif self.engine.name != "match" and command in ("generate", "sim", "verify", "build", "run"):
-            argv += ["--weights", self.weights]
+        flag = self.engine.weights_flag
+        if flag and command in ("generate", "sim", "verify", "build", "run"):
+            argv += [flag, self.weights]
         if command == "run":
             argv += ["--port", options.pop("port", "-")]
         if command == "build":
@@ -130,8 +130,8 @@ class Design:
         for k, v in vars(self._args).items():
             if k not in ("weights",):
                 setattr(ns, k, v)
-        if self.engine.name == "fewshot":
-            ns.encoder = self.weights
+        if flag:
+            setattr(ns, flag.lstrip("-").replace("-", "_"), self.weights)
         for k, v in options.items():
             setattr(ns, k, v)
         return ns

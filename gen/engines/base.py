@@ -157,6 +157,9 @@ class Engine:
     demo_builds: bool = True
     #: the opcode of the board top's preload packet (:meth:`preload`)
     preload_opcode: int = Opcode.LOAD
+    #: the option of ``generate / sim / verify / build / run`` that names the engine's weights (``--weights``
+    #: for the MAML engines, ``--encoder`` for fewshot), or None (the similarity engine has none)
+    weights_flag: str | None = None
 
     # --- config -----------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:

@@ -154,6 +154,7 @@ class FewShotEngineSpec(MatchEngineSpec):
     toplevel = "fewshot_engine"
     bench = "metafab.sim.benches.fewshot"
     config_class = enc.EncoderConfig
+    weights_flag = "--encoder"
     design_flags = (
         DesignFlag("--mode", "mode", choices=MATCH_MODES, help="read-out: prototypes (-L2) or cosine attention"),
         DesignFlag("--ways", "n_way", int, "N", "classes per episode"),

@@ -232,6 +232,7 @@ class MamlEngineSpec(Engine):
     toplevel = "maml_engine"
     bench = "metafab.sim.benches.maml"
     config_class = MamlConfig
+    weights_flag = "--weights"
     design_flags = (
         DesignFlag("--layers", "layers", metavar="A-B-...", help="layer widths, e.g. 1-40-40-1"),
         DesignFlag("--k-support", "k_support", int, "K", "support samples per task"),

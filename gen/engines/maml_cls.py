@@ -145,6 +145,7 @@ class MamlClsEngineSpec(MamlEngineSpec):
     toplevel = "maml_cls_engine"  # its own module name: a design may hold both MAML engines
     bench = "metafab.sim.benches.maml_cls"
     config_class = MamlClsConfig
+    weights_flag = "--weights"
     design_flags = (
         DesignFlag("--layers", "layers", metavar="A-B-...", help="layer widths, the last one the class count "
                    "(default 256-128-64-64-5)"),
