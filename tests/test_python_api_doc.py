@@ -280,3 +280,20 @@ def test_match_support_needs_every_class():
     design = Design("match", n_way=3, k_shot=2, dim=16, lanes=4)
     _error(lambda: Match(design).support(np.zeros((6, 16)), [0, 0, 0, 0, 1, 1]), "class 2 has no support row")
     _error(lambda: Match(design).support(np.zeros((6, 16)), [0, 0, 5, 0, 1, 1]), "labels hold 5", "0..2")
+
+
+def test_fewshot_support_and_images_are_checked():
+    from metafab.api import FewShot
+
+    design = Design("fewshot", spec="c2-p-d8", lanes=2, split=2, n_way=2)
+    fs = FewShot(design)
+    _error(lambda: fs.support(np.zeros((2, 256)), [0, 0]), "class 1 has no support image")
+    _error(lambda: fs.support(np.zeros((3, 256)), [0, 1, 1]), "takes 2 support images, got 3")
+    _error(lambda: fs.support(np.zeros((2, 100)), [0, 1]), "(n, 256)")
+    _error(lambda: fs.classify(np.zeros((1, 256))), "call support(images, labels) first")
+    _error(lambda: FewShot(Design("match")), "FewShot needs a fewshot design")
+    _error(lambda: Design("fewshot", tensor_map="W0=a"), "no map")
+    fs.support(np.zeros((2, 256)), [1, 0])
+    _error(lambda: fs.classify(np.ones((16, 16))), "query images have shape (16, 16)")  # 16 rows of 16 pixels
+    probs, classes = fs.support(np.zeros((2, 1, 16, 16)), [1, 0]).classify(np.ones((1, 16, 16)))  # one C x H x W image
+    assert probs.shape == (1, 2) and classes.shape == (1,)

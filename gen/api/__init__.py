@@ -431,6 +431,21 @@ class TaskLearner:
 # --- the similarity engine ------------------------------------------------------------------------
 
 
+def _support_labels(labels, m: int, n_way: int, item: str) -> np.ndarray:
+    """A support set's ``m`` class labels as int64, each in ``0..n_way-1`` and every class present (UserError
+    otherwise)."""
+    y = np.asarray(labels)
+    if y.shape != (m,) or y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"labels must be {m} integer class labels, got shape {y.shape}, dtype {y.dtype}")
+    bad = [int(v) for v in y if not 0 <= v < n_way]
+    if bad:
+        raise UserError(f"labels hold {bad[0]}; the design's classes are 0..{n_way - 1}")
+    missing = sorted(set(range(n_way)) - set(y.tolist()))
+    if missing:
+        raise UserError(f"class {missing[0]} has no support {item} (every class needs at least one)")
+    return y.astype(np.int64)
+
+
 class Match:
     """The Matching / Prototypical read-out on a backend: ``support(embeddings, labels)`` then
     ``classify(queries)`` -> ``(probabilities (n, N), classes (n,))``.
@@ -466,15 +481,7 @@ class Match:
         m = cfg.n_way * cfg.k_shot
         if s.shape != (m, cfg.dim):
             raise UserError(f"embeddings have shape {s.shape}, the design needs ({m}, {cfg.dim})")
-        if y.shape != (m,) or y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
-            raise UserError(f"labels must be {m} integer class labels, got shape {y.shape}, dtype {y.dtype}")
-        bad = [int(v) for v in y if not 0 <= v < cfg.n_way]
-        if bad:
-            raise UserError(f"labels hold {bad[0]}; the design's classes are 0..{cfg.n_way - 1}")
-        missing = sorted(set(range(cfg.n_way)) - set(y.tolist()))
-        if missing:
-            raise UserError(f"class {missing[0]} has no support row (every class needs at least one)")
-        self._support = (mx.quantize(s, cfg), y.astype(np.int64))
+        self._support = (mx.quantize(s, cfg), _support_labels(y, m, cfg.n_way, "row"))
         return self
 
     def classify(self, queries):
@@ -566,17 +573,9 @@ class FewShot:
         cfg = self.config
         m = cfg.n_way * cfg.k_shot
         s = self._images(images, "support images")
-        y = np.asarray(labels)
-        if len(s) != m or y.shape != (m,) or y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
-            raise UserError(f"the design takes {m} support images with {m} integer labels, got {len(s)} images "
-                            f"and labels of shape {y.shape}")
-        bad = [int(v) for v in y if not 0 <= v < cfg.n_way]
-        if bad:
-            raise UserError(f"labels hold {bad[0]}; the design's classes are 0..{cfg.n_way - 1}")
-        missing = sorted(set(range(cfg.n_way)) - set(y.tolist()))
-        if missing:
-            raise UserError(f"class {missing[0]} has no support image (every class needs at least one)")
-        self._support = (s, y.astype(np.int64))
+        if len(s) != m:
+            raise UserError(f"the design takes {m} support images, got {len(s)}")
+        self._support = (s, _support_labels(labels, m, cfg.n_way, "image"))
         return self
 
     def classify(self, images):
