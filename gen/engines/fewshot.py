@@ -26,7 +26,7 @@ import json
 import numpy as np
 
 from metafab.gen.engines.base import DesignFlag, Exchange, Workload, status_exchange, unknown_opcode_exchange
-from metafab.gen.engines.match import MatchEngineSpec, _pct
+from metafab.gen.engines.match import MatchEngineSpec, _pct, episode_report
 from metafab.reference import encoder as enc
 from metafab.reference.config import MATCH_MODES
 from metafab.reference.errors import UserError
@@ -368,43 +368,11 @@ class FewShotEngineSpec(MatchEngineSpec):
         return r
 
     def verify_report(self, cfg, work, runs):
-        model = self.cycles(cfg)
-        timing = runs[0]
-        cycles = [c for r in runs for c in r["cycles"]]
-        rtl = np.asarray([p for r in runs for p in r["preds"]])
-        fixed, flt, truth = work.data["fixed"], work.data["float64"], work.data["truth"]
         meaningful = work.source.startswith("glyphs") and not work.data["random_weights"]
-        report = {
-            "mode": cfg.mode,
-            "encoder": work.data["encoder"],
-            "features": work.source,
-            "episodes": len(work.items),
-            "queries": int(len(truth)),
-            "rtl_equals_fixed": bool(np.array_equal(rtl, fixed)),
-            "accuracy": {
-                "rtl": float(np.mean(rtl == truth)) if meaningful else None,
-                "fixed": float(np.mean(fixed == truth)) if meaningful else None,
-                "float64": float(np.mean(flt == truth)) if meaningful else None,
-            },
-            "agreement_fixed_float64": float(np.mean(fixed == flt)),
-            "latency_measured": sorted(set(cycles)),
-            "latency_model": model.latency,
-            "query_latency_model": model.query_latency,
-            "packet_latency_measured": timing.get("packet_latency_measured"),
-            "packet_latency_model": model.packet_latency,
-            "ii_measured": timing.get("ii_measured"),
-            "ii_model": model.ii,
-            "load_cycles_measured": (timing.get("timing") or {}).get("load_cycles"),
-            "load_cycles_model": model.load_cycles,
-            "encoder_job_cycles": model.job,
-            "lanes": model.lanes,
-            "lane_utilisation": model.lane_utilisation,
-        }
-        report["cycles_match_model"] = (
-            set(cycles) == {model.latency} and report["ii_measured"] == model.ii
-            and report["packet_latency_measured"] == model.packet_latency
-            and report["load_cycles_measured"] == model.load_cycles
-        )
+        model = self.cycles(cfg)
+        report = episode_report(cfg, model, work, runs, meaningful)
+        report.update(encoder=work.data["encoder"], encoder_job_cycles=model.job, lanes=model.lanes)
+        report["cycles_match_model"] &= report["load_cycles_measured"] == model.load_cycles
         return report
 
     def verify_rows(self, r):

@@ -45,6 +45,7 @@ from metafab.reference.payloads import match_load_words, match_run_words
 from metafab.reference.protocol import Opcode, Packet, Status
 
 __all__ = ["ENGINE", "MatchEngineSpec", "FEATURES", "TIMING_QUERIES", "make_episodes", "episode_codes",
+           "episode_report",
            "resolve_features", "run_engine"]
 
 FEATURES = ("auto", "embedding", "pixels", "random", "extreme")
@@ -212,6 +213,46 @@ def _file_episodes(path: str, cfg: MatchConfig):
         eps.append({"support": t["support"], "labels": t["labels"], "queries": t["queries"],
                     "query_labels": ql.astype(np.int64)})
     return eps, "file"
+
+
+def episode_report(cfg, model, work, runs, meaningful: bool) -> dict:
+    """The figures of an episode engine's verification (``match``, ``fewshot``): predictions of the RTL against
+    the fixed-point and float64 ones (accuracies when ``meaningful``), and latency, interval, packet latency
+    and LOAD cycles measured in the first run's timing phase against ``model``; ``cycles_match_model`` says
+    whether every one of them equals the model."""
+    timing = runs[0]
+    cycles = [c for r in runs for c in r["cycles"]]
+    rtl = np.asarray([p for r in runs for p in r["preds"]])
+    fixed, flt, truth = work.data["fixed"], work.data["float64"], work.data["truth"]
+
+    def acc(pred):
+        return float(np.mean(pred == truth)) if meaningful else None
+
+    report = {
+        "mode": cfg.mode,
+        "features": work.source,
+        "episodes": len(work.items),
+        "queries": int(len(truth)),
+        "rtl_equals_fixed": bool(np.array_equal(rtl, fixed)),
+        "accuracy": {"rtl": acc(rtl), "fixed": acc(fixed), "float64": acc(flt)},
+        "agreement_fixed_float64": float(np.mean(fixed == flt)),
+        "latency_measured": sorted(set(cycles)),
+        "latency_model": model.latency,
+        "query_latency_model": model.query_latency,
+        "packet_latency_measured": timing.get("packet_latency_measured"),
+        "packet_latency_model": model.packet_latency,
+        "ii_measured": timing.get("ii_measured"),
+        "ii_model": model.ii,
+        "load_cycles_measured": (timing.get("timing") or {}).get("load_cycles"),
+        "load_cycles_model": model.load_cycles,
+        "lane_utilisation": model.lane_utilisation,
+    }
+    report["cycles_match_model"] = (
+        set(cycles) == {model.latency} and report["ii_measured"] == model.ii
+        and report["packet_latency_measured"] == model.packet_latency
+        and report["load_cycles_measured"] in (None, model.load_cycles)
+    )
+    return report
 
 
 def _pct(v):
@@ -429,42 +470,11 @@ class MatchEngineSpec(Engine):
         return r
 
     def verify_report(self, cfg, work, runs):
-        model = self.cycles(cfg)
-        timing = runs[0]
-        cycles = [c for r in runs for c in r["cycles"]]
-        rtl = np.asarray([p for r in runs for p in r["preds"]])
-        fixed, flt, truth = work.data["fixed"], work.data["float64"], work.data["truth"]
+        truth = work.data["truth"]
         meaningful = work.source != "extreme" and bool((truth >= 0).all())  # a user's file may not know them
-        report = {
-            "mode": cfg.mode,
-            "features": work.source,
-            "episodes": len(work.items),
-            "queries": int(len(truth)),
-            "rtl_equals_fixed": bool(np.array_equal(rtl, fixed)),
-            "accuracy": {
-                "rtl": float(np.mean(rtl == truth)) if meaningful else None,
-                "fixed": float(np.mean(fixed == truth)) if meaningful else None,
-                "float64": float(np.mean(flt == truth)) if meaningful else None,
-            },
-            "agreement_fixed_float64": float(np.mean(fixed == flt)),
-            "latency_measured": sorted(set(cycles)),
-            "latency_model": model.latency,
-            "query_latency_model": model.query_latency,
-            "packet_latency_measured": timing.get("packet_latency_measured"),
-            "packet_latency_model": model.packet_latency,
-            "ii_measured": timing.get("ii_measured"),
-            "ii_model": model.ii,
-            "ii_core": model.ii_core,
-            "ii_bound": model.bound,
-            "load_cycles_measured": (timing.get("timing") or {}).get("load_cycles"),
-            "load_cycles_model": model.load_cycles,
-            "lanes": cfg.lanes,
-            "lane_utilisation": model.lane_utilisation,
-        }
-        report["cycles_match_model"] = (
-            set(cycles) == {model.latency} and report["ii_measured"] == model.ii
-            and report["packet_latency_measured"] == model.packet_latency
-        )
+        model = self.cycles(cfg)
+        report = episode_report(cfg, model, work, runs, meaningful)
+        report.update(ii_core=model.ii_core, ii_bound=model.bound, lanes=cfg.lanes)
         return report
 
     def passed(self, r):
